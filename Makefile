@@ -1,0 +1,40 @@
+# qru: two commands on a fresh machine
+#   make dashboard   build the environment (first time) and start the dashboard on the embedded default
+#   make test        build the environment (first time) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+# The torch wheel to install first. The default is the CPU wheel kept on the development machines' disk;
+# on a GPU machine use e.g. `make TORCH=torch dashboard` to get the ordinary (CUDA) build.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.qru-installed
+
+.PHONY: install dashboard test test-all bench target clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+dashboard: install
+	$(BIN)/streamlit run app.py
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+target: install
+	$(BIN)/qru build-target
+
+bench: install
+	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_fakequant.py
+
+clean-venv:
+	rm -rf $(VENV)

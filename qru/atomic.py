@@ -1,0 +1,108 @@
+"""Crash-safe file writes: write to a temporary file in the same folder, flush, fsync, then rename over the target.
+
+A rename within one file system is atomic on POSIX, so a reader sees either the old file or the new one, never a
+half-written file, whatever kills the writer.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from filelock import FileLock, Timeout
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock on the same resource."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary path beside ``path``, then rename it to ``path``.
+
+    ``write`` must create the file it is given. On any error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Atomically write ``data`` as indented UTF-8 JSON (NaN is written as null)."""
+    return write_text(path, json.dumps(_nan_to_none(data), indent=1, ensure_ascii=False) + "\n")
+
+
+def _nan_to_none(data):
+    if isinstance(data, float) and data != data:
+        return None
+    if isinstance(data, dict):
+        return {k: _nan_to_none(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_nan_to_none(v) for v in data]
+    return data
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Build a folder under a temporary name and rename it to ``path`` when the block succeeds.
+
+    Raises FileExistsError if ``path`` appeared meanwhile (the other writer's copy is kept).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, timeout: float = 0, what: str = "resource") -> Iterator[None]:
+    """Hold an OS file lock (released by the OS if the process dies). ``timeout`` seconds to wait; -1 waits forever.
+
+    Raises LockedError naming ``what`` if another process holds it.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise LockedError(f"{what} is in use by another process (lock {lock_path})") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_locked(lock_path: str | Path) -> bool:
+    """True if another process holds the lock at ``lock_path`` right now."""
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False

@@ -1,0 +1,209 @@
+"""The ``qru`` command line: build-target, run, ls, show.
+
+Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
+line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import pandas as pd
+
+from qru.atomic import LockedError
+from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT,
+                        REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig, UnlearnConfig,
+                        resolve_source)
+from qru.corpus.muse import CorpusError
+from qru.store import RunStore, StoreError
+from qru.unlearn.trainer import UnlearnError
+
+# Sizes: "tiny" is the embedded default (design.md "Calibration"); "micro" builds in seconds, for tests and demos.
+SCALES = {
+    "tiny": (CorpusConfig(), ModelConfig()),
+    "micro": (CorpusConfig(n_forget=3, n_retain=6, n_holdout=3),
+              ModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, n_layers=2, n_heads=2,
+                          max_len=256, epochs=40, lr=3e-3, batch_size=8)),
+}
+# The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
+DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
+TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem_retain", "privleak", "nll_forget",
+                 "nll_retain"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(2, f"qru: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _progress_printer(quiet: bool):
+    last = {"t": 0.0, "stage": ""}
+
+    def show(stage: str, done: int, total: int, message: str) -> None:
+        now = time.time()
+        if quiet or (stage == last["stage"] and now - last["t"] < 2 and done != total):
+            return
+        last.update(t=now, stage=stage)
+        count = f" {done}/{total}" if total else ""
+        print(f"[{time.strftime('%H:%M:%S')}] {stage}{count} {message}".rstrip(), file=sys.stderr, flush=True)
+    return show
+
+
+def _base_configs(args) -> tuple[CorpusConfig, ModelConfig]:
+    corpus, model = SCALES[args.scale]
+    source = resolve_source(args.corpus)
+    corpus = dataclasses.replace(corpus, source=source, seed=args.corpus_seed)
+    return corpus, model
+
+
+def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
+    corpus, model = _base_configs(args)
+    paper = args.preset == "paper"
+    lr = args.lr if args.lr is not None else (PAPER_LR if paper else EMBEDDED_LR)[adapter]
+    epochs = args.epochs if args.epochs is not None else (PAPER_EPOCHS if paper else EMBEDDED_EPOCHS)
+    unlearn = UnlearnConfig(method=method, regularizer=regularizer, adapter=adapter, lr=lr, epochs=epochs,
+                            alpha=args.alpha, beta=args.beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                            batch_size=args.batch_size, max_steps=args.max_steps)
+    return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits),
+                     quant_type_4bit=args.quant_type, blocksize=args.blocksize, seed=args.seed)
+
+
+def metric_table(frame: pd.DataFrame) -> str:
+    """The metric table as aligned text (rows model x bits, the headline columns)."""
+    cols = [c for c in TABLE_COLUMNS if c in frame.columns]
+    return frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
+
+
+def cmd_build_target(args) -> int:
+    from qru.corpus import ensure_corpus
+    from qru.models import ensure_models
+
+    corpus_cfg, model_cfg = _base_configs(args)
+    corpus = ensure_corpus(corpus_cfg, args.cache)
+    pair = ensure_models(corpus, corpus_cfg, model_cfg, args.cache, _progress_printer(args.quiet))
+    for kind in ("target", "retrain"):
+        m = pair.manifest(kind)
+        print(f"{kind}: {pair.root / kind} ({m['parameters']:,} parameters, {m['steps']} steps, "
+              f"{m['tokens_per_s']:,.0f} tok/s, final loss {m['final_loss']:.3f})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from qru.pipeline import run
+
+    explicit = any(v is not None for v in (args.method, args.regularizer, args.adapter))
+    combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")] if explicit else DEFAULT_PAIR
+    configs = [_run_config(args, *combo) for combo in combos]  # validate all before running any
+    store = RunStore(args.cache)
+    for config in configs:
+        found = store.find(config) and not args.force
+        print(f"{'found' if found else 'running'}: {config.label}", file=sys.stderr, flush=True)
+        run_id = run(config, store, _progress_printer(args.quiet), force=args.force)
+        print(f"\nrun {run_id}: {config.label}")
+        print(metric_table(store.metrics(run_id)))
+    return 0
+
+
+def cmd_ls(args) -> int:
+    runs = RunStore(args.cache).list()
+    if not runs:
+        print(f"no runs in {RunStore(args.cache).runs}")
+        return 0
+    frame = pd.DataFrame([{"run_id": r.run_id, "state": r.state, "progress": f"{100 * r.progress:.0f}%",
+                           "label": r.label, "updated": r.updated, "error": r.error[:60]} for r in runs])
+    print(frame.to_string(index=False))
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = RunStore(args.cache)
+    config, status = store.config(args.run_id), store.status(args.run_id)
+    print(f"run {args.run_id}: {config.label}\nstate: {status['state']} {status.get('stage', '')}")
+    if status.get("error"):
+        print(f"error: {status['error']}")
+    if status["state"] != "done":
+        return 0
+    print(metric_table(store.metrics(args.run_id)))
+    deltas = store.deltas(args.run_id)
+    totals = deltas[deltas["tensor"] == "total"]
+    cols = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
+            "cosine", "noise_ratio"]
+    print("\nweight deltas (all quantized Linear layers):")
+    print(totals[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qru", description="Does post-training quantization undo LLM unlearning? (design.md)")
+    parser.add_argument("--cache", default=None, help="store folder (default ./cache or $QRU_CACHE)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def data_args(p):
+        p.add_argument("--corpus", default="embedded", help="'embedded' or a folder in MUSE's layout")
+        p.add_argument("--corpus-seed", type=int, default=0, help="seed of the embedded corpus")
+        p.add_argument("--scale", choices=sorted(SCALES), default="tiny",
+                       help="tiny: the embedded default (~5 min to build); micro: seconds, for tests")
+        p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    p = sub.add_parser("build-target", help="build (or load) the tokenizer, target and retrain models")
+    data_args(p)
+    p.set_defaults(func=cmd_build_target)
+
+    p = sub.add_parser("run", help="unlearn, quantize, evaluate and store (default: GA+GDR full and NPO+GDR LoRA)")
+    data_args(p)
+    p.add_argument("--method", choices=METHODS, help="forget loss")
+    p.add_argument("--regularizer", choices=REGULARIZERS, help="retain regularizer (default gdr)")
+    p.add_argument("--adapter", choices=ADAPTERS, help="full fine-tuning or LoRA (default full)")
+    p.add_argument("--preset", choices=("embedded", "paper"), default="embedded",
+                   help="default lr/epochs: embedded (full 1e-4, LoRA 5e-4, 5 epochs) or paper (1e-5 / 1e-4, 5)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (overrides the preset)")
+    p.add_argument("--epochs", type=int, help="epochs over the forget set (overrides the preset)")
+    p.add_argument("--alpha", type=float, default=1.0, help="regularizer weight")
+    p.add_argument("--beta", type=_positive_float, default=0.1, help="NPO beta")
+    p.add_argument("--lora-r", type=int, default=32)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=0, help="cap on unlearning steps (0 = none)")
+    p.add_argument("--bits", type=int, nargs="+", choices=BIT_WIDTHS, default=list(BIT_WIDTHS))
+    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="4-bit type (papers: fp4)")
+    p.add_argument("--blocksize", type=int, default=64, help="4-bit absmax block size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ls", help="list stored runs")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("show", help="print a run's metric table and delta summary")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``qru`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError) as exc:
+        print(f"qru: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qru: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Frozen configuration dataclasses for every stage of a qru run.
+
+Each dataclass validates its fields in ``__post_init__`` and raises :class:`ConfigError` naming the bad value, so a
+bad CLI argument or a corrupt stored config never reaches training code. ``config_key`` hashes a config's canonical
+JSON form: equal configs give equal keys, which the model cache and the run store use to find earlier results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METHODS = ("ga", "npo")
+REGULARIZERS = ("none", "gdr", "klr")
+ADAPTERS = ("full", "lora")
+BIT_WIDTHS = (32, 8, 4)
+QUANT_TYPES_4BIT = ("fp4", "nf4")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: float) -> None:
+    _require(isinstance(value, (int, float)) and value > 0, f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Where the forget / retain / holdout texts come from.
+
+    Args:
+        source: ``"embedded"`` for the seeded fictitious-entity corpus qru generates itself, or the path of a folder
+            in MUSE's layout (``knowmem/``, ``verbmem/``, ``privleak/``, ``raw/``; design.md).
+        seed: seed of the embedded generator (ignored for a folder).
+        n_forget: entities in the forget set D_f (embedded only).
+        n_retain: entities in the retain set D_r (embedded only).
+        n_holdout: entities never trained on; they feed the membership-inference metric (embedded only).
+        passages_per_entity: differently phrased biographies written per entity (embedded only).
+    """
+
+    source: str = "embedded"
+    seed: int = 0
+    n_forget: int = 10
+    n_retain: int = 50
+    n_holdout: int = 10
+    passages_per_entity: int = 2
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.source, str) and self.source != "", f"corpus source must be a non-empty string, "
+                 f"got {self.source!r}")
+        for name in ("n_forget", "n_retain", "n_holdout", "passages_per_entity"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.source == "embedded"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and from-scratch training recipe of the tiny target / retrain Llama.
+
+    Args:
+        vocab_size: byte-level BPE vocabulary size (tokens), including the special token.
+        hidden_size: model width d_model.
+        intermediate_size: SwiGLU MLP width.
+        n_layers: decoder layers.
+        n_heads: attention heads (no grouped-query attention).
+        max_len: longest training / evaluation sequence in tokens (also max_position_embeddings).
+        epochs: passes over the training documents.
+        lr: peak AdamW learning rate (linear warm-up, cosine decay to 10%).
+        batch_size: documents per optimizer step.
+        weight_decay: AdamW decoupled weight decay.
+        warmup_frac: share of all steps spent in linear warm-up.
+        qa_chain: QA documents are shown in chains of this many pairs joined by a blank line, regrouped at random
+            every epoch, so the model sees the shape of the few-shot KnowMem prompt (1 = each pair alone).
+        seed: torch seed for initialisation and shuffling.
+    """
+
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    n_layers: int = 4
+    n_heads: int = 4
+    max_len: int = 512
+    epochs: int = 40
+    lr: float = 2e-3
+    batch_size: int = 8
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    qa_chain: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
+                     "batch_size", "qa_chain"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
+        _require(self.hidden_size % self.n_heads == 0,
+                 f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+        _positive("model lr", self.lr)
+        _require(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """One post-training quantization setting.
+
+    Args:
+        bits: 32 (no quantization), 8 (bitsandbytes LLM.int8 weights: per-row absmax int8) or 4.
+        quant_type: ``"none"`` for 32, ``"int8"`` for 8, ``"fp4"`` or ``"nf4"`` for 4 (bitsandbytes 4-bit types).
+        blocksize: weights per absmax block for 4-bit (bitsandbytes' default 64).
+    """
+
+    bits: int = 32
+    quant_type: str = "none"
+    blocksize: int = 64
+
+    def __post_init__(self) -> None:
+        _require(self.bits in BIT_WIDTHS, f"bit width must be one of {BIT_WIDTHS}, got {self.bits!r}")
+        allowed = {32: ("none",), 8: ("int8",), 4: QUANT_TYPES_4BIT}[self.bits]
+        _require(self.quant_type in allowed,
+                 f"quant type {self.quant_type!r} does not fit {self.bits} bits (allowed: {', '.join(allowed)})")
+        _require(self.blocksize in (64, 128, 256, 512, 1024, 2048, 4096),
+                 f"blocksize must be a power of two in 64..4096, got {self.blocksize!r}")
+
+    @property
+    def label(self) -> str:
+        return {32: "32-bit", 8: "8-bit int8"}.get(self.bits, f"4-bit {self.quant_type.upper()}")
+
+    @classmethod
+    def for_bits(cls, bits: int, quant_type_4bit: str = "fp4", blocksize: int = 64) -> "QuantSpec":
+        """The QuantSpec of a bit width, with ``quant_type_4bit`` used for 4 bits."""
+        quant_type = {32: "none", 8: "int8"}.get(bits, quant_type_4bit)
+        return cls(bits=bits, quant_type=quant_type, blocksize=blocksize)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Metric settings (MUSE, design.md "Reference definitions").
+
+    Args:
+        verbmem_max_new_tokens: greedy tokens generated per VerbMem prompt (MUSE: 128); the ground truth is cut to
+            the same number of tokens.
+        knowmem_max_new_tokens: greedy tokens per KnowMem answer (MUSE: 32).
+        mink_k: the share K of lowest token log-probs averaged by Min-K% prob (MUSE: 0.4).
+        n_probes: forget-set prompts whose generations are stored as probes.
+        batch_size: prompts per generation / scoring batch.
+    """
+
+    verbmem_max_new_tokens: int = 128
+    knowmem_max_new_tokens: int = 32
+    mink_k: float = 0.4
+    n_probes: int = 8
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """An unlearning method and its training recipe.
+
+    Args:
+        method: forget loss, ``"ga"`` (gradient ascent) or ``"npo"`` (negative preference optimization).
+        regularizer: ``"none"``, ``"gdr"`` (gradient descent on D_r) or ``"klr"`` (KL to the target on D_r).
+        alpha: weight of the regularizer.
+        beta: NPO inverse temperature (Zhang et al. 2024: 0.1).
+        adapter: ``"full"`` fine-tuning or ``"lora"`` (peft; merged with merge_and_unload before quantizing).
+        lora_r: LoRA rank r.
+        lora_alpha: LoRA scaling numerator (scale = lora_alpha / lora_r).
+        lora_dropout: dropout on the LoRA branch's input.
+        lr: constant AdamW learning rate.
+        epochs: passes over the forget set.
+        batch_size: forget documents per step (and as many retain documents for the regularizer).
+        max_steps: stop after this many optimizer steps (0 = no cap).
+    """
+
+    method: str = "ga"
+    regularizer: str = "gdr"
+    alpha: float = 1.0
+    beta: float = 0.1
+    adapter: str = "full"
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lr: float = 1e-4
+    epochs: int = 5
+    batch_size: int = 4
+    max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.method in METHODS, f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        _require(self.regularizer in REGULARIZERS,
+                 f"unknown regularizer {self.regularizer!r} (choose from {', '.join(REGULARIZERS)})")
+        _require(self.adapter in ADAPTERS, f"unknown adapter {self.adapter!r} (choose from {', '.join(ADAPTERS)})")
+        _positive("lr", self.lr)
+        _positive("beta", self.beta)
+        _require(isinstance(self.alpha, (int, float)) and self.alpha >= 0, f"alpha must be >= 0, got {self.alpha!r}")
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(isinstance(self.max_steps, int) and self.max_steps >= 0,
+                 f"max_steps must be an integer >= 0, got {self.max_steps!r}")
+        _require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+    @property
+    def label(self) -> str:
+        name = self.method.upper() + ("" if self.regularizer == "none" else "+" + self.regularizer.upper())
+        adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"
+        return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep"
+
+
+# Learning rates of the embedded default, from design.md "Calibration": full fine-tuning at the papers' 1e-5 barely
+# moves the tiny model's forget NLL (0.13 -> 0.145) while 5e-5..1e-4 unlearns; LoRA needs >= 3e-4 (GA+LoRA collapses
+# at 1e-3, NPO does not).
+EMBEDDED_LR = {"full": 1e-4, "lora": 5e-4}
+EMBEDDED_EPOCHS = 5
+# The papers' settings (design.md "Defaults from the papers"), available by name with --preset paper.
+PAPER_LR = {"full": 1e-5, "lora": 1e-4}
+PAPER_EPOCHS = 5
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results; its key is the run's identity in the store.
+
+    Args:
+        corpus: the data (embedded generator or MUSE-layout folder).
+        model: the tiny target / retrain recipe.
+        unlearn: the unlearning method.
+        bits: bit widths evaluated, a subset of (32, 8, 4) in that order.
+        quant_type_4bit: bitsandbytes 4-bit type used for 4 bits (the papers' default is FP4).
+        blocksize: 4-bit absmax block size.
+        eval: metric settings.
+        seed: seed of unlearning (data order, LoRA initialisation, dropout).
+    """
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    bits: tuple[int, ...] = (32, 8, 4)
+    quant_type_4bit: str = "fp4"
+    blocksize: int = 64
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bits = tuple(self.bits)
+        _require(len(bits) > 0, "at least one bit width is needed")
+        for b in bits:
+            _require(b in BIT_WIDTHS, f"bit width must be one of {BIT_WIDTHS}, got {b!r}")
+        _require(len(set(bits)) == len(bits), f"bit widths repeat: {bits}")
+        object.__setattr__(self, "bits", tuple(sorted(bits, reverse=True)))
+        _require(self.quant_type_4bit in QUANT_TYPES_4BIT,
+                 f"unknown 4-bit quant type {self.quant_type_4bit!r} (choose from {', '.join(QUANT_TYPES_4BIT)})")
+        QuantSpec(4, self.quant_type_4bit, self.blocksize)  # validates blocksize
+
+    def quant_specs(self) -> list[QuantSpec]:
+        """The QuantSpec of every evaluated bit width, highest first."""
+        return [QuantSpec.for_bits(b, self.quant_type_4bit, self.blocksize) for b in self.bits]
+
+    @property
+    def label(self) -> str:
+        bits = "/".join(str(b) for b in self.bits)
+        return f"{self.unlearn.label} @ {bits} bit ({self.quant_type_4bit.upper()})"
+
+
+def to_dict(config: Any) -> dict:
+    """A config dataclass (or a dict of them) as plain JSON-ready data (tuples become lists)."""
+    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return json.loads(json.dumps(data, default=lambda o: dataclasses.asdict(o)))
+
+
+def config_key(config: Any, length: int = 12) -> str:
+    """Hex digest of the canonical JSON form of a config dataclass or dict (sorted keys), ``length`` hex digits."""
+    text = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def run_config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from :func:`to_dict` output. Raises ConfigError on unknown fields or bad values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config: expected an object, got {type(data).__name__}")
+    parts = {"corpus": CorpusConfig, "model": ModelConfig, "unlearn": UnlearnConfig, "eval": EvalConfig}
+    kwargs = dict(data)
+    for name, cls in parts.items():
+        if name in kwargs:
+            kwargs[name] = _build(cls, kwargs[name], f"run config field {name}")
+    if "bits" in kwargs:
+        kwargs["bits"] = tuple(kwargs["bits"])
+    return _build(RunConfig, kwargs, "run config")
+
+
+def resolve_source(source: str) -> str:
+    """``"embedded"`` as is, otherwise the absolute path of a corpus folder. Raises ConfigError if it is missing."""
+    if source == "embedded":
+        return source
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"corpus folder not found: {source}")
+    return str(path.resolve())

@@ -1,0 +1,98 @@
+"""MUSE-layout corpora (Shi et al. 2024, github swj0419/muse_bench): one loader for real MUSE folders and qru's own.
+
+Layout (design.md): ``knowmem/{forget,retain}_qa{,_icl}.json`` (lists of {question, answer}),
+``verbmem/forget.json`` (list of {prompt, gt}), ``privleak/{forget,retain,holdout}.json`` (lists of str) and
+``raw/{forget,retain1,retain2,holdout}.txt`` (training text; documents separated by blank lines).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QA_FILES = ("forget_qa", "forget_qa_icl", "retain_qa", "retain_qa_icl")
+PRIVLEAK_FILES = ("forget", "retain", "holdout")
+RAW_FILES = ("forget", "retain1", "retain2", "holdout")
+
+
+class CorpusError(ValueError):
+    """A corpus folder is missing, incomplete or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class MuseCorpus:
+    """The evaluation and training texts of one MUSE-layout folder.
+
+    Attributes:
+        root: the folder it was read from.
+        knowmem: QA lists keyed by ``forget_qa``, ``forget_qa_icl``, ``retain_qa``, ``retain_qa_icl``.
+        verbmem_forget: {prompt, gt} pairs.
+        privleak: text lists keyed by ``forget``, ``retain``, ``holdout``.
+        raw: training documents keyed by ``forget``, ``retain1``, ``retain2``, ``holdout`` (absent files are empty).
+    """
+
+    root: Path
+    knowmem: dict
+    verbmem_forget: list
+    privleak: dict
+    raw: dict = field(default_factory=dict)
+
+    def train_documents(self, split: str) -> list[str]:
+        """Training documents of ``"target"`` (forget + retain) or ``"retrain"`` (retain only)."""
+        retain = self.raw.get("retain1", []) + self.raw.get("retain2", [])
+        if split == "target":
+            return self.raw.get("forget", []) + retain
+        if split == "retrain":
+            return retain
+        raise ValueError(f"unknown training split {split!r} (choose target or retrain)")
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise CorpusError(f"missing corpus file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"corpus file is not valid JSON: {path} ({exc})") from exc
+
+
+def _check_records(data, path: Path, keys: tuple[str, ...]) -> list:
+    if not isinstance(data, list) or not data:
+        raise CorpusError(f"{path}: expected a non-empty list")
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in keys):
+            raise CorpusError(f"{path}: item {i} is not an object with string fields {', '.join(keys)}")
+    return [{k: item[k] for k in keys} for item in data]
+
+
+def _check_texts(data, path: Path) -> list[str]:
+    if not isinstance(data, list) or not data or any(not isinstance(t, str) for t in data):
+        raise CorpusError(f"{path}: expected a non-empty list of strings")
+    return list(data)
+
+
+def split_documents(text: str) -> list[str]:
+    """Documents of a raw text file: blocks separated by blank lines, stripped, empty ones dropped."""
+    return [block.strip() for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+
+
+def load_muse_dir(root: str | Path) -> MuseCorpus:
+    """Read a MUSE-layout folder. Raw text files are optional (the published MUSE sample lacks some).
+
+    Raises:
+        CorpusError: the folder or a required JSON file is missing, or a file does not have MUSE's structure.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"corpus folder not found: {root}")
+    knowmem = {name: _check_records(_read_json(root / "knowmem" / f"{name}.json"), root / "knowmem" / f"{name}.json",
+                                    ("question", "answer")) for name in QA_FILES}
+    verb_path = root / "verbmem" / "forget.json"
+    verbmem = _check_records(_read_json(verb_path), verb_path, ("prompt", "gt"))
+    privleak = {name: _check_texts(_read_json(root / "privleak" / f"{name}.json"), root / "privleak" / f"{name}.json")
+                for name in PRIVLEAK_FILES}
+    raw = {}
+    for name in RAW_FILES:
+        path = root / "raw" / f"{name}.txt"
+        raw[name] = split_documents(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return MuseCorpus(root=root, knowmem=knowmem, verbmem_forget=verbmem, privleak=privleak, raw=raw)

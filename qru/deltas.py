@@ -1,0 +1,125 @@
+"""Weight deltas against the quantizer's step size, per quantized Linear layer and in total.
+
+For each quantized weight W (target W_t, unlearned W_u, dW = W_u - W_t, Q = the quantizer, Δ = the step size of
+W_t's quantization, design.md "Terms"):
+
+- histograms of |dW| and of |dW|/Δ on fixed log-spaced bins, stored pre-binned (never raw arrays);
+- ``below_half_step``: share of weights with |dW| < Δ/2, the largest change that rounding can hide;
+- ``code_flip_rate``: share of weights whose quantization level differs between Q(W_t) and Q(W_u);
+- ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2: the share of the update that survives quantization
+  (1 = kept on average, 0 = erased; design.md "Calibration");
+- ``cosine`` between Q(W_u) - Q(W_t) and dW;
+- ``noise_ratio`` = ||Q(W_u) - Q(W_t)|| / ||dW||: the ratio the papers' explanation suggests. It is not survival:
+  rounding adds noise, so it exceeds 1 even where the update is kept.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qru.config import QuantSpec
+from qru.quant import quantizable_linears, quantize_tensor
+
+# |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
+ABS_EDGES = np.logspace(-10, 0, 101)
+# |dW| / Δ, 1e-6 .. 100.
+REL_EDGES = np.logspace(-6, 2, 81)
+MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def log_histogram(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:
+    """Counts (int64 [len(edges)-1]) of the non-zero ``values`` on ``edges`` (clipped into the end bins), and the
+    number of exact zeros."""
+    v = values.detach().flatten().double().numpy()
+    nonzero = v[v != 0]
+    clipped = np.clip(nonzero, edges[0], edges[-1])
+    counts, _ = np.histogram(clipped, bins=edges)
+    return counts.astype(np.int64), int(v.size - nonzero.size)
+
+
+def _layer_and_module(name: str) -> tuple[int, str]:
+    parts = name.split(".")
+    layer = next((int(p) for p in parts if p.isdigit()), -1)
+    return layer, parts[-1]
+
+
+def _sums(dw: torch.Tensor, dq: torch.Tensor) -> dict:
+    dw64, dq64 = dw.double(), dq.double()
+    return {"dw_sq": float((dw64 * dw64).sum()), "dq_sq": float((dq64 * dq64).sum()),
+            "dot": float((dw64 * dq64).sum())}
+
+
+def ratios(sums: dict) -> dict:
+    """share_kept, cosine and noise_ratio from the sums ||dW||^2, ||dQ||^2 and <dQ, dW> (NaN where dW = 0)."""
+    dw_sq, dq_sq, dot = sums["dw_sq"], sums["dq_sq"], sums["dot"]
+    if dw_sq == 0:
+        return {"share_kept": float("nan"), "cosine": float("nan"), "noise_ratio": float("nan")}
+    cos = dot / np.sqrt(dw_sq * dq_sq) if dq_sq > 0 else 0.0
+    return {"share_kept": dot / dw_sq, "cosine": float(cos), "noise_ratio": float(np.sqrt(dq_sq / dw_sq))}
+
+
+def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec) -> tuple[dict, dict]:
+    """Statistics and histograms of one weight pair (both float, same shape [out, in]) under ``spec``.
+
+    Returns ``(row, hists)``: row = counts, sums and ratios (see the module docstring); hists = {"abs": counts,
+    "rel": counts or None at 32 bits}. Raises ValueError if the shapes differ.
+    """
+    if w_target.shape != w_unlearned.shape:
+        raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
+    wt, wu = w_target.detach().float(), w_unlearned.detach().float()
+    dw = wu - wt
+    abs_counts, zeros = log_histogram(dw.abs(), ABS_EDGES)
+    row = {"numel": dw.numel(), "zero_delta": zeros, "mean_abs_delta": float(dw.abs().mean()),
+           "max_abs_delta": float(dw.abs().max())}
+    if spec.bits == 32:
+        row.update({"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
+                    "code_flip_rate": float("nan"), **_sums(dw, dw)})
+        row.update(ratios(row))
+        return row, {"abs": abs_counts, "rel": None}
+    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
+    rel = dw.abs() / qt.step.clamp(min=1e-30)
+    rel_counts, _ = log_histogram(rel, REL_EDGES)
+    flips = int((qt.codes != qu.codes).sum())
+    row.update({"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean()),
+                "code_flips": flips, "code_flip_rate": flips / dw.numel(), **_sums(dw, qu.dequant - qt.dequant)})
+    row.update(ratios(row))
+    return row, {"abs": abs_counts, "rel": rel_counts}
+
+
+def model_deltas(target: torch.nn.Module, unlearned: torch.nn.Module, spec: QuantSpec) -> tuple[list[dict], dict]:
+    """:func:`tensor_delta` for every quantizable Linear, plus a ``total`` row over all of them.
+
+    Returns ``(rows, hists)``: rows carry ``tensor``, ``layer`` and ``module``; hists maps "abs" and "rel" to int64
+    arrays [n_tensors + 1, n_bins] in row order (the last row is the total; "rel" is None at 32 bits).
+    Raises ValueError if the two models' Linear layers differ.
+    """
+    lin_t, lin_u = quantizable_linears(target), quantizable_linears(unlearned)
+    if list(lin_t) != list(lin_u):
+        raise ValueError("target and unlearned models have different Linear layers")
+    rows, abs_h, rel_h = [], [], []
+    for name, mod in lin_t.items():
+        row, hists = tensor_delta(mod.weight, lin_u[name].weight, spec)
+        layer, module = _layer_and_module(name)
+        rows.append({"tensor": name, "layer": layer, "module": module, **row})
+        abs_h.append(hists["abs"])
+        rel_h.append(hists["rel"])
+    rows.append(total_row(rows))
+    abs_arr = np.vstack(abs_h + [np.sum(abs_h, axis=0)])
+    rel_arr = None if spec.bits == 32 else np.vstack(rel_h + [np.sum(rel_h, axis=0)])
+    return rows, {"abs": abs_arr, "rel": rel_arr}
+
+
+def total_row(rows: list[dict]) -> dict:
+    """The ``total`` row over per-tensor rows: counts and sums added, shares weighted by weight count."""
+    numel = sum(r["numel"] for r in rows)
+    total = {"tensor": "total", "layer": -1, "module": "all", "numel": numel}
+    for key in ("zero_delta", "code_flips", "dw_sq", "dq_sq", "dot"):
+        total[key] = sum(r[key] for r in rows)
+    total["mean_abs_delta"] = sum(r["mean_abs_delta"] * r["numel"] for r in rows) / numel
+    total["max_abs_delta"] = max(r["max_abs_delta"] for r in rows)
+    total["median_step"] = float(np.nanmedian([r["median_step"] for r in rows])) \
+        if not all(np.isnan(r["median_step"]) for r in rows) else float("nan")
+    total["below_half_step"] = sum(r["below_half_step"] * r["numel"] for r in rows) / numel
+    total["code_flip_rate"] = total["code_flips"] / numel if not np.isnan(total["below_half_step"]) else float("nan")
+    total.update(ratios(total))
+    return total

@@ -1,0 +1,1 @@
+"""MUSE metrics (VerbMem, KnowMem, PrivLeak), NLL and probe generations."""

@@ -1,0 +1,47 @@
+"""All metrics of one model on one corpus: VerbMem, KnowMem-forget, KnowMem-retain, Min-K% AUC, NLL."""
+from __future__ import annotations
+
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from qru.config import EvalConfig
+from qru.corpus.muse import MuseCorpus
+from qru.evals.knowmem import knowmem
+from qru.evals.privleak import mean_nll, mia_auc, mink_score, text_logprobs
+from qru.evals.verbmem import verbmem
+
+# Column names of the metric tables, in display order, with their units.
+METRICS = {
+    "verbmem": "VerbMem on D_f (ROUGE-L F1 x 100)",
+    "knowmem_forget": "KnowMem on D_f (ROUGE-L F1 x 100)",
+    "knowmem_retain": "KnowMem on D_r = utility (ROUGE-L F1 x 100)",
+    "privleak": "PrivLeak (%; 0 ideal, <0 still memorized)",
+    "auc": "Min-40% AUC, forget vs holdout",
+    "nll_forget": "NLL on D_f texts (nats/token)",
+    "nll_retain": "NLL on D_r texts (nats/token)",
+    "nll_holdout": "NLL on holdout texts (nats/token)",
+}
+
+
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: MuseCorpus, config: EvalConfig,
+             max_len: int) -> dict:
+    """Every metric of ``model`` except PrivLeak (which needs the retrain model's AUC; see :func:`add_privleak`).
+
+    Returns {"metrics": {name: float}, "samples": {verbmem, knowmem_forget, knowmem_retain: per-item records;
+    mink_forget, mink_holdout: Min-K% scores}}.
+    """
+    model.eval()
+    vm, vm_rows = verbmem(model, tokenizer, corpus.verbmem_forget, config.verbmem_max_new_tokens, config.batch_size)
+    kf, kf_rows = knowmem(model, tokenizer, corpus.knowmem["forget_qa"], corpus.knowmem["forget_qa_icl"],
+                          config.knowmem_max_new_tokens, config.batch_size)
+    kr, kr_rows = knowmem(model, tokenizer, corpus.knowmem["retain_qa"], corpus.knowmem["retain_qa_icl"],
+                          config.knowmem_max_new_tokens, config.batch_size)
+    logp = {name: text_logprobs(model, tokenizer, corpus.privleak[name], max_len, config.batch_size)
+            for name in ("forget", "retain", "holdout")}
+    mink = {name: [mink_score(x, config.mink_k) for x in logp[name]] for name in ("forget", "holdout")}
+    metrics = {"verbmem": vm, "knowmem_forget": kf, "knowmem_retain": kr,
+               "auc": mia_auc(mink["forget"], mink["holdout"]),
+               "nll_forget": mean_nll(logp["forget"]), "nll_retain": mean_nll(logp["retain"]),
+               "nll_holdout": mean_nll(logp["holdout"])}
+    samples = {"verbmem": vm_rows, "knowmem_forget": kf_rows, "knowmem_retain": kr_rows,
+               "mink_forget": mink["forget"], "mink_holdout": mink["holdout"]}
+    return {"metrics": metrics, "samples": samples}

@@ -1,0 +1,130 @@
+"""One run end to end: target -> unlearn -> for each bit width: quantize -> evaluate -> analyse -> store.
+
+Reference rows (target and retrain at each bit width) do not depend on the unlearning method, so they are cached
+beside the models (``<cache>/models/<key>/evals/``) and shared by every run on the same models.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from qru.atomic import write_json
+from qru.config import QuantSpec, RunConfig, config_key, to_dict
+from qru.corpus import ensure_corpus
+from qru.deltas import ABS_EDGES, REL_EDGES, model_deltas
+from qru.evals.privleak import privleak
+from qru.evals.probes import build_probes
+from qru.evals.suite import evaluate
+from qru.models import ModelPair, ensure_models
+from qru.quant import fake_quantize
+from qru.store import RunStore, RunWriter, run_id_of
+from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
+
+Progress = Callable[[str, int, int, str], None]
+
+
+def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig) -> dict:
+    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": kind})
+    path = pair.root / "evals" / f"{kind}-{spec.bits}-{spec.quant_type}-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    model = pair.target if kind == "target" else pair.retrain
+    result = evaluate(fake_quantize(model, spec), pair.tokenizer, corpus, config.eval, config.model.max_len)
+    write_json(path, result)
+    return result
+
+
+def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
+    if result.adapter_state is not None:
+        folder = writer.folder / "adapter"
+        folder.mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in result.adapter_state.items()},
+                  str(folder / "adapter_model.safetensors"))
+        write_json(folder / "adapter_config.json", {
+            "peft_type": "LORA", "r": config.unlearn.lora_r, "lora_alpha": config.unlearn.lora_alpha,
+            "lora_dropout": config.unlearn.lora_dropout, "target_modules": LORA_TARGETS, "bias": "none",
+            "task_type": "CAUSAL_LM", "base_model": str(pair.root / "target")})
+        return
+    target = pair.target.state_dict()
+    delta = {k: (v.detach() - target[k]).contiguous() for k, v in result.model.state_dict().items()
+             if k in target and not k.endswith("lm_head.weight")}
+    save_file(delta, str(writer.folder / "unlearned_delta.safetensors"))
+
+
+def _metric_row(model: str, spec: QuantSpec, metrics: dict, auc_retrain: float) -> dict:
+    return {"model": model, "bits": spec.bits, "quant": spec.quant_type, **metrics,
+            "privleak": privleak(metrics["auc"], auc_retrain)}
+
+
+def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Progress) -> None:
+    """Run every stage of ``config`` and write its files through ``writer``."""
+    def stage(name: str, done: int = 0, total: int = 0, message: str = "") -> None:
+        writer.set_status("running", stage=name, done=done, total=total, message=message)
+        progress(name, done, total, message)
+
+    stage("loading corpus")
+    corpus = ensure_corpus(config.corpus, cache_root)
+    stage("loading target and retrain models")
+    pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=stage)
+    writer.log(f"models: {pair.root}")
+    torch.manual_seed(config.seed)
+    result = unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
+                     config.unlearn, config.model.max_len, seed=config.seed, progress=stage)
+    writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s")
+    writer.write_json("train_log.json", result.history)
+    _save_weights(writer, pair, result, config)
+    specs = config.quant_specs()
+    rows, samples, delta_rows, hists = [], {}, [], {}
+    retrain_32 = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
+    for i, spec in enumerate(specs):
+        stage(f"evaluating at {spec.bits} bits", i, len(specs), spec.label)
+        evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in ("target", "retrain")}
+        evals["unlearned"] = evaluate(fake_quantize(result.model, spec), pair.tokenizer, corpus, config.eval,
+                                      config.model.max_len)
+        for kind, ev in evals.items():
+            rows.append(_metric_row(kind, spec, ev["metrics"], retrain_32))
+            samples[f"{kind}@{spec.bits}"] = ev["samples"]
+        stage(f"analysing deltas at {spec.bits} bits", i, len(specs), spec.label)
+        d_rows, d_hists = model_deltas(pair.target, result.model, spec)
+        delta_rows += [{"bits": spec.bits, "quant": spec.quant_type, **r} for r in d_rows]
+        hists["abs"] = d_hists["abs"]
+        if d_hists["rel"] is not None:
+            hists[f"rel_{spec.bits}"] = d_hists["rel"]
+        writer.log(f"{spec.label}: " + ", ".join(f"{r['model']} KnowMem-f {r['knowmem_forget']:.1f}"
+                                                 for r in rows[-3:]))
+    writer.write_json("samples.json", samples)
+    writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
+    writer.write_parquet("deltas.parquet", pd.DataFrame(delta_rows))
+    tensors = [r["tensor"] for r in delta_rows if r["bits"] == specs[0].bits]
+    writer.write_npz("deltas_hist.npz", {"abs_edges": ABS_EDGES, "rel_edges": REL_EDGES,
+                                         "tensors": pd.Series(tensors).to_numpy(dtype=str), **hists})
+    writer.write_json("metrics.json", rows)
+
+
+def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,
+        force: bool = False) -> str:
+    """Run ``config`` and store it; return its run id. A finished run of the same config is reused unless ``force``.
+
+    Raises LockedError if another process is running the same config; any error of a stage is recorded in the run's
+    status and log, then re-raised.
+    """
+    store = store or RunStore()
+    progress = progress or (lambda *a: None)
+    if not force and store.find(config):
+        return run_id_of(config)
+    with store.open_run(config) as writer:
+        writer.set_status("running", stage="starting")
+        writer.log(f"run {writer.run_id}: {config.label}")
+        try:
+            execute(config, writer, store.root, progress)
+        except BaseException as exc:
+            writer.fail(exc)
+            raise
+        writer.set_status("done", stage="done", done=1, total=1)
+        writer.log("done")
+    return writer.run_id

@@ -1,0 +1,119 @@
+"""Post-training quantization with bitsandbytes, evaluated through dequantized ("fake-quant") fp32 weights.
+
+4-bit: bitsandbytes ``quantize_4bit`` / ``dequantize_4bit``, FP4 (the papers' default, ``load_in_4bit=True``) or NF4,
+absmax scaling per block of ``blocksize`` consecutive weights (row-major), no double quantization.
+8-bit: bitsandbytes LLM.int8 weights (``int8_vectorwise_quant``): per-output-row absmax scaling to int8, as
+``load_in_8bit=True`` stores them. Linear8bitLt additionally quantizes activations row-wise and keeps outlier input
+features (|x| > 6.0) in 16 bits; fake-quant applies the weight rounding only.
+Every ``nn.Linear`` except ``lm_head`` is quantized, as ``load_in_4bit`` / ``load_in_8bit`` do; embeddings are not.
+
+For every quantized weight qru also derives its quantization step size Δ: the gap between the two quantization levels
+around it, in the weight's units (design.md "Terms").
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import bitsandbytes.functional as bnbf
+import torch
+from torch import nn
+
+from qru.config import QuantSpec
+
+
+@dataclass
+class QuantizedTensor:
+    """One weight matrix after quantization; every field has the weight's shape [out, in].
+
+    Attributes:
+        codes: int64 index of each weight's quantization level (levels equal in value, such as FP4's +0 and -0, share
+            one index), so a code flip is a change of level.
+        dequant: float32 dequantized weight Q(W).
+        step: float32 step size Δ around each weight (gap between the two neighbouring levels, weight units).
+    """
+
+    codes: torch.Tensor
+    dequant: torch.Tensor
+    step: torch.Tensor
+
+
+def level_table(quant_type: str) -> torch.Tensor:
+    """Sorted distinct normalised levels (in [-1, 1]) of a bitsandbytes 4-bit type, float32 [15] for fp4 (+0 and -0
+    merged) or [16] for nf4. Raises ValueError for other types."""
+    if quant_type not in ("fp4", "nf4"):
+        raise ValueError(f"no 4-bit level table for quant type {quant_type!r} (fp4 or nf4)")
+    return torch.unique(bnbf.get_4bit_type(quant_type, device="cpu").float())
+
+
+def _unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
+    flat = packed.flatten()
+    return torch.stack([(flat >> 4) & 0xF, flat & 0xF], dim=1).flatten()[:n].long()
+
+
+def neighbour_gap(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """For normalised values ``x`` (any shape, float32) and sorted ``levels`` [L], the gap between the two levels
+    around each value; values at or beyond the outermost levels get the outermost gap."""
+    idx = torch.searchsorted(levels, x.contiguous()).clamp(1, len(levels) - 1)
+    return levels[idx] - levels[idx - 1]
+
+
+def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int = 64) -> QuantizedTensor:
+    """Quantize a float weight [out, in] with bitsandbytes 4-bit absmax block quantization.
+
+    Step size: with absmax a of the weight's block and normalised value x = w / a, Δ = a x (gap of the levels
+    around x). Raises ValueError for an unknown quant type.
+    """
+    w = weight.detach().float().contiguous()
+    packed, state = bnbf.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type, compress_statistics=False)
+    dequant = bnbf.dequantize_4bit(packed, state).float().reshape(w.shape)
+    raw_codes = _unpack_nibbles(packed, w.numel())
+    table = bnbf.get_4bit_type(quant_type, device="cpu").float()
+    levels = level_table(quant_type)
+    codes = torch.searchsorted(levels, table[raw_codes].contiguous()).reshape(w.shape)
+    absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
+    x = torch.where(absmax > 0, w / absmax.clamp(min=1e-30), torch.zeros_like(w))
+    step = neighbour_gap(x, levels) * absmax
+    return QuantizedTensor(codes=codes, dequant=dequant, step=step)
+
+
+def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
+    """LLM.int8 weight quantization: per output row, q = round(127 w / absmax_row); Δ = absmax_row / 127.
+
+    As bitsandbytes' ``Int8Params`` does, the weight is first cast to float16, so codes equal ``load_in_8bit``'s.
+    """
+    w = weight.detach().float().contiguous()
+    cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
+    scale = (scb.float() / 127.0).unsqueeze(1)
+    dequant = cb.float() * scale
+    return QuantizedTensor(codes=cb.long(), dequant=dequant, step=scale.expand_as(w).clone())
+
+
+def quantize_tensor(weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
+    """Quantize one weight [out, in] as ``spec`` says. 32 bits returns the weight itself with step 0."""
+    if spec.bits == 4:
+        return quantize_4bit(weight, spec.quant_type, spec.blocksize)
+    if spec.bits == 8:
+        return quantize_int8(weight)
+    w = weight.detach().float()
+    return QuantizedTensor(codes=torch.zeros_like(w, dtype=torch.long), dequant=w.clone(), step=torch.zeros_like(w))
+
+
+def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear of ``model`` except the output head (``lm_head``), by module name, in model order."""
+    return {name: mod for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and not name.split(".")[-1] == "lm_head"}
+
+
+def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
+    """A copy of ``model`` whose quantizable Linear weights are replaced by their dequantized values Q(W).
+
+    The copy computes in float32; ``model`` is unchanged. 32 bits returns ``model`` itself.
+    """
+    if spec.bits == 32:
+        return model
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in quantizable_linears(quantized).values():
+            module.weight.copy_(quantize_tensor(module.weight, spec).dequant)
+    return quantized.eval()

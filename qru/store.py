@@ -1,0 +1,230 @@
+"""The run store: one folder per run under ``<root>/runs/<run_id>/``.
+
+run_id = ``<method>-<regularizer>-<adapter>-<key>`` where key hashes the full RunConfig, so the same config is found
+instead of recomputed. Files of a run:
+
+- ``config.json``   the RunConfig
+- ``status.json``   state (queued / running / done / failed), stage, progress, message, error, pid, times
+- ``metrics.json``  one row per (model, bit width): target, retrain, unlearned x 32/8/4
+- ``samples.json``  per-sample scores and generations behind every metric row
+- ``deltas.parquet``  per-tensor delta statistics at each bit width; ``deltas_hist.npz`` their pre-binned histograms
+- ``probes.json``   forget-set prompts with every model's greedy continuation and its ROUGE-L
+- ``train_log.json``  per-step unlearning losses; ``log.txt`` a human-readable log
+- ``unlearned_delta.safetensors`` (full fine-tuning: W_u - W_t) or ``adapter/`` (LoRA adapter, peft format)
+
+Every file is written atomically (temporary file + rename). ``.lock`` is an OS lock held by the process running the
+run: a second process is refused, and a run whose status says running while nobody holds the lock was interrupted.
+No pickle anywhere (JSON, Parquet, NPZ without object arrays, safetensors).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from qru.atomic import LockedError, atomic_write, exclusive, is_locked, write_json, write_text
+from qru.config import ConfigError, RunConfig, config_key, run_config_from_dict, to_dict
+
+DEFAULT_ROOT = Path("cache")
+STATES = ("queued", "running", "done", "failed")
+
+
+class StoreError(ValueError):
+    """A run is missing or its folder is corrupt; the message names the run and the file."""
+
+
+def run_id_of(config: RunConfig) -> str:
+    """The store id of a config: ``<method>-<regularizer>-<adapter>-<12 hex digits of its key>``."""
+    u = config.unlearn
+    return f"{u.method}-{u.regularizer}-{u.adapter}-{config_key(config)}"
+
+
+@dataclass
+class RunInfo:
+    """One row of the run list."""
+
+    run_id: str
+    label: str
+    state: str
+    stage: str
+    progress: float
+    updated: str
+    error: str
+
+
+class RunStore:
+    """Runs under ``<root>/runs``; ``root`` defaults to ``./cache`` (or $QRU_CACHE)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or os.environ.get("QRU_CACHE") or DEFAULT_ROOT)
+        self.runs = self.root / "runs"
+
+    def path(self, run_id: str) -> Path:
+        """Folder of a run. Raises StoreError for ids that are not plain folder names."""
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise StoreError(f"not a run id: {run_id!r}")
+        return self.runs / run_id
+
+    def ids(self) -> list[str]:
+        """All run ids, newest status first."""
+        if not self.runs.is_dir():
+            return []
+        dirs = [p for p in self.runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return [p.name for p in sorted(dirs, key=lambda p: _mtime(p / "status.json"), reverse=True)]
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def read_json(self, run_id: str, name: str):
+        """A JSON file of a run. Raises StoreError if the run or file is missing or not valid JSON."""
+        path = self.path(run_id) / name
+        if not self.path(run_id).is_dir():
+            raise StoreError(f"no run {run_id!r} in {self.runs}")
+        if not path.is_file():
+            raise StoreError(f"run {run_id}: {name} is missing")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"run {run_id}: {name} is corrupt ({exc})") from exc
+
+    def config(self, run_id: str) -> RunConfig:
+        """The RunConfig of a run. Raises StoreError if config.json is missing, corrupt or invalid."""
+        try:
+            return run_config_from_dict(self.read_json(run_id, "config.json"))
+        except ConfigError as exc:
+            raise StoreError(f"run {run_id}: config.json is invalid ({exc})") from exc
+
+    def status(self, run_id: str) -> dict:
+        """status.json, with a queued/running run whose process is gone reported as failed (interrupted)."""
+        status = self.read_json(run_id, "status.json")
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            raise StoreError(f"run {run_id}: status.json has no valid state")
+        if status["state"] in ("queued", "running") and not is_locked(self.path(run_id) / ".lock"):
+            if status["state"] == "running" or time.time() - _mtime(self.path(run_id) / "status.json") > 60:
+                status = {**status, "state": "failed",
+                          "error": f"interrupted: process {status.get('pid')} stopped without finishing"}
+        return status
+
+    def metrics(self, run_id: str) -> pd.DataFrame:
+        """The metric table: one row per (model, bits). Raises StoreError if missing or corrupt."""
+        rows = self.read_json(run_id, "metrics.json")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "model" in r for r in rows):
+            raise StoreError(f"run {run_id}: metrics.json is not a list of metric rows")
+        return pd.DataFrame(rows)
+
+    def deltas(self, run_id: str) -> pd.DataFrame:
+        """Per-tensor delta statistics (all bit widths). Raises StoreError if missing or unreadable."""
+        path = self.path(run_id) / "deltas.parquet"
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise StoreError(f"run {run_id}: deltas.parquet is missing or corrupt ({exc})") from exc
+
+    def histograms(self, run_id: str) -> dict[str, np.ndarray]:
+        """Pre-binned histograms: ``abs_edges``, ``rel_edges``, ``abs`` and ``rel_<bits>`` count arrays whose rows
+        follow the ``tensors`` array (the last one is ``total``)."""
+        path = self.path(run_id) / "deltas_hist.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as exc:
+            raise StoreError(f"run {run_id}: deltas_hist.npz is missing or corrupt ({exc})") from exc
+
+    def info(self, run_id: str) -> RunInfo:
+        """The run-list row of a run; a corrupt run is listed as failed with the reason."""
+        try:
+            label = self.config(run_id).label
+            status = self.status(run_id)
+        except StoreError as exc:
+            return RunInfo(run_id, "?", "failed", "", 0.0, "", str(exc))
+        total = status.get("total") or 0
+        progress = 1.0 if status["state"] == "done" else (status.get("done", 0) / total if total else 0.0)
+        return RunInfo(run_id, label, status["state"], status.get("stage", ""), progress,
+                       status.get("updated", ""), status.get("error") or "")
+
+    def list(self) -> list[RunInfo]:
+        """:meth:`info` of every run."""
+        return [self.info(r) for r in self.ids()]
+
+    def find(self, config: RunConfig) -> str | None:
+        """The id of a finished run with exactly this config, or None."""
+        run_id = run_id_of(config)
+        try:
+            return run_id if self.status(run_id)["state"] == "done" else None
+        except StoreError:
+            return None
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def open_run(self, config: RunConfig) -> Iterator["RunWriter"]:
+        """Lock the run of ``config`` for writing (creating its folder and config.json) for the block's duration.
+
+        Raises LockedError if another process is running the same config.
+        """
+        run_id = run_id_of(config)
+        folder = self.path(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"):
+            write_json(folder / "config.json", to_dict(config))
+            yield RunWriter(run_id, folder)
+
+
+class RunWriter:
+    """Atomic writers for the files of one locked run."""
+
+    def __init__(self, run_id: str, folder: Path):
+        self.run_id, self.folder = run_id, folder
+        self._status: dict = {}
+
+    def set_status(self, state: str, stage: str = "", done: int = 0, total: int = 0, message: str = "",
+                   error: str = "") -> None:
+        """Write status.json (state must be one of STATES)."""
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._status = {**self._status, "state": state, "stage": stage, "done": done, "total": total,
+                        "message": message, "error": error, "pid": os.getpid(), "updated": now}
+        self._status.setdefault("started", now)
+        if state in ("done", "failed"):
+            self._status["finished"] = now
+        write_json(self.folder / "status.json", self._status)
+
+    def write_json(self, name: str, data) -> None:
+        write_json(self.folder / name, data)
+
+    def write_parquet(self, name: str, frame: pd.DataFrame) -> None:
+        atomic_write(self.folder / name, lambda p: frame.to_parquet(p, index=False))
+
+    def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        def _save(path: Path) -> None:
+            with open(path, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        atomic_write(self.folder / name, _save)
+
+    def log(self, line: str) -> None:
+        """Append a time-stamped line to log.txt (rewritten atomically)."""
+        path = self.folder / "log.txt"
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        write_text(path, old + f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a failure: status failed with the error, the traceback in log.txt."""
+        self.log("".join(traceback.format_exception(exc)).rstrip())
+        self.set_status("failed", stage=self._status.get("stage", ""), done=self._status.get("done", 0),
+                        total=self._status.get("total", 0), error=f"{type(exc).__name__}: {exc}")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+__all__ = ["DEFAULT_ROOT", "LockedError", "RunInfo", "RunStore", "RunWriter", "StoreError", "run_id_of"]

@@ -1,0 +1,139 @@
+"""The unlearning loop: forget loss (+ alpha x regularizer) with AdamW at a constant learning rate.
+
+Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters on every Linear layer except lm_head
+and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
+The reference model of NPO and KLR is the target (design.md).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from qru.config import UnlearnConfig
+from qru.models import Progress, _no_progress, encode_documents, pad_batch
+from qru.unlearn.losses import FORGET_LOSSES, REGULARIZERS, nll
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class UnlearnError(ValueError):
+    """Unlearning cannot start with this data or configuration."""
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned model (LoRA already merged), its adapter weights if LoRA, and the per-step loss history."""
+
+    model: PreTrainedModel
+    adapter_state: dict | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def lora_config(config: UnlearnConfig) -> LoraConfig:
+    """peft LoraConfig of an UnlearnConfig: all attention and MLP projections, no bias, lm_head excluded."""
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=LORA_TARGETS, bias="none", task_type="CAUSAL_LM")
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
+    order = torch.randperm(n, generator=gen).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class _RetainStream:
+    """Endless shuffled batches of retain documents, one per unlearning step."""
+
+    def __init__(self, data: list[list[int]], batch_size: int, gen: torch.Generator):
+        self.data, self.batch_size, self.gen, self.queue = data, batch_size, gen, []
+
+    def next(self) -> list[list[int]]:
+        if not self.queue:
+            self.queue = _batches(len(self.data), self.batch_size, self.gen)
+        return [self.data[i] for i in self.queue.pop()]
+
+
+def _loss(policy, ref, batch: dict, fn, needs_ref: bool, **kwargs) -> torch.Tensor:
+    logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    if not needs_ref:
+        return fn(logits, batch["labels"], **kwargs)
+    with torch.no_grad():
+        ref_logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return fn(logits, batch["labels"], ref_logits, **kwargs)
+
+
+def total_steps(n_forget_docs: int, config: UnlearnConfig) -> int:
+    """Optimizer steps of an unlearning run: epochs x ceil(forget docs / batch), capped by max_steps if set."""
+    steps = config.epochs * math.ceil(n_forget_docs / config.batch_size)
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
+def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_docs: list[str],
+            retain_docs: list[str], config: UnlearnConfig, max_len: int, seed: int = 0,
+            progress: Progress = _no_progress) -> UnlearnResult:
+    """Unlearn ``forget_docs`` from a copy of ``target`` (``target`` itself is left unchanged and is the reference).
+
+    Raises UnlearnError if there are no forget documents, or the regularizer needs retain documents and there are none.
+    """
+    if not forget_docs:
+        raise UnlearnError("the corpus has no forget documents (raw/forget.txt is missing or empty)")
+    if config.regularizer != "none" and not retain_docs:
+        raise UnlearnError(f"regularizer {config.regularizer} needs retain documents (raw/retain*.txt), found none")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    ref = target.eval()
+    policy = copy.deepcopy(target)
+    if config.adapter == "lora":
+        policy = get_peft_model(policy, lora_config(config))
+    policy.train()
+    forget = encode_documents(tokenizer, forget_docs, max_len)
+    retain = _RetainStream(encode_documents(tokenizer, retain_docs, max_len), config.batch_size, gen) \
+        if retain_docs else None
+    forget_fn, forget_ref = FORGET_LOSSES[config.method]
+    reg_fn, reg_ref = REGULARIZERS[config.regularizer]
+    extra = {"beta": config.beta} if config.method == "npo" else {}
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    total = total_steps(len(forget), config)
+    history, step, start = [], 0, time.time()
+    while step < total:
+        for idx in _batches(len(forget), config.batch_size, gen):
+            if step >= total:
+                break
+            fbatch = pad_batch([forget[i] for i in idx], tokenizer.pad_token_id)
+            loss_f = _loss(policy, ref, fbatch, forget_fn, forget_ref, **extra)
+            loss = loss_f
+            record = {"step": step + 1, "forget_loss": loss_f.item()}
+            if reg_fn is not None:
+                rbatch = pad_batch(retain.next(), tokenizer.pad_token_id)
+                loss_r = _loss(policy, ref, rbatch, reg_fn, reg_ref)
+                loss = loss + config.alpha * loss_r
+                record["retain_loss"] = loss_r.item()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            record["loss"] = loss.item()
+            history.append(record)
+            eta = (time.time() - start) / step * (total - step)
+            progress("unlearning", step, total, f"step {step}/{total} loss {loss.item():.3f} ETA {eta:,.0f} s")
+    adapter_state = None
+    if config.adapter == "lora":
+        adapter_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(policy).items()}
+        policy = policy.merge_and_unload()
+    policy.eval()
+    return UnlearnResult(model=policy, adapter_state=adapter_state, history=history, seconds=time.time() - start)
+
+
+@torch.no_grad()
+def forget_nll(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: list[str], max_len: int) -> float:
+    """Mean token NLL of ``model`` on ``docs`` (nats/token), one batch; a quick check used by tests."""
+    batch = pad_batch(encode_documents(tokenizer, docs, max_len), tokenizer.pad_token_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return nll(logits, batch["labels"]).item()

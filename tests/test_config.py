@@ -1,0 +1,47 @@
+import pytest
+
+from qru.config import (ConfigError, CorpusConfig, QuantSpec, RunConfig, UnlearnConfig, config_key,
+                        run_config_from_dict, to_dict)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"method": "sgd"}, "'sgd'"),
+    ({"regularizer": "l2"}, "'l2'"),
+    ({"adapter": "qlora"}, "'qlora'"),
+    ({"lr": -0.1}, "-0.1"),
+    ({"lr": 0}, "lr"),
+    ({"epochs": 0}, "epochs"),
+])
+def test_unlearn_config_rejects_bad_values_by_name(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        UnlearnConfig(**kwargs)
+
+
+def test_bit_width_5_is_rejected():
+    with pytest.raises(ConfigError, match="5"):
+        RunConfig(bits=(32, 5))
+    with pytest.raises(ConfigError, match="5"):
+        QuantSpec(bits=5)
+
+
+def test_quant_type_must_fit_bits():
+    with pytest.raises(ConfigError, match="nf4"):
+        QuantSpec(bits=8, quant_type="nf4")
+    assert QuantSpec.for_bits(4, "nf4").quant_type == "nf4"
+    assert QuantSpec.for_bits(8).quant_type == "int8"
+
+
+def test_bits_are_sorted_and_key_is_stable():
+    a = RunConfig(bits=(4, 32, 8))
+    b = RunConfig(bits=(32, 8, 4))
+    assert a.bits == (32, 8, 4) and config_key(a) == config_key(b)
+    assert config_key(a) != config_key(RunConfig(seed=1))
+
+
+def test_run_config_round_trip_and_unknown_field():
+    cfg = RunConfig(corpus=CorpusConfig(n_forget=3), unlearn=UnlearnConfig(method="npo", adapter="lora"), bits=(4,))
+    assert run_config_from_dict(to_dict(cfg)) == cfg
+    data = to_dict(cfg)
+    data["unlearn"]["momentum"] = 0.9
+    with pytest.raises(ConfigError, match="momentum"):
+        run_config_from_dict(data)

@@ -1,0 +1,112 @@
+"""End to end through the CLI on the micro configuration: every stored file is checked."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from qru.cli import main
+from qru.evals.suite import METRICS
+from qru.store import RunStore
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def full_run(micro_cache, micro_models):
+    code = main(["--cache", str(micro_cache), "run", "--scale", "micro", "--method", "ga", "--regularizer", "gdr",
+                 "--adapter", "full", "--lr", "1e-3", "--epochs", "2", "--quiet"])
+    assert code == 0
+    store = RunStore(micro_cache)
+    return store, [r for r in store.ids() if r.startswith("ga-gdr-full-")][0]
+
+
+def test_run_stores_every_file(full_run):
+    store, run_id = full_run
+    folder = store.path(run_id)
+    for name in ("config.json", "status.json", "metrics.json", "samples.json", "deltas.parquet", "deltas_hist.npz",
+                 "probes.json", "train_log.json", "log.txt", "unlearned_delta.safetensors"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+    assert store.status(run_id)["state"] == "done"
+    assert store.config(run_id).unlearn.method == "ga"
+
+
+def test_metric_table_rows_and_columns(full_run):
+    store, run_id = full_run
+    table = store.metrics(run_id)
+    assert sorted(zip(table["model"], table["bits"])) == sorted(
+        (m, b) for m in ("target", "retrain", "unlearned") for b in (32, 8, 4))
+    assert set(METRICS) <= set(table.columns)
+    retrain32 = table[(table.model == "retrain") & (table.bits == 32)].iloc[0]
+    assert retrain32["privleak"] == pytest.approx(0.0)
+    target32 = table[(table.model == "target") & (table.bits == 32)].iloc[0]
+    assert target32["nll_forget"] < retrain32["nll_forget"]
+    unlearned32 = table[(table.model == "unlearned") & (table.bits == 32)].iloc[0]
+    assert unlearned32["nll_forget"] > target32["nll_forget"]  # the run did unlearn at full precision
+    assert table[table.bits == 4]["quant"].unique().tolist() == ["fp4"]
+
+
+def test_samples_probes_and_train_log(full_run):
+    store, run_id = full_run
+    samples = store.read_json(run_id, "samples.json")
+    assert set(samples) == {f"{m}@{b}" for m in ("target", "retrain", "unlearned") for b in (32, 8, 4)}
+    rec = samples["unlearned@4"]
+    assert {"verbmem", "knowmem_forget", "knowmem_retain", "mink_forget", "mink_holdout"} <= set(rec)
+    assert 0 <= rec["verbmem"][0]["rougeL_f1"] <= 1
+    probes = store.read_json(run_id, "probes.json")
+    assert len(probes) > 0 and set(probes[0]["outputs"]) == set(samples)
+    out = probes[0]["outputs"]["target@32"]
+    assert {"output", "rougeL_f1", "leaked_spans"} <= set(out) and probes[0]["gt"]
+    log = store.read_json(run_id, "train_log.json")
+    assert len(log) > 0 and {"forget_loss", "retain_loss", "loss"} <= set(log[0])
+
+
+def test_deltas_are_pre_binned_per_bit_width(full_run):
+    store, run_id = full_run
+    deltas = store.deltas(run_id)
+    assert set(deltas["bits"]) == {32, 8, 4}
+    totals = deltas[deltas.tensor == "total"].set_index("bits")
+    assert 0 < totals.loc[4, "code_flip_rate"] <= 1 and totals.loc[4, "median_step"] > totals.loc[8, "median_step"]
+    hists = store.histograms(run_id)
+    assert {"abs_edges", "rel_edges", "tensors", "abs", "rel_8", "rel_4"} <= set(hists)
+    per_bits = deltas[deltas.bits == 4]
+    assert hists["rel_4"].shape == (len(per_bits), len(hists["rel_edges"]) - 1)
+    numel = per_bits.set_index("tensor").loc["total", "numel"]
+    zeros = per_bits.set_index("tensor").loc["total", "zero_delta"]
+    assert hists["abs"][-1].sum() + zeros == numel
+    delta = load_file(str(store.path(run_id) / "unlearned_delta.safetensors"))
+    assert any(v.abs().max() > 0 for v in delta.values())
+
+
+def test_rerun_is_found_and_show_ls_print_tables(full_run, micro_cache, capsys):
+    store, run_id = full_run
+    mtime = (store.path(run_id) / "metrics.json").stat().st_mtime
+    out, err = _cli(capsys, "--cache", str(micro_cache), "run", "--scale", "micro", "--method", "ga",
+                    "--regularizer", "gdr", "--adapter", "full", "--lr", "1e-3", "--epochs", "2", "--quiet")
+    assert "found" in err and run_id in out and (store.path(run_id) / "metrics.json").stat().st_mtime == mtime
+    out, _ = _cli(capsys, "--cache", str(micro_cache), "show", run_id)
+    assert "knowmem_forget" in out and "unlearned" in out and "share_kept" in out
+    out, _ = _cli(capsys, "--cache", str(micro_cache), "ls")
+    assert run_id in out and "done" in out
+
+
+def test_lora_run_stores_adapter_not_full_copy(micro_cache, micro_models, capsys):
+    out, _ = _cli(capsys, "--cache", str(micro_cache), "run", "--scale", "micro", "--method", "npo",
+                  "--regularizer", "gdr", "--adapter", "lora", "--lora-r", "4", "--lora-alpha", "8", "--lr", "3e-3",
+                  "--epochs", "1", "--bits", "32", "4", "--quant-type", "nf4", "--quiet")
+    store = RunStore(micro_cache)
+    run_id = [r for r in store.ids() if r.startswith("npo-gdr-lora-")][0]
+    folder = store.path(run_id)
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (folder / "unlearned_delta.safetensors").exists()
+    adapter_bytes = (folder / "adapter" / "adapter_model.safetensors").stat().st_size
+    assert adapter_bytes < (micro_models.root / "target" / "model.safetensors").stat().st_size
+    assert set(store.metrics(run_id)["bits"]) == {32, 4}
+    assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"] == 4

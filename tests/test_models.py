@@ -1,0 +1,42 @@
+import json
+
+from qru.config import ModelConfig
+from qru.models import epoch_documents, ensure_models, is_qa_document, train_tokenizer
+
+import torch
+
+
+def test_tokenizer_is_deterministic_and_round_trips(micro_corpus):
+    docs = micro_corpus.train_documents("target")
+    a, b = train_tokenizer(docs, 400), train_tokenizer(docs, 400)
+    assert a.get_vocab() == b.get_vocab() and len(a) <= 400
+    text = docs[0]
+    assert a.decode(a(text)["input_ids"]) == text
+    assert a.padding_side == "left" and a.pad_token == a.eos_token == "<|endoftext|>"
+
+
+def test_qa_documents_are_chained_like_the_knowmem_prompt():
+    docs = ["A passage.", "Question: q1\nAnswer: a1", "Question: q2\nAnswer: a2", "Question: q3\nAnswer: a3"]
+    out = epoch_documents(docs, 2, torch.Generator().manual_seed(0))
+    assert out[0] == "A passage." and len(out) == 3
+    assert sorted("\n\n".join(out[1:]).split("\n\n")) == sorted(docs[1:])
+    assert is_qa_document(docs[1]) and not is_qa_document(docs[0])
+    assert epoch_documents(docs, 1, torch.Generator()) == docs
+
+
+def test_models_are_cached_with_manifest(micro_models, micro_corpus, micro_configs, micro_cache):
+    manifest = micro_models.manifest("target")
+    assert manifest["corpus"]["seed"] == 0 and manifest["model"]["hidden_size"] == micro_configs[1].hidden_size
+    assert micro_models.manifest("retrain")["documents"] < manifest["documents"]
+    for kind in ("target", "retrain"):
+        assert (micro_models.root / kind / "model.safetensors").is_file()
+    mtime = (micro_models.root / "target" / "model.safetensors").stat().st_mtime
+    again = ensure_models(micro_corpus, *micro_configs, micro_cache)  # loads, does not retrain
+    assert (again.root / "target" / "model.safetensors").stat().st_mtime == mtime
+    assert torch.equal(again.target.model.embed_tokens.weight, micro_models.target.model.embed_tokens.weight)
+
+
+def test_target_memorizes_forget_set_better_than_retrain(micro_models, micro_corpus):
+    from qru.unlearn.trainer import forget_nll
+    tok, forget = micro_models.tokenizer, micro_corpus.privleak["forget"]
+    assert forget_nll(micro_models.target, tok, forget, 256) < 0.5 * forget_nll(micro_models.retrain, tok, forget, 256)

@@ -1,0 +1,96 @@
+import bitsandbytes as bnb
+import bitsandbytes.functional as bnbf
+import pytest
+import torch
+
+from qru.config import QuantSpec
+from qru.quant import fake_quantize, level_table, quantizable_linears, quantize_int8, quantize_tensor
+
+
+def test_fp4_levels_merge_signed_zero():
+    assert len(level_table("fp4")) == 15 and len(level_table("nf4")) == 16
+    assert level_table("nf4")[0] == -1 and level_table("nf4")[-1] == 1
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+def test_4bit_step_sizes_on_a_hand_made_block(quant_type):
+    levels = level_table(quant_type)
+    # one block of 64 weights, absmax 2: weights placed midway between consecutive levels, plus the absmax itself
+    mids = ((levels[1:] + levels[:-1]) / 2 * 2.0).tolist()
+    w = torch.tensor(mids + [2.0] * (64 - len(mids)), dtype=torch.float32).reshape(1, 64)
+    q = quantize_tensor(w, QuantSpec(4, quant_type))
+    gaps = ((levels[1:] - levels[:-1]) * 2.0).tolist()
+    assert q.step[0, : len(mids)].tolist() == pytest.approx(gaps, rel=1e-5)
+    assert q.step[0, -1].item() == pytest.approx(gaps[-1], rel=1e-5)  # the absmax sits on the top level
+    assert torch.all((q.dequant - w).abs() <= q.step / 2 + 1e-6)
+    assert q.dequant[0, -1].item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+def test_4bit_dequant_is_on_the_level_grid_and_codes_match_values(quant_type):
+    torch.manual_seed(0)
+    w = torch.randn(16, 128) * 0.05
+    q = quantize_tensor(w, QuantSpec(4, quant_type))
+    absmax = w.reshape(-1, 64).abs().amax(1).repeat_interleave(64).reshape(w.shape)
+    assert torch.allclose(q.dequant, level_table(quant_type)[q.codes] * absmax, atol=1e-6)
+    assert torch.all((q.dequant - w).abs() <= q.step / 2 + 1e-6)
+
+
+def test_int8_step_is_row_absmax_over_127():
+    w = torch.tensor([[1.27, -0.5, 0.01], [0.0, 2.54, -1.0]])
+    q = quantize_int8(w)
+    assert q.step[:, 0].tolist() == pytest.approx([0.01, 0.02], rel=1e-3)  # absmax read in float16
+    assert q.codes.tolist() == [[127, -50, 1], [0, 127, -50]]
+    cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
+    assert torch.equal(q.codes, cb.long()) and torch.allclose(q.step[:, 0] * 127, scb.float())
+
+
+def _bnb_4bit_copy(model, quant_type):
+    """The model with every quantizable Linear replaced by bitsandbytes' Linear4bit (fp32 compute)."""
+    import copy
+    out = copy.deepcopy(model)
+    for name, lin in quantizable_linears(out).items():
+        parent = out.get_submodule(name.rsplit(".", 1)[0])
+        layer = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.float32,
+                                  quant_type=quant_type, compress_statistics=False)
+        layer.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False, quant_type=quant_type,
+                                         blocksize=64, compress_statistics=False)
+        setattr(parent, name.rsplit(".", 1)[1], layer.to("cpu"))
+    return out
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+def test_fake_quant_equals_bitsandbytes_linear4bit(micro_models, quant_type):
+    model = micro_models.target
+    ids = micro_models.tokenizer(["Question: Who is it?\nAnswer: someone"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        fake = fake_quantize(model, QuantSpec(4, quant_type))(input_ids=ids).logits
+        real = _bnb_4bit_copy(model, quant_type)(input_ids=ids).logits
+        full = model(input_ids=ids).logits
+    assert isinstance(_bnb_4bit_copy(model, quant_type).model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
+    assert (fake - real).abs().max().item() < 1e-4
+    assert (fake - full).abs().max().item() > 1e-3  # quantization did change the model
+
+
+def test_fake_quant_int8_is_close_to_linear8bitlt():
+    torch.manual_seed(0)
+    w = torch.randn(32, 64) * 0.05
+    x = torch.randn(4, 64)
+    layer = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False, threshold=6.0)
+    layer.weight = bnb.nn.Int8Params(w.clone(), requires_grad=False, has_fp16_weights=False)
+    layer = layer.to("cpu")
+    assert torch.equal(layer.weight.data.long(), quantize_int8(w).codes)
+    # Linear8bitLt also rounds activations to int8: the outputs agree to that rounding only
+    fake = x @ quantize_int8(w).dequant.T
+    assert (layer(x) - fake).abs().max().item() < 0.02 * fake.abs().max().item()
+
+
+def test_fake_quantize_leaves_embeddings_head_and_original_alone(micro_models):
+    model = micro_models.target
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = fake_quantize(model, QuantSpec(4, "fp4"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(q.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert "lm_head" not in quantizable_linears(model)
+    assert not torch.equal(q.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+    assert fake_quantize(model, QuantSpec()) is model

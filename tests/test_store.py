@@ -1,0 +1,85 @@
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+
+from qru.atomic import LockedError, write_json
+from qru.config import RunConfig, UnlearnConfig
+from qru.store import RunStore, StoreError, run_id_of
+
+
+def test_run_id_is_readable_and_deterministic():
+    cfg = RunConfig(unlearn=UnlearnConfig(method="npo", regularizer="klr", adapter="lora"))
+    assert run_id_of(cfg).startswith("npo-klr-lora-") and run_id_of(cfg) == run_id_of(RunConfig(unlearn=cfg.unlearn))
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    path = tmp_path / "m.json"
+    write_json(path, {"v": 1})
+
+    class Boom:
+        def __repr__(self):
+            raise RuntimeError("killed mid-write")
+    with pytest.raises(Exception):
+        write_json(path, {"v": Boom()})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
+
+
+def _hold_lock(root, ready, release):
+    store = RunStore(root)
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("running", stage="holding")
+        ready.set()
+        release.wait(30)
+
+
+def test_second_process_is_refused_and_stale_run_reported(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(60)
+        store = RunStore(tmp_path)
+        with pytest.raises(LockedError, match=run_id_of(RunConfig())):
+            with store.open_run(RunConfig()):
+                pass
+        assert store.status(run_id_of(RunConfig()))["state"] == "running"
+    finally:
+        proc.kill()  # dies without finishing: the OS releases the lock
+        proc.join()
+    status = RunStore(tmp_path).status(run_id_of(RunConfig()))
+    assert status["state"] == "failed" and "interrupted" in status["error"]
+
+
+def test_corrupt_and_missing_runs_raise_store_error(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(StoreError, match="no run"):
+        store.config("ga-gdr-full-000")
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("done")
+    run_id = run_id_of(RunConfig())
+    (store.path(run_id) / "config.json").write_text("{broken")
+    with pytest.raises(StoreError, match="config.json"):
+        store.config(run_id)
+    assert store.info(run_id).state == "failed"
+    with pytest.raises(StoreError, match="metrics.json"):
+        store.metrics(run_id)
+    with pytest.raises(StoreError, match="not a run id"):
+        store.path("../etc")
+
+
+def test_failure_is_recorded_with_traceback(tmp_path):
+    store = RunStore(tmp_path)
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("running", stage="unlearning", done=3, total=10)
+        try:
+            raise ValueError("loss is NaN")
+        except ValueError as exc:
+            writer.fail(exc)
+    run_id = run_id_of(RunConfig())
+    status = store.status(run_id)
+    assert status["state"] == "failed" and status["error"] == "ValueError: loss is NaN" and status["done"] == 3
+    assert "Traceback" in (store.path(run_id) / "log.txt").read_text()
