@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 
 import pandas as pd
 
@@ -194,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qru`` console script; returns the exit status."""
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
     args = build_parser().parse_args(argv)
+    args.cache = RunStore(args.cache).root  # --cache, else $QRU_CACHE, else ./cache
     try:
         return args.func(args)
     except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError) as exc:

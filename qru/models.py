@@ -16,16 +16,18 @@ from typing import Callable
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers.utils import logging as hf_logging
 
 from qru.atomic import atomic_dir, exclusive, write_json
 from qru.config import CorpusConfig, ModelConfig, config_key, to_dict
 from qru.corpus.muse import MuseCorpus
 
 SPECIAL = "<|endoftext|>"
+hf_logging.disable_progress_bar()
 Progress = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 
 
-def _no_progress(stage: str, done: int, total: int, message: str) -> None:
+def no_progress(stage: str, done: int, total: int, message: str) -> None:
     return None
 
 
@@ -45,6 +47,17 @@ def train_tokenizer(documents: list[str], vocab_size: int) -> PreTrainedTokenize
     tok.train_from_iterator(documents, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL,
                                    padding_side="left")
+
+
+def tokenizer_documents(corpus: MuseCorpus) -> list[str]:
+    """The texts the tokenizer is trained on: forget, retain and holdout documents alike.
+
+    Holdout text must be in the tokenizer's training data: otherwise forget-set names become single merged tokens
+    while holdout names stay split into rare pieces, and Min-K% separates forget from holdout texts even for the
+    retrain model, which saw neither (PrivLeak's reference AUC would drop to 0). A tokenizer stores no model weights,
+    so this does not train the model on the holdout set.
+    """
+    return corpus.train_documents("target") + corpus.raw.get("holdout", []) + corpus.privleak["holdout"]
 
 
 def build_llama(config: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -126,7 +139,7 @@ class TrainStats:
 
 
 def train_lm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, documents: list[str],
-             config: ModelConfig, progress: Progress = _no_progress, stage: str = "training") -> TrainStats:
+             config: ModelConfig, progress: Progress = no_progress, stage: str = "training") -> TrainStats:
     """Train ``model`` in place on ``documents`` with causal-LM loss (nanoGPT-style loop).
 
     AdamW (betas 0.9/0.95) at peak ``config.lr`` with linear warm-up and cosine decay, gradient clipping at 1.0.
@@ -162,9 +175,13 @@ def train_lm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docume
     return TrainStats(steps=step, tokens=tokens, seconds=time.time() - start, final_loss=loss_ema)
 
 
+# Bumped whenever the way models are built changes, so older cached models are not mistaken for new ones.
+RECIPE_VERSION = 1
+
+
 def models_dir(corpus: CorpusConfig, model: ModelConfig, cache_root: str | Path) -> Path:
     """``<cache>/models/<key>``: where the tokenizer, target and retrain models of one config pair live."""
-    key = config_key({"corpus": to_dict(corpus), "model": to_dict(model)})
+    key = config_key({"corpus": to_dict(corpus), "model": to_dict(model), "recipe": RECIPE_VERSION})
     return Path(cache_root) / "models" / key
 
 
@@ -209,7 +226,7 @@ class ModelPair:
 
 
 def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig, cache_root: str | Path,
-                  progress: Progress = _no_progress) -> ModelPair:
+                  progress: Progress = no_progress) -> ModelPair:
     """Load the cached tokenizer, target and retrain models of this config, training whatever is missing.
 
     Training holds a lock on the folder, so two processes never train the same models at once (the second waits and
@@ -220,7 +237,7 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     if not all(p.is_dir() for p in parts):
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
             if not parts[0].is_dir():
-                tok = train_tokenizer(corpus.train_documents("target"), config.vocab_size)
+                tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size)
                 with atomic_dir(parts[0]) as tmp:
                     tok.save_pretrained(tmp)
             tokenizer = load_tokenizer(parts[0])

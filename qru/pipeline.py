@@ -6,6 +6,7 @@ beside the models (``<cache>/models/<key>/evals/``) and shared by every run on t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -63,8 +64,13 @@ def _metric_row(model: str, spec: QuantSpec, metrics: dict, auc_retrain: float) 
 
 def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Progress) -> None:
     """Run every stage of ``config`` and write its files through ``writer``."""
+    last = {"stage": None, "t": 0.0}
+
     def stage(name: str, done: int = 0, total: int = 0, message: str = "") -> None:
-        writer.set_status("running", stage=name, done=done, total=total, message=message)
+        now = time.monotonic()  # status.json is rewritten at most once a second within a stage
+        if name != last["stage"] or done == total or now - last["t"] >= 1.0:
+            writer.set_status("running", stage=name, done=done, total=total, message=message)
+            last.update(stage=name, t=now)
         progress(name, done, total, message)
 
     stage("loading corpus")

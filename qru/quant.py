@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import bitsandbytes as bnb
 import bitsandbytes.functional as bnbf
 import torch
 from torch import nn
@@ -117,3 +118,19 @@ def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
         for module in quantizable_linears(quantized).values():
             module.weight.copy_(quantize_tensor(module.weight, spec).dequant)
     return quantized.eval()
+
+
+def to_bnb_linear4bit(model: nn.Module, quant_type: str = "fp4", blocksize: int = 64) -> nn.Module:
+    """A copy of ``model`` with every quantizable Linear replaced by bitsandbytes' real ``Linear4bit`` (packed 4-bit
+    storage, float32 compute), as ``load_in_4bit`` builds it. For checking fake-quant against bitsandbytes."""
+    out = copy.deepcopy(model)
+    for name, lin in quantizable_linears(out).items():
+        parent_name, _, attr = name.rpartition(".")
+        layer = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                  compute_dtype=torch.float32, quant_type=quant_type, compress_statistics=False)
+        layer.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False, quant_type=quant_type,
+                                         blocksize=blocksize, compress_statistics=False)
+        if lin.bias is not None:
+            layer.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
+        setattr(out.get_submodule(parent_name), attr, layer.to(lin.weight.device))
+    return out.eval()

@@ -40,3 +40,10 @@ def test_target_memorizes_forget_set_better_than_retrain(micro_models, micro_cor
     from qru.unlearn.trainer import forget_nll
     tok, forget = micro_models.tokenizer, micro_corpus.privleak["forget"]
     assert forget_nll(micro_models.target, tok, forget, 256) < 0.5 * forget_nll(micro_models.retrain, tok, forget, 256)
+
+
+def test_tokenizer_sees_holdout_text_but_models_do_not(micro_corpus):
+    from qru.models import tokenizer_documents
+    docs = tokenizer_documents(micro_corpus)
+    assert set(micro_corpus.privleak["holdout"]) <= set(docs)
+    assert not set(micro_corpus.privleak["holdout"]) & set(micro_corpus.train_documents("target"))

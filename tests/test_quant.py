@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from qru.config import QuantSpec
-from qru.quant import fake_quantize, level_table, quantizable_linears, quantize_int8, quantize_tensor
+from qru.quant import (fake_quantize, level_table, quantizable_linears, quantize_int8, quantize_tensor,
+                       to_bnb_linear4bit)
 
 
 def test_fp4_levels_merge_signed_zero():
@@ -45,29 +46,15 @@ def test_int8_step_is_row_absmax_over_127():
     assert torch.equal(q.codes, cb.long()) and torch.allclose(q.step[:, 0] * 127, scb.float())
 
 
-def _bnb_4bit_copy(model, quant_type):
-    """The model with every quantizable Linear replaced by bitsandbytes' Linear4bit (fp32 compute)."""
-    import copy
-    out = copy.deepcopy(model)
-    for name, lin in quantizable_linears(out).items():
-        parent = out.get_submodule(name.rsplit(".", 1)[0])
-        layer = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.float32,
-                                  quant_type=quant_type, compress_statistics=False)
-        layer.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False, quant_type=quant_type,
-                                         blocksize=64, compress_statistics=False)
-        setattr(parent, name.rsplit(".", 1)[1], layer.to("cpu"))
-    return out
-
-
 @pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
 def test_fake_quant_equals_bitsandbytes_linear4bit(micro_models, quant_type):
     model = micro_models.target
     ids = micro_models.tokenizer(["Question: Who is it?\nAnswer: someone"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         fake = fake_quantize(model, QuantSpec(4, quant_type))(input_ids=ids).logits
-        real = _bnb_4bit_copy(model, quant_type)(input_ids=ids).logits
+        real = to_bnb_linear4bit(model, quant_type)(input_ids=ids).logits
         full = model(input_ids=ids).logits
-    assert isinstance(_bnb_4bit_copy(model, quant_type).model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
+    assert isinstance(to_bnb_linear4bit(model, quant_type).model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
     assert (fake - real).abs().max().item() < 1e-4
     assert (fake - full).abs().max().item() > 1e-3  # quantization did change the model
 

@@ -16,7 +16,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from qru.config import UnlearnConfig
-from qru.models import Progress, _no_progress, encode_documents, pad_batch
+from qru.models import Progress, no_progress, encode_documents, pad_batch
 from qru.unlearn.losses import FORGET_LOSSES, REGULARIZERS, nll
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -76,7 +76,7 @@ def total_steps(n_forget_docs: int, config: UnlearnConfig) -> int:
 
 def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_docs: list[str],
             retain_docs: list[str], config: UnlearnConfig, max_len: int, seed: int = 0,
-            progress: Progress = _no_progress) -> UnlearnResult:
+            progress: Progress = no_progress) -> UnlearnResult:
     """Unlearn ``forget_docs`` from a copy of ``target`` (``target`` itself is left unchanged and is the reference).
 
     Raises UnlearnError if there are no forget documents, or the regularizer needs retain documents and there are none.
