@@ -51,6 +51,17 @@ def write_json(path: str | Path, data) -> Path:
     return write_text(path, json.dumps(_nan_to_none(data), indent=1, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | Path, error: type[Exception], label: str):
+    """Parse a UTF-8 JSON file. Raises ``error`` with ``label`` if the file is missing or not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{label} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{label} is not valid JSON ({exc})") from exc
+
+
 def _nan_to_none(data):
     if isinstance(data, float) and data != data:
         return None

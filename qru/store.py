@@ -19,7 +19,6 @@ No pickle anywhere (JSON, Parquet, NPZ without object arrays, safetensors).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import traceback
@@ -30,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from qru.atomic import LockedError, atomic_write, exclusive, is_locked, write_json, write_text
+from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
 from qru.config import ConfigError, RunConfig, config_key, run_config_from_dict, to_dict
 
 DEFAULT_ROOT = Path("cache")
@@ -83,15 +82,9 @@ class RunStore:
     # -- reading -------------------------------------------------------------------------------------------------
     def read_json(self, run_id: str, name: str):
         """A JSON file of a run. Raises StoreError if the run or file is missing or not valid JSON."""
-        path = self.path(run_id) / name
         if not self.path(run_id).is_dir():
             raise StoreError(f"no run {run_id!r} in {self.runs}")
-        if not path.is_file():
-            raise StoreError(f"run {run_id}: {name} is missing")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"run {run_id}: {name} is corrupt ({exc})") from exc
+        return read_json(self.path(run_id) / name, StoreError, f"run {run_id}: {name}")
 
     def config(self, run_id: str) -> RunConfig:
         """The RunConfig of a run. Raises StoreError if config.json is missing, corrupt or invalid."""

@@ -41,7 +41,7 @@ def test_second_process_is_refused_and_stale_run_reported(tmp_path):
     proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
     proc.start()
     try:
-        assert ready.wait(60)
+        assert ready.wait(300)
         store = RunStore(tmp_path)
         with pytest.raises(LockedError, match=run_id_of(RunConfig())):
             with store.open_run(RunConfig()):

@@ -6,9 +6,10 @@ Layout (design.md): ``knowmem/{forget,retain}_qa{,_icl}.json`` (lists of {questi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qru.atomic import read_json
 
 QA_FILES = ("forget_qa", "forget_qa_icl", "retain_qa", "retain_qa_icl")
 PRIVLEAK_FILES = ("forget", "retain", "holdout")
@@ -48,12 +49,7 @@ class MuseCorpus:
 
 
 def _read_json(path: Path):
-    if not path.is_file():
-        raise CorpusError(f"missing corpus file: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"corpus file is not valid JSON: {path} ({exc})") from exc
+    return read_json(path, CorpusError, f"corpus file {path}")
 
 
 def _check_records(data, path: Path, keys: tuple[str, ...]) -> list:
