@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import time
 import warnings
@@ -17,9 +18,9 @@ from qru.atomic import LockedError
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT,
                         REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig, UnlearnConfig,
                         resolve_source)
-from qru.corpus.muse import CorpusError
+from qru.corpus.muse import CorpusError, load_muse_dir
 from qru.store import RunStore, StoreError
-from qru.unlearn.trainer import UnlearnError
+from qru.errors import UnlearnError
 
 # Sizes: "tiny" is the embedded default (design.md "Calibration"); "micro" builds in seconds, for tests and demos.
 SCALES = {
@@ -107,6 +108,8 @@ def cmd_run(args) -> int:
     explicit = any(v is not None for v in (args.method, args.regularizer, args.adapter))
     combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")] if explicit else DEFAULT_PAIR
     configs = [_run_config(args, *combo) for combo in combos]  # validate all before running any
+    if not configs[0].corpus.is_embedded:
+        load_muse_dir(configs[0].corpus.source)  # a malformed folder fails here, before the store is touched
     store = RunStore(args.cache)
     for config in configs:
         found = store.find(config) and not args.force
@@ -122,8 +125,9 @@ def cmd_ls(args) -> int:
     if not runs:
         print(f"no runs in {RunStore(args.cache).runs}")
         return 0
-    frame = pd.DataFrame([{"run_id": r.run_id, "state": r.state, "progress": f"{100 * r.progress:.0f}%",
-                           "label": r.label, "updated": r.updated, "error": r.error[:60]} for r in runs])
+    frame = pd.DataFrame([{"run_id": r.run_id, "state": r.state, "stage": r.stage if r.state != "done" else "",
+                           "stage progress": f"{100 * r.progress:.0f}%", "label": r.label, "updated": r.updated,
+                           "error": r.error[:60]} for r in runs])
     print(frame.to_string(index=False))
     return 0
 
@@ -131,7 +135,8 @@ def cmd_ls(args) -> int:
 def cmd_show(args) -> int:
     store = RunStore(args.cache)
     config, status = store.config(args.run_id), store.status(args.run_id)
-    print(f"run {args.run_id}: {config.label}\nstate: {status['state']} {status.get('stage', '')}")
+    stage = f" (stage: {status['stage']})" if status.get("stage") and status["state"] != "done" else ""
+    print(f"run {args.run_id}: {config.label}\nstate: {status['state']}{stage}")
     if status.get("error"):
         print(f"error: {status['error']}")
     if status["state"] != "done":
@@ -147,7 +152,7 @@ def cmd_show(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qru", description="Does post-training quantization undo LLM unlearning? (design.md)")
+    parser = _Parser(prog="qru", description="Does post-training quantization undo LLM unlearning? See README.md.")
     parser.add_argument("--cache", default=None, help="store folder (default ./cache or $QRU_CACHE)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -193,9 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qru`` console script; returns the exit status."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
+    signal.signal(signal.SIGTERM, _terminate)  # a kill records the run as failed instead of vanishing
     args = build_parser().parse_args(argv)
     args.cache = RunStore(args.cache).root  # --cache, else $QRU_CACHE, else ./cache
     try:
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("qru: interrupted", file=sys.stderr)
+        print("qru: interrupted (stored results are intact; re-run the same command to continue)", file=sys.stderr)
         return 130
 
 

@@ -279,7 +279,9 @@ class RunConfig:
     @property
     def label(self) -> str:
         bits = "/".join(str(b) for b in self.bits)
-        return f"{self.unlearn.label} @ {bits} bit ({self.quant_type_4bit.upper()})"
+        corpus = "embedded" if self.corpus.is_embedded else Path(self.corpus.source).name
+        model = f"d{self.model.hidden_size}x{self.model.n_layers}"
+        return f"{self.unlearn.label} @ {bits} bit ({self.quant_type_4bit.upper()}) [{corpus}, {model}]"
 
 
 def to_dict(config: Any) -> dict:

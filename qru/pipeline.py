@@ -86,6 +86,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     _save_weights(writer, pair, result, config)
     specs = config.quant_specs()
     rows, samples, delta_rows, hists = [], {}, [], {}
+    stage("evaluating the 32-bit retrain model (PrivLeak reference)")
     retrain_32 = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
     for i, spec in enumerate(specs):
         stage(f"evaluating at {spec.bits} bits", i, len(specs), spec.label)

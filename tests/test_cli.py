@@ -50,3 +50,38 @@ def test_corrupt_run_folder_is_reported_and_left_alone(tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "qru.cli", "--help"], capture_output=True, text=True, check=True)
     assert "build-target" in out.stdout and "show" in out.stdout
+
+
+def test_malformed_corpus_folder_is_refused_before_the_store(tmp_path, capsys):
+    folder = tmp_path / "not-muse"
+    (folder / "knowmem").mkdir(parents=True)
+    code, _, err = _run(capsys, "--cache", str(tmp_path / "store"), "run", "--corpus", str(folder))
+    assert code == 2 and "forget_qa.json" in err
+    assert not (tmp_path / "store" / "runs").exists()
+
+
+def test_terminated_run_is_marked_failed_and_reruns(micro_cache, micro_models):
+    import os
+    import signal
+    import time
+    argv = ["--cache", str(micro_cache), "run", "--scale", "micro", "--method", "ga", "--regularizer", "none",
+            "--adapter", "full", "--lr", "1e-3", "--epochs", "30", "--seed", "77", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "qru.cli", *argv], stderr=subprocess.PIPE, text=True)
+    store = RunStore(micro_cache)
+    deadline = time.time() + 300
+    run_id = None
+    while time.time() < deadline and proc.poll() is None:
+        ids = [r for r in store.ids() if r.startswith("ga-none-full-")]
+        if ids and (store.path(ids[0]) / "status.json").is_file():
+            run_id = ids[0]
+            break
+        time.sleep(0.05)
+    assert run_id, "the run never started"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    status = store.status(run_id)
+    if proc.returncode == 0:  # it finished before the signal arrived; nothing to check
+        pytest.skip("run finished before SIGTERM")
+    assert proc.returncode == 130 and "interrupted" in err
+    assert status["state"] == "failed" and "signal" in status["error"]
+    assert main(argv) == 0 and store.status(run_id)["state"] == "done"

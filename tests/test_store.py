@@ -1,6 +1,6 @@
 import json
-import multiprocessing as mp
-import time
+import subprocess
+import sys
 
 import pytest
 
@@ -27,21 +27,21 @@ def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
 
 
-def _hold_lock(root, ready, release):
-    store = RunStore(root)
-    with store.open_run(RunConfig()) as writer:
-        writer.set_status("running", stage="holding")
-        ready.set()
-        release.wait(30)
+HOLDER = """
+import sys, time
+from qru.config import RunConfig
+from qru.store import RunStore
+with RunStore(sys.argv[1]).open_run(RunConfig()) as writer:
+    writer.set_status("running", stage="holding")
+    print("ready", flush=True)
+    time.sleep(120)
+"""
 
 
 def test_second_process_is_refused_and_stale_run_reported(tmp_path):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    proc.start()
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        assert ready.wait(300)
+        assert proc.stdout.readline().strip() == "ready"
         store = RunStore(tmp_path)
         with pytest.raises(LockedError, match=run_id_of(RunConfig())):
             with store.open_run(RunConfig()):
@@ -49,7 +49,7 @@ def test_second_process_is_refused_and_stale_run_reported(tmp_path):
         assert store.status(run_id_of(RunConfig()))["state"] == "running"
     finally:
         proc.kill()  # dies without finishing: the OS releases the lock
-        proc.join()
+        proc.wait()
     status = RunStore(tmp_path).status(run_id_of(RunConfig()))
     assert status["state"] == "failed" and "interrupted" in status["error"]
 

@@ -16,14 +16,11 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from qru.config import UnlearnConfig
+from qru.errors import UnlearnError
 from qru.models import Progress, no_progress, encode_documents, pad_batch
 from qru.unlearn.losses import FORGET_LOSSES, REGULARIZERS, nll
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class UnlearnError(ValueError):
-    """Unlearning cannot start with this data or configuration."""
 
 
 @dataclass

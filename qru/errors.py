@@ -1,0 +1,5 @@
+"""Error types that the CLI reports as one line; kept free of heavy imports so `qru ls` starts fast."""
+
+
+class UnlearnError(ValueError):
+    """Unlearning cannot start with this data or configuration."""
