@@ -16,6 +16,10 @@ from typing import Callable, Iterator
 from filelock import FileLock, Timeout
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class LockedError(RuntimeError):
     """Another process holds the lock on the same resource."""
 
@@ -28,6 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -81,6 +86,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         yield tmp
         os.rename(tmp, path)

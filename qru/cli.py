@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import signal
 import sys
 import time
@@ -18,7 +20,7 @@ from qru.atomic import LockedError
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT,
                         REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig, UnlearnConfig,
                         resolve_source)
-from qru.corpus.muse import CorpusError, load_muse_dir
+from qru.corpus.muse import CorpusError
 from qru.store import RunStore, StoreError
 from qru.errors import UnlearnError
 
@@ -45,8 +47,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -108,12 +110,10 @@ def cmd_run(args) -> int:
     explicit = any(v is not None for v in (args.method, args.regularizer, args.adapter))
     combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")] if explicit else DEFAULT_PAIR
     configs = [_run_config(args, *combo) for combo in combos]  # validate all before running any
-    if not configs[0].corpus.is_embedded:
-        load_muse_dir(configs[0].corpus.source)  # a malformed folder fails here, before the store is touched
     store = RunStore(args.cache)
     for config in configs:
-        found = store.find(config) and not args.force
-        print(f"{'found' if found else 'running'}: {config.label}", file=sys.stderr, flush=True)
+        if store.find(config) and not args.force:
+            print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
         run_id = run(config, store, _progress_printer(args.quiet), force=args.force)
         print(f"\nrun {run_id}: {config.label}")
         print(metric_table(store.metrics(run_id)))
@@ -127,7 +127,7 @@ def cmd_ls(args) -> int:
         return 0
     frame = pd.DataFrame([{"run_id": r.run_id, "state": r.state, "stage": r.stage if r.state != "done" else "",
                            "stage progress": f"{100 * r.progress:.0f}%", "label": r.label, "updated": r.updated,
-                           "error": r.error[:60]} for r in runs])
+                           "error": str(r.error)[:60]} for r in runs])
     print(frame.to_string(index=False))
     return 0
 
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError) as exc:
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("qru: interrupted (stored results are intact; re-run the same command to continue)", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,12 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(name: str, value: float) -> None:
-    _require(isinstance(value, (int, float)) and value > 0, f"{name} must be > 0, got {value!r}")
+    _require(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class CorpusConfig:
                  f"got {self.source!r}")
         for name in ("n_forget", "n_retain", "n_holdout", "passages_per_entity"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
 
     @property
@@ -106,12 +111,13 @@ class ModelConfig:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
                      "batch_size", "qa_chain"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
         _require(self.hidden_size % self.n_heads == 0,
                  f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         _positive("model lr", self.lr)
-        _require(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        _require(_finite(self.warmup_frac) and 0 <= self.warmup_frac < 1,
+                 f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
 
 
 @dataclass(frozen=True)
@@ -169,8 +175,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         for name in ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        _require(0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(_finite(self.mink_k) and 0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
 
 
 @dataclass(frozen=True)
@@ -212,19 +218,21 @@ class UnlearnConfig:
         _require(self.adapter in ADAPTERS, f"unknown adapter {self.adapter!r} (choose from {', '.join(ADAPTERS)})")
         _positive("lr", self.lr)
         _positive("beta", self.beta)
-        _require(isinstance(self.alpha, (int, float)) and self.alpha >= 0, f"alpha must be >= 0, got {self.alpha!r}")
+        _require(_finite(self.alpha) and self.alpha >= 0, f"alpha must be a finite number >= 0, got {self.alpha!r}")
         for name in ("lora_r", "lora_alpha", "epochs", "batch_size"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _require(isinstance(self.max_steps, int) and self.max_steps >= 0,
                  f"max_steps must be an integer >= 0, got {self.max_steps!r}")
-        _require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        _require(_finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
+                 f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
 
     @property
     def label(self) -> str:
         name = self.method.upper() + ("" if self.regularizer == "none" else "+" + self.regularizer.upper())
         adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"
-        return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep"
+        cap = f" max {self.max_steps} steps" if self.max_steps else ""
+        return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep{cap}"
 
 
 # Learning rates of the embedded default, from design.md "Calibration": full fine-tuning at the papers' 1e-5 barely
@@ -319,6 +327,8 @@ def run_config_from_dict(data: dict) -> RunConfig:
         if name in kwargs:
             kwargs[name] = _build(cls, kwargs[name], f"run config field {name}")
     if "bits" in kwargs:
+        if not isinstance(kwargs["bits"], list):
+            raise ConfigError(f"run config field bits: expected a list, got {kwargs['bits']!r}")
         kwargs["bits"] = tuple(kwargs["bits"])
     return _build(RunConfig, kwargs, "run config")
 

@@ -98,6 +98,9 @@ class RunStore:
         status = self.read_json(run_id, "status.json")
         if not isinstance(status, dict) or status.get("state") not in STATES:
             raise StoreError(f"run {run_id}: status.json has no valid state")
+        for key, kind in (("done", int), ("total", int), ("stage", str), ("message", str), ("error", str)):
+            if key in status and not isinstance(status[key], kind):
+                raise StoreError(f"run {run_id}: status.json field {key} is not {kind.__name__}: {status[key]!r}")
         if status["state"] in ("queued", "running") and not is_locked(self.path(run_id) / ".lock"):
             if status["state"] == "running" or time.time() - _mtime(self.path(run_id) / "status.json") > 60:
                 status = {**status, "state": "failed",
@@ -107,17 +110,21 @@ class RunStore:
     def metrics(self, run_id: str) -> pd.DataFrame:
         """The metric table: one row per (model, bits). Raises StoreError if missing or corrupt."""
         rows = self.read_json(run_id, "metrics.json")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "model" in r for r in rows):
-            raise StoreError(f"run {run_id}: metrics.json is not a list of metric rows")
-        return pd.DataFrame(rows)
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise StoreError(f"run {run_id}: metrics.json is not a non-empty list of metric rows")
+        frame = pd.DataFrame(rows)
+        _check_columns(frame, METRIC_COLUMNS, run_id, "metrics.json")
+        return frame
 
     def deltas(self, run_id: str) -> pd.DataFrame:
         """Per-tensor delta statistics (all bit widths). Raises StoreError if missing or unreadable."""
         path = self.path(run_id) / "deltas.parquet"
         try:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise StoreError(f"run {run_id}: deltas.parquet is missing or corrupt ({exc})") from exc
+        _check_columns(frame, DELTA_COLUMNS, run_id, "deltas.parquet")
+        return frame
 
     def histograms(self, run_id: str) -> dict[str, np.ndarray]:
         """Pre-binned histograms: ``abs_edges``, ``rel_edges``, ``abs`` and ``rel_<bits>`` count arrays whose rows
@@ -211,6 +218,22 @@ class RunWriter:
         self.log("".join(traceback.format_exception(exc)).rstrip())
         self.set_status("failed", stage=self._status.get("stage", ""), done=self._status.get("done", 0),
                         total=self._status.get("total", 0), error=f"{type(exc).__name__}: {exc}")
+
+
+# Columns a stored table must have, with whether they must be numeric.
+METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, "verbmem": True, "knowmem_forget": True,
+                  "knowmem_retain": True, "nll_forget": True, "nll_retain": True}
+DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "module": False, "numel": True,
+                 "code_flip_rate": True, "share_kept": True, "median_step": True, "below_half_step": True}
+
+
+def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StoreError(f"run {run_id}: {name} lacks column(s) {', '.join(missing)}")
+    bad = [c for c, numeric in columns.items() if numeric and not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise StoreError(f"run {run_id}: {name} has non-numeric values in {', '.join(bad)}")
 
 
 def _mtime(path: Path) -> float:

@@ -22,6 +22,8 @@ def _run(capsys, *argv):
     (["run", "--bits", "32", "5"], "5"),
     (["run", "--lr", "-0.1"], "-0.1"),
     (["run", "--lr", "abc"], "abc"),
+    (["run", "--lr", "inf"], "inf"),
+    (["run", "--alpha", "inf"], "alpha"),
     (["run", "--corpus", "/nonexistent/muse"], "/nonexistent/muse"),
     (["run", "--epochs", "0"], "epochs"),
     (["show", "no-such-run"], "no-such-run"),

@@ -45,3 +45,15 @@ def test_run_config_round_trip_and_unknown_field():
     data["unlearn"]["momentum"] = 0.9
     with pytest.raises(ConfigError, match="momentum"):
         run_config_from_dict(data)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": float("inf")}, {"lr": float("nan")}, {"alpha": float("inf")},
+                                    {"beta": float("inf")}, {"lora_dropout": float("nan")}])
+def test_non_finite_values_are_rejected(kwargs):
+    with pytest.raises(ConfigError, match=list(kwargs)[0]):
+        UnlearnConfig(**kwargs)
+
+
+def test_label_names_the_step_cap_corpus_and_model():
+    label = RunConfig(unlearn=UnlearnConfig(max_steps=2)).label
+    assert "max 2 steps" in label and "[embedded, d256x4]" in label

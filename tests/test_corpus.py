@@ -96,3 +96,10 @@ def test_loader_reads_the_real_muse_news_sample():
     assert len(corpus.verbmem_forget) > 0 and all(set(i) == {"prompt", "gt"} for i in corpus.verbmem_forget)
     assert len(corpus.knowmem["forget_qa_icl"]) > 0 and len(corpus.privleak["holdout"]) > 0
     assert len(corpus.raw["forget"]) > 0
+
+
+def test_loader_reports_non_utf8_raw_text(tmp_path):
+    root = _write_muse(tmp_path)
+    (root / "raw" / "retain1.txt").write_bytes(b"caf\xe9 au lait")
+    with pytest.raises(CorpusError, match="retain1.txt"):
+        load_muse_dir(root)

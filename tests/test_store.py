@@ -83,3 +83,44 @@ def test_failure_is_recorded_with_traceback(tmp_path):
     status = store.status(run_id)
     assert status["state"] == "failed" and status["error"] == "ValueError: loss is NaN" and status["done"] == 3
     assert "Traceback" in (store.path(run_id) / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("status.json", {"state": "failed", "total": "abc"}, "total"),
+    ("status.json", {"state": "done", "error": 5}, "error"),
+    ("config.json", {"bits": 4}, "bits"),
+])
+def test_wrong_types_in_run_files_list_that_run_as_failed(tmp_path, name, content, needle):
+    store = RunStore(tmp_path)
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("done")
+    with store.open_run(RunConfig(seed=1)) as writer:
+        writer.set_status("done")
+    run_id = run_id_of(RunConfig())
+    write_json(store.path(run_id) / name, content)
+    infos = {i.run_id: i for i in store.list()}
+    assert infos[run_id].state == "failed" and needle in infos[run_id].error
+    assert infos[run_id_of(RunConfig(seed=1))].state == "done"
+
+
+@pytest.mark.parametrize("rows, needle", [([], "non-empty"), ([{"model": "x"}], "lacks"),
+                                           ([{"model": "t", "bits": "x", "quant": "none", "verbmem": "a",
+                                              "knowmem_forget": 1, "knowmem_retain": 1, "nll_forget": 1,
+                                              "nll_retain": 1}], "non-numeric")])
+def test_malformed_metric_tables_raise_store_error(tmp_path, rows, needle):
+    store = RunStore(tmp_path)
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", rows)
+        writer.write_parquet("deltas.parquet", __import__("pandas").DataFrame({"a": [1]}))
+    with pytest.raises(StoreError, match=needle):
+        store.metrics(run_id_of(RunConfig()))
+    with pytest.raises(StoreError, match="tensor"):
+        store.deltas(run_id_of(RunConfig()))
+
+
+def test_stored_files_follow_the_umask(tmp_path):
+    import os
+    write_json(tmp_path / "f.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -90,5 +90,8 @@ def load_muse_dir(root: str | Path) -> MuseCorpus:
     raw = {}
     for name in RAW_FILES:
         path = root / "raw" / f"{name}.txt"
-        raw[name] = split_documents(path.read_text(encoding="utf-8")) if path.is_file() else []
+        try:
+            raw[name] = split_documents(path.read_text(encoding="utf-8")) if path.is_file() else []
+        except (UnicodeDecodeError, OSError) as exc:
+            raise CorpusError(f"corpus file {path} cannot be read as UTF-8 text ({exc})") from exc
     return MuseCorpus(root=root, knowmem=knowmem, verbmem_forget=verbmem, privleak=privleak, raw=raw)
