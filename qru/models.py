@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from qru.atomic import atomic_dir, exclusive, write_json
 from qru.config import CorpusConfig, ModelConfig, config_key, to_dict
-from qru.corpus.muse import MuseCorpus
+from qru.corpus.muse import MuseCorpus, check_trainable
 
 SPECIAL = "<|endoftext|>"
 hf_logging.disable_progress_bar()
@@ -235,6 +235,7 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     root = models_dir(corpus_config, config, cache_root)
     parts = [root / "tokenizer", root / "target", root / "retrain"]
     if not all(p.is_dir() for p in parts):
+        check_trainable(corpus)
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
             if not parts[0].is_dir():
                 tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size)

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from qru.atomic import write_json
 from qru.config import QuantSpec, RunConfig, config_key, to_dict
-from qru.corpus import ensure_corpus, load_muse_dir
+from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import ABS_EDGES, REL_EDGES, model_deltas
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
@@ -124,8 +124,8 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
     progress = progress or (lambda *a: None)
     if not force and store.find(config):
         return run_id_of(config)
-    if not config.corpus.is_embedded:
-        load_muse_dir(config.corpus.source)  # a malformed corpus folder fails here, before the store is touched
+    if not config.corpus.is_embedded:  # a malformed or untrainable corpus folder fails here, store untouched
+        check_trainable(load_muse_dir(config.corpus.source))
     with store.open_run(config) as writer:
         writer.set_status("running", stage="starting")
         writer.log(f"run {writer.run_id}: {config.label}")

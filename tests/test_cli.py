@@ -87,3 +87,11 @@ def test_terminated_run_is_marked_failed_and_reruns(micro_cache, micro_models):
     assert proc.returncode == 130 and "interrupted" in err
     assert status["state"] == "failed" and "signal" in status["error"]
     assert main(argv) == 0 and store.status(run_id)["state"] == "done"
+
+
+def test_corpus_without_retain_text_is_refused_before_the_store(tmp_path, capsys):
+    from test_corpus import _write_muse
+    folder = _write_muse(tmp_path / "muse")  # has raw/forget.txt only
+    code, _, err = _run(capsys, "--cache", str(tmp_path / "store"), "run", "--corpus", str(folder))
+    assert code == 2 and "retain training text" in err
+    assert not (tmp_path / "store" / "runs").exists() and not (tmp_path / "store" / "models").exists()

@@ -48,6 +48,16 @@ class MuseCorpus:
         raise ValueError(f"unknown training split {split!r} (choose target or retrain)")
 
 
+def check_trainable(corpus: MuseCorpus) -> None:
+    """Raise CorpusError unless the corpus has the training text that building and unlearning need:
+    ``raw/forget.txt`` (target and unlearning) and ``raw/retain1.txt`` or ``raw/retain2.txt`` (retrain model)."""
+    if not corpus.raw.get("forget"):
+        raise CorpusError(f"corpus {corpus.root} has no forget training text (raw/forget.txt missing or empty)")
+    if not corpus.train_documents("retrain"):
+        raise CorpusError(f"corpus {corpus.root} has no retain training text (raw/retain1.txt and "
+                          "raw/retain2.txt missing or empty): the retrain model cannot be built")
+
+
 def _read_json(path: Path):
     return read_json(path, CorpusError, f"corpus file {path}")
 
