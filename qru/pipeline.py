@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from qru.atomic import write_json
+from qru.atomic import atomic_write, write_json
 from qru.config import QuantSpec, RunConfig, config_key, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import ABS_EDGES, REL_EDGES, model_deltas
@@ -41,12 +42,11 @@ def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config:
 
 
 def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
+    """The unlearned weights as the LoRA adapter (peft layout) or, for full fine-tuning, dW = W_u - W_t."""
     if result.adapter_state is not None:
-        folder = writer.folder / "adapter"
-        folder.mkdir(exist_ok=True)
-        save_file({k: v.contiguous() for k, v in result.adapter_state.items()},
-                  str(folder / "adapter_model.safetensors"))
-        write_json(folder / "adapter_config.json", {
+        tensors = {k: v.contiguous() for k, v in result.adapter_state.items()}
+        atomic_write(writer.folder / "adapter" / "adapter_model.safetensors", lambda p: save_file(tensors, str(p)))
+        write_json(writer.folder / "adapter" / "adapter_config.json", {
             "peft_type": "LORA", "r": config.unlearn.lora_r, "lora_alpha": config.unlearn.lora_alpha,
             "lora_dropout": config.unlearn.lora_dropout, "target_modules": LORA_TARGETS, "bias": "none",
             "task_type": "CAUSAL_LM", "base_model": str(pair.root / "target")})
@@ -54,7 +54,7 @@ def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, con
     target = pair.target.state_dict()
     delta = {k: (v.detach() - target[k]).contiguous() for k, v in result.model.state_dict().items()
              if k in target and not k.endswith("lm_head.weight")}
-    save_file(delta, str(writer.folder / "unlearned_delta.safetensors"))
+    atomic_write(writer.folder / "unlearned_delta.safetensors", lambda p: save_file(delta, str(p)))
 
 
 def _metric_row(model: str, spec: QuantSpec, metrics: dict, auc_retrain: float) -> dict:
@@ -84,33 +84,43 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s")
     writer.write_json("train_log.json", result.history)
     _save_weights(writer, pair, result, config)
-    specs = config.quant_specs()
-    rows, samples, delta_rows, hists = [], {}, [], {}
     stage("evaluating the 32-bit retrain model (PrivLeak reference)")
-    retrain_32 = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
-    for i, spec in enumerate(specs):
-        stage(f"evaluating at {spec.bits} bits", i, len(specs), spec.label)
-        evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in ("target", "retrain")}
-        evals["unlearned"] = evaluate(fake_quantize(result.model, spec), pair.tokenizer, corpus, config.eval,
-                                      config.model.max_len)
-        for kind, ev in evals.items():
-            rows.append(_metric_row(kind, spec, ev["metrics"], retrain_32))
+    retrain_auc = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
+    rows, samples, delta_rows, hists = [], {}, [], {}
+    for i, spec in enumerate(config.quant_specs()):
+        stage(f"evaluating at {spec.bits} bits", i, len(config.bits), spec.label)
+        for kind, ev in _evaluate_all(pair, result, spec, corpus, config).items():
+            rows.append(_metric_row(kind, spec, ev["metrics"], retrain_auc))
             samples[f"{kind}@{spec.bits}"] = ev["samples"]
-        stage(f"analysing deltas at {spec.bits} bits", i, len(specs), spec.label)
+        writer.log(f"{spec.label}: " + ", ".join(f"{r['model']} KnowMem-f {r['knowmem_forget']:.1f}"
+                                                 for r in rows[-3:]))
+        stage(f"analysing deltas at {spec.bits} bits", i, len(config.bits), spec.label)
         d_rows, d_hists = model_deltas(pair.target, result.model, spec)
         delta_rows += [{"bits": spec.bits, "quant": spec.quant_type, **r} for r in d_rows]
         hists["abs"] = d_hists["abs"]
         if d_hists["rel"] is not None:
             hists[f"rel_{spec.bits}"] = d_hists["rel"]
-        writer.log(f"{spec.label}: " + ", ".join(f"{r['model']} KnowMem-f {r['knowmem_forget']:.1f}"
-                                                 for r in rows[-3:]))
     writer.write_json("samples.json", samples)
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
+    _write_deltas(writer, delta_rows, hists)
+    writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
+
+
+def _evaluate_all(pair: ModelPair, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
+    """Metrics of the target, retrain (cached) and unlearned models quantized by ``spec``."""
+    evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in ("target", "retrain")}
+    evals["unlearned"] = evaluate(fake_quantize(result.model, spec), pair.tokenizer, corpus, config.eval,
+                                  config.model.max_len)
+    return evals
+
+
+def _write_deltas(writer: RunWriter, delta_rows: list[dict], hists: dict) -> None:
+    """deltas.parquet (one row per tensor and bit width) and deltas_hist.npz (rows in the order of ``tensors``)."""
+    first_bits = delta_rows[0]["bits"]
+    tensors = [r["tensor"] for r in delta_rows if r["bits"] == first_bits]
     writer.write_parquet("deltas.parquet", pd.DataFrame(delta_rows))
-    tensors = [r["tensor"] for r in delta_rows if r["bits"] == specs[0].bits]
     writer.write_npz("deltas_hist.npz", {"abs_edges": ABS_EDGES, "rel_edges": REL_EDGES,
-                                         "tensors": pd.Series(tensors).to_numpy(dtype=str), **hists})
-    writer.write_json("metrics.json", rows)
+                                         "tensors": np.array(tensors, dtype=str), **hists})
 
 
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,
