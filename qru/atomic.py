@@ -6,6 +6,7 @@ half-written file, whatever kills the writer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # a writer may have replaced the file with a 0600 one
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
@@ -62,9 +64,13 @@ def read_json(path: str | Path, error: type[Exception], label: str):
     if not path.is_file():
         raise error(f"{label} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{label} is not valid JSON ({exc})") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{label} cannot be read as UTF-8 text ({exc})") from exc
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
+        raise error(f"{label} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 def _nan_to_none(data):
@@ -89,6 +95,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         yield tmp
+        for item in tmp.rglob("*"):  # libraries' writers (safetensors, save_pretrained) may create 0600 files
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_UMASK)
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,11 +123,21 @@ def exclusive(lock_path: str | Path, timeout: float = 0, what: str = "resource")
 
 
 def is_locked(lock_path: str | Path) -> bool:
-    """True if another process holds the lock at ``lock_path`` right now."""
-    lock = FileLock(str(lock_path))
+    """True if another process holds the lock at ``lock_path`` right now (an OS flock, as FileLock takes on POSIX).
+
+    Opens the file read-only and never creates it, so it works on a read-only store; a missing or unreadable lock
+    file counts as not held.
+    """
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    lock.release()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock we took
     return False

@@ -55,13 +55,18 @@ def _positive_float(text: str) -> float:
 def _progress_printer(quiet: bool):
     last = {"t": 0.0, "stage": ""}
 
+    last["quiet"] = quiet
+
     def show(stage: str, done: int, total: int, message: str) -> None:
         now = time.time()
-        if quiet or (stage == last["stage"] and now - last["t"] < 2 and done != total):
+        if last["quiet"] or (stage == last["stage"] and now - last["t"] < 2 and done != total):
             return
         last.update(t=now, stage=stage)
         count = f" {done}/{total}" if total else ""
-        print(f"[{time.strftime('%H:%M:%S')}] {stage}{count} {message}".rstrip(), file=sys.stderr, flush=True)
+        try:
+            print(f"[{time.strftime('%H:%M:%S')}] {stage}{count} {message}".rstrip(), file=sys.stderr, flush=True)
+        except OSError:  # stderr closed (e.g. piped into `head`): keep computing, stop printing
+            last["quiet"] = True
     return show
 
 
@@ -144,6 +149,8 @@ def cmd_show(args) -> int:
     print(metric_table(store.metrics(args.run_id)))
     deltas = store.deltas(args.run_id)
     totals = deltas[deltas["tensor"] == "total"]
+    if totals.empty:
+        raise StoreError(f"run {args.run_id}: deltas.parquet has no total rows")
     cols = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
             "cosine", "noise_ratio"]
     print("\nweight deltas (all quantized Linear layers):")
@@ -208,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)  # a kill records the run as failed instead of vanishing
     args = build_parser().parse_args(argv)
     args.cache = RunStore(args.cache).root  # --cache, else $QRU_CACHE, else ./cache
+    if args.cache.exists() and not args.cache.is_dir():
+        print(f"qru: error: the store {args.cache} is not a folder", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError) as exc:
@@ -216,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a store or corpus the user cannot read or write
+        print(f"qru: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("qru: interrupted (stored results are intact; re-run the same command to continue)", file=sys.stderr)
         return 130

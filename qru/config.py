@@ -34,6 +34,11 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _seed(name: str, value) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32,
+             f"{name} must be an integer in [0, 2^32), got {value!r}")
+
+
 def _positive(name: str, value: float) -> None:
     _require(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value!r}")
 
@@ -65,6 +70,7 @@ class CorpusConfig:
         for name in ("n_forget", "n_retain", "n_holdout", "passages_per_entity"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _seed("corpus seed", self.seed)
         _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
 
     @property
@@ -112,6 +118,7 @@ class ModelConfig:
                      "batch_size", "qa_chain"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _seed("model seed", self.seed)
         _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
         _require(self.hidden_size % self.n_heads == 0,
                  f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
@@ -270,6 +277,7 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _seed("seed", self.seed)
         bits = tuple(self.bits)
         _require(len(bits) > 0, "at least one bit width is needed")
         for b in bits:
@@ -337,6 +345,10 @@ def resolve_source(source: str) -> str:
     """``"embedded"`` as is, otherwise the absolute path of a corpus folder. Raises ConfigError if it is missing."""
     if source == "embedded":
         return source
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"corpus path is not valid UTF-8: {source!r}") from None
     path = Path(source).expanduser()
     if not path.is_dir():
         raise ConfigError(f"corpus folder not found: {source}")

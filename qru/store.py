@@ -76,7 +76,7 @@ class RunStore:
         """All run ids, newest status first."""
         if not self.runs.is_dir():
             return []
-        dirs = [p for p in self.runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        dirs = [p for p in self.runs.iterdir() if p.is_dir() and not p.name.startswith(".") and _utf8(p.name)]
         return [p.name for p in sorted(dirs, key=lambda p: _mtime(p / "status.json"), reverse=True)]
 
     # -- reading -------------------------------------------------------------------------------------------------
@@ -224,7 +224,8 @@ class RunWriter:
 METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, "verbmem": True, "knowmem_forget": True,
                   "knowmem_retain": True, "nll_forget": True, "nll_retain": True}
 DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "module": False, "numel": True,
-                 "code_flip_rate": True, "share_kept": True, "median_step": True, "below_half_step": True}
+                 "zero_delta": True, "mean_abs_delta": True, "median_step": True, "below_half_step": True,
+                 "code_flip_rate": True, "share_kept": True, "cosine": True, "noise_ratio": True}
 
 
 def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:
@@ -234,6 +235,14 @@ def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -
     bad = [c for c, numeric in columns.items() if numeric and not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise StoreError(f"run {run_id}: {name} has non-numeric values in {', '.join(bad)}")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # an undecodable folder name; not one of ours
+        return False
+    return True
 
 
 def _mtime(path: Path) -> float:

@@ -95,3 +95,26 @@ def test_corpus_without_retain_text_is_refused_before_the_store(tmp_path, capsys
     code, _, err = _run(capsys, "--cache", str(tmp_path / "store"), "run", "--corpus", str(folder))
     assert code == 2 and "retain training text" in err
     assert not (tmp_path / "store" / "runs").exists() and not (tmp_path / "store" / "models").exists()
+
+
+def test_cache_that_is_a_file_and_huge_seed_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, err = _run(capsys, "--cache", str(tmp_path / "file"), "ls")
+    assert code == 2 and "not a folder" in err
+    code, _, err = _run(capsys, "--cache", str(tmp_path), "run", "--seed", str(10**23))
+    assert code == 2 and "seed" in err and not (tmp_path / "runs").exists()
+
+
+def test_progress_printer_survives_a_closed_stderr(monkeypatch):
+    from qru.cli import _progress_printer
+
+    class Closed:
+        def write(self, _):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(sys, "stderr", Closed())
+    show = _progress_printer(False)
+    show("unlearning", 1, 10, "")  # must not raise
+    show("evaluating", 2, 10, "")

@@ -47,3 +47,11 @@ def test_tokenizer_sees_holdout_text_but_models_do_not(micro_corpus):
     docs = tokenizer_documents(micro_corpus)
     assert set(micro_corpus.privleak["holdout"]) <= set(docs)
     assert not set(micro_corpus.privleak["holdout"]) & set(micro_corpus.train_documents("target"))
+
+
+def test_cached_model_files_follow_the_umask(micro_models):
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (micro_models.root / "target").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

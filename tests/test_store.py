@@ -124,3 +124,22 @@ def test_stored_files_follow_the_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_is_locked_never_creates_the_lock_file(tmp_path):
+    from qru.atomic import exclusive, is_locked
+    lock = tmp_path / ".lock"
+    assert not is_locked(lock) and not lock.exists()
+    with exclusive(lock):
+        assert lock.exists()
+    lock.chmod(0o444)
+    assert not is_locked(lock)
+
+
+def test_read_json_turns_pathological_files_into_store_errors(tmp_path):
+    from qru.atomic import read_json
+    (tmp_path / "deep.json").write_text("[" * 200000 + "]" * 200000)
+    (tmp_path / "big.json").write_text("[" + "9" * 5000 + "]")
+    for name in ("deep.json", "big.json"):
+        with pytest.raises(StoreError, match=name):
+            read_json(tmp_path / name, StoreError, name)
