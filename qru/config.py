@@ -34,6 +34,13 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _integers(config, names: tuple[str, ...], minimum: int = 1) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                 f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _seed(name: str, value) -> None:
     _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32,
              f"{name} must be an integer in [0, 2^32), got {value!r}")
@@ -67,9 +74,7 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", f"corpus source must be a non-empty string, "
                  f"got {self.source!r}")
-        for name in ("n_forget", "n_retain", "n_holdout", "passages_per_entity"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _integers(self, ("n_forget", "n_retain", "n_holdout", "passages_per_entity"))
         _seed("corpus seed", self.seed)
         _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
 
@@ -114,10 +119,8 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
-                     "batch_size", "qa_chain"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _integers(self, ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
+                     "batch_size", "qa_chain"))
         _seed("model seed", self.seed)
         _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
         _require(self.hidden_size % self.n_heads == 0,
@@ -180,9 +183,7 @@ class EvalConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _integers(self, ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"))
         _require(_finite(self.mink_k) and 0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
 
 
@@ -226,11 +227,8 @@ class UnlearnConfig:
         _positive("lr", self.lr)
         _positive("beta", self.beta)
         _require(_finite(self.alpha) and self.alpha >= 0, f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        _require(isinstance(self.max_steps, int) and self.max_steps >= 0,
-                 f"max_steps must be an integer >= 0, got {self.max_steps!r}")
+        _integers(self, ("lora_r", "lora_alpha", "epochs", "batch_size"))
+        _integers(self, ("max_steps",), minimum=0)
         _require(_finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
                  f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
 
