@@ -6,7 +6,7 @@ import streamlit as st
 
 from qru.cli import TABLE_COLUMNS
 from qru.launch import launch_cli
-from qru.store import RunStore, StoreError
+from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
 
 st.set_page_config(page_title="qru", layout="wide")
 store = RunStore(st.sidebar.text_input("Run store", os.environ.get("QRU_CACHE", "cache")))
@@ -41,9 +41,7 @@ except StoreError as exc:
 st.subheader("Metrics")
 st.dataframe(metrics[[c for c in TABLE_COLUMNS if c in metrics.columns]], hide_index=True)
 st.subheader("Weight deltas against the quantization step (all quantized Linear layers)")
-st.dataframe(deltas[deltas.tensor == "total"][["bits", "quant", "mean_abs_delta", "median_step", "below_half_step",
-                                               "code_flip_rate", "share_kept", "cosine", "noise_ratio"]],
-             hide_index=True)
+st.dataframe(deltas[deltas.tensor == "total"][SUMMARY_COLUMNS], hide_index=True)
 st.subheader("Probe generations (forget set)")
 for probe in probes[:3]:
     with st.expander(probe["prompt"]):

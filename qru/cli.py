@@ -17,11 +17,11 @@ import warnings
 import pandas as pd
 
 from qru.atomic import LockedError
-from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT,
-                        REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig, UnlearnConfig,
-                        resolve_source)
+from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR,
+                        QUANT_TYPES_4BIT, REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig,
+                        UnlearnConfig, resolve_source)
 from qru.corpus.muse import CorpusError
-from qru.store import RunStore, StoreError
+from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
 from qru.errors import UnlearnError
 
 # Sizes: "tiny" is the embedded default (design.md "Calibration"); "micro" builds in seconds, for tests and demos.
@@ -53,9 +53,7 @@ def _positive_float(text: str) -> float:
 
 
 def _progress_printer(quiet: bool):
-    last = {"t": 0.0, "stage": ""}
-
-    last["quiet"] = quiet
+    last = {"t": 0.0, "stage": "", "quiet": quiet}
 
     def show(stage: str, done: int, total: int, message: str) -> None:
         now = time.time()
@@ -151,10 +149,8 @@ def cmd_show(args) -> int:
     totals = deltas[deltas["tensor"] == "total"]
     if totals.empty:
         raise StoreError(f"run {args.run_id}: deltas.parquet has no total rows")
-    cols = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
-            "cosine", "noise_ratio"]
     print("\nweight deltas (all quantized Linear layers):")
-    print(totals[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(totals[SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 
 

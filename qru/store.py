@@ -228,6 +228,11 @@ DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "
                  "code_flip_rate": True, "share_kept": True, "cosine": True, "noise_ratio": True}
 
 
+# The per-bit-width delta summary that `qru show` and the dashboard display (all in DELTA_COLUMNS).
+SUMMARY_COLUMNS = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
+                   "cosine", "noise_ratio"]
+
+
 def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:

@@ -37,7 +37,9 @@ def text_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, te
 
 
 def mink_score(logprobs: np.ndarray, k: float = 0.4) -> float:
-    """Min-K% prob score: -mean of the lowest ``max(1, int(k * n))`` of n token log-probs. Raises ValueError if empty."""
+    """Min-K% prob score: -mean of the lowest ``max(1, int(k * n))`` of n token log-probs.
+
+    Raises ValueError if ``logprobs`` is empty."""
     if len(logprobs) == 0:
         raise ValueError("Min-K% needs at least one token log-prob")
     count = max(1, int(len(logprobs) * k))
