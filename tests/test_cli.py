@@ -118,3 +118,8 @@ def test_progress_printer_survives_a_closed_stderr(monkeypatch):
     show = _progress_printer(False)
     show("unlearning", 1, 10, "")  # must not raise
     show("evaluating", 2, 10, "")
+
+
+def test_cli_module_does_not_import_torch():
+    code = "import sys, qru.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # `qru ls` and `--help` stay fast
