@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qru-installed
 
-.PHONY: install dashboard test test-all bench target clean-venv
+.PHONY: install dashboard test test-browser test-all bench target clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ dashboard: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The browser tests need Debian's chromium (apt-get install chromium chromium-driver; .ci/run installs it).
+test-browser: install
+	$(BIN)/python -m pytest -q -m browser
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""

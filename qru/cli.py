@@ -33,6 +33,8 @@ SCALES = {
 }
 # The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
+# The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
+DEMO_SET = (("ga", "gdr", "full"), ("ga", "gdr", "lora"), ("npo", "gdr", "full"), ("npo", "gdr", "lora"))
 TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem_retain", "privleak", "nll_forget",
                  "nll_retain"]
 
@@ -107,12 +109,41 @@ def cmd_build_target(args) -> int:
     return 0
 
 
+def run_configs(args) -> list[RunConfig]:
+    """The RunConfigs a parsed ``run`` or ``demo`` command will compute, in order (raises ConfigError)."""
+    if args.command == "demo":
+        combos = DEMO_SET
+    elif any(v is not None for v in (args.method, args.regularizer, args.adapter)):
+        combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")]
+    else:
+        combos = DEFAULT_PAIR
+    return [_run_config(args, *combo) for combo in combos]
+
+
+def configs_for(argv: list[str]) -> list[RunConfig]:
+    """The RunConfigs that ``qru ARGV`` (a ``run`` or ``demo`` command) would compute, without computing them.
+
+    Used by the dashboard to find a form's runs in the store before launching. Raises ConfigError for a bad value
+    (argparse's message included) and ValueError for another command.
+    """
+    parser = build_parser()
+    parser.exit = _raise_config_error  # type: ignore[method-assign]
+    for sub in parser._subparsers._group_actions[0].choices.values():  # noqa: SLF001 (argparse has no public hook)
+        sub.exit = _raise_config_error
+    args = parser.parse_args(argv)
+    if args.command not in ("run", "demo"):
+        raise ValueError(f"not a run command: {argv!r}")
+    return run_configs(args)
+
+
+def _raise_config_error(status: int = 0, message: str | None = None):
+    raise ConfigError((message or "invalid arguments").strip().removeprefix("qru: error: "))
+
+
 def cmd_run(args) -> int:
     from qru.pipeline import run
 
-    explicit = any(v is not None for v in (args.method, args.regularizer, args.adapter))
-    combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")] if explicit else DEFAULT_PAIR
-    configs = [_run_config(args, *combo) for combo in combos]  # validate all before running any
+    configs = run_configs(args)  # validate all before running any
     store = RunStore(args.cache)
     for config in configs:
         if store.find(config) and not args.force:
@@ -154,6 +185,25 @@ def cmd_show(args) -> int:
     return 0
 
 
+def run_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``demo``: hyper-parameters, bit widths and quantizer."""
+    p.add_argument("--preset", choices=("embedded", "paper"), default="embedded",
+                   help="default lr/epochs: embedded (full 1e-4, LoRA 5e-4, 5 epochs) or paper (1e-5 / 1e-4, 5)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (overrides the preset)")
+    p.add_argument("--epochs", type=int, help="epochs over the forget set (overrides the preset)")
+    p.add_argument("--alpha", type=float, default=1.0, help="regularizer weight")
+    p.add_argument("--beta", type=_positive_float, default=0.1, help="NPO beta")
+    p.add_argument("--lora-r", type=int, default=32)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=0, help="cap on unlearning steps (0 = none)")
+    p.add_argument("--bits", type=int, nargs="+", choices=BIT_WIDTHS, default=list(BIT_WIDTHS))
+    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="4-bit type (papers: fp4)")
+    p.add_argument("--blocksize", type=int, default=64, help="4-bit absmax block size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qru", description="Does post-training quantization undo LLM unlearning? See README.md.")
     parser.add_argument("--cache", default=None, help="store folder (default ./cache or $QRU_CACHE)")
@@ -175,21 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, help="forget loss")
     p.add_argument("--regularizer", choices=REGULARIZERS, help="retain regularizer (default gdr)")
     p.add_argument("--adapter", choices=ADAPTERS, help="full fine-tuning or LoRA (default full)")
-    p.add_argument("--preset", choices=("embedded", "paper"), default="embedded",
-                   help="default lr/epochs: embedded (full 1e-4, LoRA 5e-4, 5 epochs) or paper (1e-5 / 1e-4, 5)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (overrides the preset)")
-    p.add_argument("--epochs", type=int, help="epochs over the forget set (overrides the preset)")
-    p.add_argument("--alpha", type=float, default=1.0, help="regularizer weight")
-    p.add_argument("--beta", type=_positive_float, default=0.1, help="NPO beta")
-    p.add_argument("--lora-r", type=int, default=32)
-    p.add_argument("--lora-alpha", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-steps", type=int, default=0, help="cap on unlearning steps (0 = none)")
-    p.add_argument("--bits", type=int, nargs="+", choices=BIT_WIDTHS, default=list(BIT_WIDTHS))
-    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="4-bit type (papers: fp4)")
-    p.add_argument("--blocksize", type=int, default=64, help="4-bit absmax block size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
+    run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the dashboard's demo set: GA+GDR and NPO+GDR, full fine-tuning and LoRA, "
+                                    "at 32/8/4 bits")
+    data_args(p)
+    run_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ls", help="list stored runs")

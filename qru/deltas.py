@@ -3,7 +3,8 @@
 For each quantized weight W (target W_t, unlearned W_u, dW = W_u - W_t, Q = the quantizer, Δ = the step size of
 W_t's quantization, design.md "Terms"):
 
-- histograms of |dW| and of |dW|/Δ on fixed log-spaced bins, stored pre-binned (never raw arrays);
+- histograms of |dW| and of |dW|/Δ, and of the dequantized delta |Q(W_u) - Q(W_t)|, on fixed log-spaced bins,
+  stored pre-binned (never raw arrays; exact zeros counted apart);
 - ``below_half_step``: share of weights with |dW| < Δ/2, the largest change that rounding can hide;
 - ``code_flip_rate``: share of weights whose quantization level differs between Q(W_t) and Q(W_u);
 - ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2: the share of the update that survives quantization
@@ -61,8 +62,9 @@ def ratios(sums: dict) -> dict:
 def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec) -> tuple[dict, dict]:
     """Statistics and histograms of one weight pair (both float, same shape [out, in]) under ``spec``.
 
-    Returns ``(row, hists)``: row = counts, sums and ratios (see the module docstring); hists = {"abs": counts,
-    "rel": counts or None at 32 bits}. Raises ValueError if the shapes differ.
+    Returns ``(row, hists)``: row = counts, sums and ratios (see the module docstring); hists = {"abs": counts of
+    |dW| on ABS_EDGES, "rel": counts of |dW|/Δ on REL_EDGES, "dq": counts of |Q(W_u) - Q(W_t)| on ABS_EDGES; the
+    last two None at 32 bits}, all int64 [n_bins] over non-zero values. Raises ValueError if the shapes differ.
     """
     if w_target.shape != w_unlearned.shape:
         raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
@@ -75,38 +77,43 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
         row.update({"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
                     "code_flip_rate": float("nan"), **_sums(dw, dw)})
         row.update(ratios(row))
-        return row, {"abs": abs_counts, "rel": None}
+        return row, {"abs": abs_counts, "rel": None, "dq": None}
     qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
     rel = dw.abs() / qt.step.clamp(min=1e-30)
     rel_counts, _ = log_histogram(rel, REL_EDGES)
+    dq = qu.dequant - qt.dequant
+    dq_counts, _ = log_histogram(dq.abs(), ABS_EDGES)
     flips = int((qt.codes != qu.codes).sum())
     row.update({"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean()),
-                "code_flips": flips, "code_flip_rate": flips / dw.numel(), **_sums(dw, qu.dequant - qt.dequant)})
+                "code_flips": flips, "code_flip_rate": flips / dw.numel(), **_sums(dw, dq)})
     row.update(ratios(row))
-    return row, {"abs": abs_counts, "rel": rel_counts}
+    return row, {"abs": abs_counts, "rel": rel_counts, "dq": dq_counts}
 
 
 def model_deltas(target: torch.nn.Module, unlearned: torch.nn.Module, spec: QuantSpec) -> tuple[list[dict], dict]:
     """:func:`tensor_delta` for every quantizable Linear, plus a ``total`` row over all of them.
 
     Returns ``(rows, hists)``: rows carry ``tensor``, ``layer`` and ``module``; hists maps "abs" and "rel" to int64
-    arrays [n_tensors + 1, n_bins] in row order (the last row is the total; "rel" is None at 32 bits).
+    ``dq`` to int64 arrays [n_tensors + 1, n_bins] in row order (the last row is the total; "rel" and "dq" are None
+    at 32 bits).
     Raises ValueError if the two models' Linear layers differ.
     """
     lin_t, lin_u = quantizable_linears(target), quantizable_linears(unlearned)
     if list(lin_t) != list(lin_u):
         raise ValueError("target and unlearned models have different Linear layers")
-    rows, abs_h, rel_h = [], [], []
+    rows, abs_h, rel_h, dq_h = [], [], [], []
     for name, mod in lin_t.items():
         row, hists = tensor_delta(mod.weight, lin_u[name].weight, spec)
         layer, module = _layer_and_module(name)
         rows.append({"tensor": name, "layer": layer, "module": module, **row})
         abs_h.append(hists["abs"])
         rel_h.append(hists["rel"])
+        dq_h.append(hists["dq"])
     rows.append(total_row(rows))
-    abs_arr = np.vstack(abs_h + [np.sum(abs_h, axis=0)])
-    rel_arr = None if spec.bits == 32 else np.vstack(rel_h + [np.sum(rel_h, axis=0)])
-    return rows, {"abs": abs_arr, "rel": rel_arr}
+
+    def stack(h):
+        return None if spec.bits == 32 else np.vstack(h + [np.sum(h, axis=0)])
+    return rows, {"abs": np.vstack(abs_h + [np.sum(abs_h, axis=0)]), "rel": stack(rel_h), "dq": stack(dq_h)}
 
 
 def total_row(rows: list[dict]) -> dict:

@@ -100,6 +100,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
         hists["abs"] = d_hists["abs"]
         if d_hists["rel"] is not None:
             hists[f"rel_{spec.bits}"] = d_hists["rel"]
+            hists[f"dq_{spec.bits}"] = d_hists["dq"]
     writer.write_json("samples.json", samples)
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
     _write_deltas(writer, delta_rows, hists)

@@ -127,8 +127,9 @@ class RunStore:
         return frame
 
     def histograms(self, run_id: str) -> dict[str, np.ndarray]:
-        """Pre-binned histograms: ``abs_edges``, ``rel_edges``, ``abs`` and ``rel_<bits>`` count arrays whose rows
-        follow the ``tensors`` array (the last one is ``total``)."""
+        """Pre-binned histograms: ``abs_edges``, ``rel_edges``, and count arrays ``abs`` (|dW|), ``rel_<bits>``
+        (|dW|/Δ) and ``dq_<bits>`` (|Q(W_u) - Q(W_t)|, on abs_edges) whose rows follow the ``tensors`` array (the
+        last one is ``total``). Runs stored before ``dq_<bits>`` existed lack it."""
         path = self.path(run_id) / "deltas_hist.npz"
         try:
             with np.load(path, allow_pickle=False) as data:

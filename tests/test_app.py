@@ -1,30 +1,158 @@
-"""The dashboard script runs on an empty store and on a store with a finished run (streamlit's AppTest)."""
+"""Every dashboard page through streamlit's AppTest, against a store the test builds with the CLI (micro scale).
+
+AppTest.switch_page drops the main script's sidebar after switching (streamlit 1.67), so each page is opened as the
+frame's default page through ui.frame, the function app.py calls; the browser test covers real navigation."""
+import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from qru.atomic import write_json
 from qru.cli import main
+from qru.jobs import job_progress, list_jobs
+from qru.store import RunStore
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+FRAME = "import sys\nsys.path.insert(0, {root!r})\nimport ui\nui.frame({page!r})\n"
+MICRO = ["--scale", "micro", "--lr", "1e-3", "--epochs", "2", "--quiet"]
 
 
-def test_empty_store_offers_the_default_experiment(tmp_path, monkeypatch):
-    monkeypatch.setenv("QRU_CACHE", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=60).run()
+@pytest.fixture(scope="module")
+def store(micro_cache, micro_models):
+    """The session's micro store with a full fine-tuning and a LoRA run."""
+    for method, adapter in (("ga", "full"), ("npo", "lora")):
+        assert main(["--cache", str(micro_cache), "run", "--method", method, "--regularizer", "gdr",
+                     "--adapter", adapter, *MICRO]) == 0
+    return RunStore(micro_cache)
+
+
+def _app(root, page=None) -> AppTest:
+    """app.py itself, or the frame opened on ``page`` (a key of ui.PAGES), on the store ``root``."""
+    if page:
+        at = AppTest.from_string(FRAME.format(root=str(ROOT), page=page), default_timeout=60)
+    else:
+        at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["store_root"] = str(root)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at) -> str:
+    return " ".join(e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
+                    for e in getattr(at, kind))
+
+
+def test_empty_store_offers_the_demo_set_with_its_time(tmp_path):
+    at = _app(tmp_path)
+    assert [b for b in at.button if b.label == "Run the demo set"]
+    assert "Four runs" in _texts(at) and "minutes" in _texts(at)
+    assert at.sidebar.multiselect[0].options == []
+
+
+def test_run_form_finds_a_stored_config_and_rerenders(store):
+    at = _app(store.root)
+    assert not [b for b in at.button if b.label == "Run the demo set"]  # the store has runs
+    assert any(b.label.startswith("Run (") for b in at.button)  # the papers' defaults: not in the store
+    at.selectbox[0].select("embedded micro (seconds)").run()
+    at.radio[3].set_value("embedded").run()  # preset: calibrated
+    at.number_input[0].set_value(1e-3).run()
+    at.number_input[1].set_value(2).run()
     assert not at.exception
-    assert any("store is empty" in i.value for i in at.info)
-    assert any("default experiment" in b.label for b in at.sidebar.button)
+    assert "already in the store" in _texts(at)
+    assert [b for b in at.button if b.label == "Show it"]
+    at.radio[2].set_value("lora").run()  # adapter: LoRA shows r and alpha
+    assert {n.label for n in at.number_input} >= {"LoRA r", "LoRA alpha"}
 
 
-def test_finished_run_shows_metrics_deltas_and_probes(micro_cache, micro_models, monkeypatch):
-    assert main(["--cache", str(micro_cache), "run", "--scale", "micro", "--method", "ga", "--regularizer", "gdr",
-                 "--adapter", "full", "--lr", "1e-3", "--epochs", "2", "--quiet"]) == 0
-    monkeypatch.setenv("QRU_CACHE", str(micro_cache))
-    at = AppTest.from_file(APP, default_timeout=60).run()
+def test_sidebar_lists_runs_with_method_adapter_and_state(store):
+    at = _app(store.root)
+    picker = at.sidebar.multiselect[0]
+    assert len(picker.value) == 2
+    assert any("GA+GDR full lr 0.001 x2 ep @ 32/8/4 bit" in o for o in picker.options)
+    assert any("NPO+GDR LoRA r32" in o for o in picker.options)
+
+
+def test_deltas_page_draws_histograms_and_layers_and_redraws(store):
+    at = _app(store.root, "deltas")
+    assert len(at.get("plotly_chart")) == 3  # histogram + one heatmap per run
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(figure["data"]) == 2 and "half a step" in figure["data"][0]["name"]
+    assert len(at.get("plotly_chart")[0].proto.spec) < 300_000
+    for mode in ("rel", "dq"):
+        at.radio[0].set_value(mode).run()
+        assert not at.exception and len(at.get("plotly_chart")) == 3
+    at.selectbox[0].select(8).run()
+    assert at.dataframe[0].value["bits"].tolist() == [8, 8]
+    at.radio[1].set_value("share_kept").run()
     assert not at.exception
-    assert [s.value for s in at.subheader][:2] == [
-        "Metrics", "Weight deltas against the quantization step (all quantized Linear layers)"]
-    table = at.dataframe[1].value
-    assert set(table["model"]) == {"target", "retrain", "unlearned"} and set(table["bits"]) == {32, 8, 4}
-    assert len(at.expander) >= 1
+
+
+def test_metrics_page_tables_comparison_reference_and_csv(store):
+    at = _app(store.root, "metrics")
+    tables = [d.value for d in at.dataframe]
+    first = tables[0]
+    assert set(first["model"]) == {"target", "retrain", "unlearned"} and set(first["bits"]) == {32, 8, 4}
+    assert {"VerbMem", "KnowMem-forget", "KnowMem-retain (utility)", "PrivLeak", "NLL forget"} <= set(first.columns)
+    assert any("Llama-2-7B" in c.value for c in at.caption)
+    assert len(at.get("download_button")) == 2
+    at.radio[0].set_value("comparison across runs").run()
+    table = at.dataframe[0].value
+    assert table["model"].tolist()[:2] == ["target", "retrain"] and len(table) == 4
+    assert "Δ KnowMem-forget" in table.columns
+
+
+def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "runs", root / "runs")
+    run_id = next(r for r in RunStore(root).ids() if r.startswith("ga-"))
+    probes_path = root / "runs" / run_id / "probes.json"
+    probes = json.loads(probes_path.read_text())
+    probes[0]["outputs"]["unlearned@4"]["output"] = "<script>alert(1)</script> **not bold**"
+    probes[0]["outputs"]["unlearned@4"]["leaked_spans"] = [[0, 8]]
+    write_json(probes_path, probes)
+    at = _app(root, "probes")
+    at.selectbox[0].select(run_id).run()
+    at.selectbox[1].select("corpus order").run()
+    assert not at.exception and len(at.expander) == len(probes)
+    body = at.get("html")[0].proto.body
+    assert "<mark>&lt;script&gt;</mark>alert(1)&lt;/script&gt; **not bold**" in body
+    at.number_input[0].set_value(1.0).run()
+    assert len(at.expander) < len(probes)
+
+
+def test_failed_job_shows_its_error_and_log_tail(store, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "runs", root / "runs")
+    run_id = RunStore(root).ids()[0]
+    status = json.loads((root / "runs" / run_id / "status.json").read_text())
+    write_json(root / "runs" / run_id / "status.json", {**status, "state": "failed", "error": "ValueError: boom"})
+    (root / "runs" / run_id / "log.txt").write_text("line 1\nTraceback: the last words\n")
+    write_json(root / "jobs" / "20260101-000000-abcdef.json", {
+        "job_id": "20260101-000000-abcdef", "title": "a job", "argv": ["run"], "run_ids": [run_id],
+        "pid": 2 ** 22 + 7, "started": 0.0})
+    at = _app(root)
+    assert any("a job" in e.value and "boom" in e.value for e in at.error)
+    assert "Traceback: the last words" in at.code[0].value
+
+
+def test_run_button_launches_a_cli_job_that_finishes(store, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "models", root / "models")
+    shutil.copytree(store.root / "corpus", root / "corpus")
+    at = _app(root)
+    at.selectbox[0].select("embedded micro (seconds)").run()
+    at.number_input[1].set_value(1).run()
+    next(b for b in at.button if b.label.startswith("Run (")).click().run()
+    assert not at.exception
+    job = list_jobs(RunStore(root))[0]
+    deadline = time.time() + 300
+    while job_progress(RunStore(root), job).state == "running" and time.time() < deadline:
+        time.sleep(1)
+    assert job_progress(RunStore(root), job).state == "done"
+    at.run()
+    assert "finished" in _texts(at)

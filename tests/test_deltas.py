@@ -38,6 +38,19 @@ def test_update_below_half_step_on_grid_weights_is_erased():
     assert row["code_flips"] == 0 and row["share_kept"] == pytest.approx(0.0, abs=1e-9)
     assert row["below_half_step"] == 1.0
     assert hists["rel"].sum() + row["zero_delta"] == wt.numel()
+    assert hists["dq"].sum() == 0  # the dequantized delta is zero everywhere
+
+
+def test_dequantized_delta_histogram_counts_the_flips_and_the_rescaled_blocks():
+    wt = _weights()
+    dw = _keep_absmax(wt, 0.3 * quantize_tensor(wt, NF4).step * torch.randn_like(wt))
+    amax = wt.reshape(-1, 64).abs().amax(1, keepdim=True).expand(-1, 64).reshape(wt.shape)
+    wu = torch.maximum(torch.minimum(wt + dw, amax), -amax)  # every block keeps its absmax, so its scale
+    row, hists = tensor_delta(wt, wu, NF4)
+    assert 0 < row["code_flips"] < wt.numel()
+    assert hists["dq"].sum() == row["code_flips"]  # with unchanged scales only a code flip changes Q(W)
+    row, hists = tensor_delta(wt, wt * 1.01, NF4)  # every scale changes, no code flips
+    assert row["code_flips"] == 0 and hists["dq"].sum() > 0.9 * wt.numel()
 
 
 def test_update_of_many_steps_is_kept():

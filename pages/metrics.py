@@ -1,0 +1,40 @@
+"""Metrics page: MUSE metrics of target, retrain and unlearned models at each bit width, and what came back."""
+import streamlit as st
+
+import ui
+from qru.reference import SETTING, paper_table
+from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
+                                     run_table, thresholds_text)
+
+st.title("Metrics: does the quantized model remember?")
+runs = ui.require_runs()
+st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs the 32-bit retrain model, % (0 "
+           "ideal, -100 still memorized); NLL in nats/token. Red: a quantized model moved toward remembering the "
+           f"forget set compared with the same model at 32 bits ({thresholds_text()}).")
+name = ui.names(runs)
+tables = {name[r.run_id]: ui.load(r.run_id, "metrics") for r in runs}
+
+view = st.radio("View", ["per run", "comparison across runs"], horizontal=True,
+                disabled=len(runs) < 2, help="pick two or more runs in the sidebar to compare them")
+if view == "per run" or len(runs) < 2:
+    for info in runs:
+        st.subheader(name[info.run_id])
+        table = run_table(tables[name[info.run_id]])
+        st.dataframe(highlight(table, came_back_cells(table)), hide_index=True)
+        change = changes(table)
+        if not change.empty:
+            st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")
+            st.dataframe(highlight(change, came_back(change), signed=True), hide_index=True)
+        st.download_button("Download CSV", table.to_csv(index=False), f"{info.run_id}-metrics.csv", "text/csv",
+                           key=f"csv-{info.run_id}")
+else:
+    low = sorted({int(b) for t in tables.values() for b in t["bits"] if b != 32}) or [32]
+    bits = st.selectbox("Compare 32 bits with", low, format_func=lambda b: f"{b} bits")
+    table = comparison(tables, bits)
+    st.dataframe(highlight(table, comparison_mask(table)), hide_index=True)
+    st.download_button("Download CSV", table.to_csv(index=False), f"comparison-{bits}bit.csv", "text/csv")
+
+st.subheader("Published reference numbers")
+st.caption(f"{SETTING}. Zhang et al. 2025 (ICLR, arXiv 2410.16454) and arXiv 2602.13151; 4-bit = bitsandbytes FP4. "
+           "A different model and corpus: shown for orientation, not as numbers qru should reproduce.")
+st.dataframe(paper_table(), hide_index=True)

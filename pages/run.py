@@ -1,0 +1,91 @@
+"""Run page: choose a method and bit widths, start the run as a CLI job (or load it from the store), follow it."""
+import streamlit as st
+
+import ui
+from qru.cli import configs_for
+from qru.config import ConfigError
+from qru.jobs import launch_job, list_jobs
+from qru.store import run_id_of
+from qru.views.runs import HELP, MODELS, PRESETS, estimate_seconds, form_argv, models_built
+
+store = ui.store()
+st.title("Does quantization undo unlearning?")
+st.caption("Unlearn a model's forget set with GA or NPO (full fine-tuning or LoRA), quantize it to 8 and 4 bits, and "
+           "see whether the quantized copy remembers. Runs start as separate `qru` processes and are stored in the "
+           "run store; their progress shows here.")
+st.fragment(ui.jobs_panel, run_every=2)()
+
+
+def launch(argv: list[str], title: str) -> None:
+    try:
+        launch_job(store, argv, title)
+    except (ConfigError, OSError) as exc:
+        st.error(f"Could not start: {exc}")
+        return
+    st.rerun()
+
+
+def minutes(configs) -> str:
+    seconds = estimate_seconds(store, configs, models_built(store, configs[0]))
+    return "about a minute" if seconds < 90 else f"about {seconds / 60:.0f} minutes"
+
+
+demo = configs_for(["demo"])
+if not store.list() and not list_jobs(store):
+    st.subheader("First visit: run the demo set")
+    st.write("Four runs on the embedded default — GA+GDR and NPO+GDR, each with full fine-tuning and with LoRA, at "
+             f"32/8/4 bits (FP4). On this machine that takes {minutes(demo)}, including building the tiny target "
+             "and retrain models the first time. The pages fill in as the runs finish.")
+    if st.button("Run the demo set", type="primary"):
+        launch(["demo"], "demo set (4 runs)")
+
+st.subheader("New run")
+model = st.selectbox("Model and corpus", list(MODELS))
+st.caption(MODELS[model][1])
+corpus = st.text_input("MUSE-layout folder", placeholder="/path/to/muse-news") if "MUSE" in model else ""
+left, mid, right = st.columns(3)
+method = left.radio("Method", ["ga", "npo"], format_func=str.upper, horizontal=True)
+left.caption(HELP["method"])
+regularizer = mid.radio("Regularizer", ["gdr", "klr", "none"], format_func=str.upper, horizontal=True)
+mid.caption(HELP["regularizer"])
+adapter = right.radio("Adapter", ["full", "lora"], horizontal=True,
+                      format_func={"full": "full fine-tuning", "lora": "LoRA"}.get)
+right.caption(HELP["adapter"])
+lora_r = lora_alpha = 32
+if adapter == "lora":
+    a, b = right.columns(2)
+    lora_r = a.number_input("LoRA r", 1, 1024, 32)
+    lora_alpha = b.number_input("LoRA alpha", 1, 4096, 32)
+    right.caption(HELP["lora"])
+preset = st.radio("Learning rate and epochs", list(PRESETS), horizontal=True,
+                  format_func={"paper": "the papers' (lr 1e-5 full, 1e-4 LoRA)",
+                               "embedded": "calibrated for the embedded model (1e-4 / 5e-4)"}.get)
+st.caption(HELP["preset"])
+left, mid, right = st.columns(3)
+lr = left.number_input("Learning rate", 1e-8, 1.0, PRESETS[preset][0][adapter], format="%.0e", step=1e-5,
+                       key=f"lr-{preset}-{adapter}", help=HELP["lr"])
+epochs = mid.number_input("Epochs", 1, 100, PRESETS[preset][1], key=f"epochs-{preset}", help=HELP["epochs"])
+bits = right.multiselect("Bit widths", [32, 8, 4], default=[32, 8, 4], help=HELP["bits"])
+quant_type = st.radio("4-bit type", ["fp4", "nf4"], format_func=str.upper, horizontal=True)
+st.caption(HELP["quant_type"] + " " + HELP["bits"])
+
+try:
+    argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
+                     int(lora_alpha), corpus)
+    config = configs_for(argv)[0]
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+st.code("qru " + " ".join(argv), language="bash")
+if store.info(run_id_of(config)).state in ("running", "queued"):
+    st.info(f"This configuration is running now (progress above): {config.label}")
+elif store.find(config):
+    st.success(f"This configuration is already in the store: {config.label}")
+    show, rerun = st.columns([1, 4])
+    if show.button("Show it", type="primary"):
+        ui.pick([run_id_of(config)])
+        st.switch_page("pages/metrics.py")
+    if rerun.button("Re-run anyway"):
+        launch(argv + ["--force"], config.unlearn.label)
+elif st.button(f"Run ({minutes([config])})", type="primary"):
+    launch(argv, config.unlearn.label)

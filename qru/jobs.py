@@ -1,0 +1,166 @@
+"""Background jobs: ``qru`` CLI commands started as separate processes (the dashboard never computes in its own
+script thread), and their progress read back from the run store.
+
+A job is one CLI command that computes one or more runs (``qru run ...`` or ``qru demo``). Launching it writes
+``<store>/jobs/<job_id>.json`` (the command, its process id and the run ids it will compute, known in advance from
+the config keys) and sends its output to ``<store>/jobs/<job_id>.log``. Its progress is read from the status files of
+its runs, so any page, tab or browser refresh sees the same state.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from qru.atomic import read_json, write_json
+from qru.cli import configs_for
+from qru.store import RunStore, StoreError, run_id_of
+
+JOBS = "jobs"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A launched CLI command: ``argv`` (after ``qru --cache STORE``), the runs it computes, its process id and the
+    start time (seconds since the epoch)."""
+
+    job_id: str
+    title: str
+    argv: list[str]
+    run_ids: list[str]
+    pid: int
+    started: float
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """What a job is doing: ``state`` running / done / failed; ``fraction`` of the whole job in [0, 1]; ``stage``
+    a readable line ("run 2/4 NPO+GDR full ...: unlearning 40/140"); ``error`` and ``log_tail`` when it failed."""
+
+    state: str
+    fraction: float
+    stage: str
+    runs_done: int
+    error: str = ""
+    log_tail: str = ""
+
+
+def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
+    """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
+
+    ``argv`` must be a ``run`` or ``demo`` command; it is validated first (ConfigError names the bad value) so that
+    nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
+    """
+    run_ids = [run_id_of(c) for c in configs_for(argv)]
+    folder = store.root / JOBS
+    folder.mkdir(parents=True, exist_ok=True)
+    job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    with open(folder / f"{job_id}.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "qru.cli", "--cache", str(store.root), *argv],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends (no zombie that looks alive)
+    job = Job(job_id, title, list(argv), run_ids, proc.pid, time.time())
+    write_json(folder / f"{job_id}.json", job.__dict__)
+    return job
+
+
+def list_jobs(store: RunStore) -> list[Job]:
+    """Every recorded job, newest first; unreadable records are skipped."""
+    folder = store.root / JOBS
+    jobs = []
+    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+        try:
+            jobs.append(Job(**read_json(path, StoreError, str(path))))
+        except (StoreError, TypeError):
+            continue
+    return jobs
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc; elsewhere: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def job_progress(store: RunStore, job: Job) -> JobProgress:
+    """The job's state, read from its runs' status files and its process."""
+    alive = is_alive(job.pid)
+    done, current = 0, None
+    for i, run_id in enumerate(job.run_ids):
+        try:
+            status = store.status(run_id)
+        except StoreError:  # not started yet
+            status = None
+        if status and status["state"] == "failed" and alive and _older_than(status, job):
+            status = None  # an earlier attempt's failure, which this job is about to redo
+        if status and status["state"] == "done":
+            done += 1
+        elif status and status["state"] == "failed":
+            return JobProgress("failed", done / len(job.run_ids), _stage_line(store, job, i, status), done,
+                               status.get("error", ""), log_tail(store, job, run_id))
+        elif current is None:
+            current = (i, status)
+    if done == len(job.run_ids):
+        return JobProgress("done", 1.0, "finished", done)
+    if not alive:
+        return JobProgress("failed", done / len(job.run_ids), "stopped", done,
+                           "the job's process ended before its runs finished", log_tail(store, job))
+    i, status = current
+    within = _stage_fraction(status)
+    return JobProgress("running", (done + within) / len(job.run_ids), _stage_line(store, job, i, status), done)
+
+
+def _older_than(status: dict, job: Job) -> bool:
+    """Whether the status was last written before the job started."""
+    try:
+        return time.mktime(time.strptime(status.get("updated", ""), "%Y-%m-%dT%H:%M:%S")) < int(job.started)
+    except ValueError:
+        return False
+
+
+def _stage_fraction(status: dict | None) -> float:
+    if not status or not status.get("total"):
+        return 0.0
+    return min(1.0, status.get("done", 0) / status["total"]) * 0.99
+
+
+def _stage_line(store: RunStore, job: Job, i: int, status: dict | None) -> str:
+    head = f"run {i + 1}/{len(job.run_ids)}"
+    try:
+        head += f" {store.config(job.run_ids[i]).unlearn.label}"
+    except StoreError:
+        pass
+    if not status:
+        return f"{head}: starting"
+    count = f" {status.get('done', 0)}/{status['total']}" if status.get("total") else ""
+    message = f" ({status['message']})" if status.get("message") else ""
+    return f"{head}: {status.get('stage', '')}{count}{message}"
+
+
+def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 25) -> str:
+    """The last ``lines`` lines of the run's log.txt (when ``run_id`` is given and has one), else of the job's
+    output log."""
+    paths = ([store.path(run_id) / "log.txt"] if run_id else []) + [store.root / JOBS / f"{job.job_id}.log"]
+    for path in paths:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            return "\n".join(text.rstrip().splitlines()[-lines:])
+    return ""
+
+
+__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail"]

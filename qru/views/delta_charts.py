@@ -1,0 +1,155 @@
+"""Weight-delta charts from the stored, pre-binned histograms (``deltas_hist.npz``) and per-tensor rows
+(``deltas.parquet``): whatever the model size, a figure carries a few hundred numbers.
+
+Three views of the same update (qru.deltas): the float delta |dW| = |W_u - W_t| before quantization, the same in
+units of the target's quantization step |dW|/Δ, and the dequantized delta |Q(W_u) - Q(W_t)| (what quantization
+leaves of it). The vertical line is half a step, the largest change that rounding can hide.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from qru.deltas import MODULE_TYPES
+
+MODES = {
+    "abs": "float delta |W_u − W_t| (before quantization)",
+    "rel": "float delta in steps |W_u − W_t| / Δ",
+    "dq": "dequantized delta |Q(W_u) − Q(W_t)| (after quantization)",
+}
+LAYER_VALUES = {"code_flip_rate": "code-flip rate (share of weights whose quantized code changed)",
+                "share_kept": "share of the update kept <Q(W_u)−Q(W_t), dW> / ||dW||² (1 kept, 0 erased)",
+                "below_half_step": "share of weights with |dW| < Δ/2"}
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+@dataclass
+class HistSeries:
+    """One run's histogram in one view: ``counts`` (int [n_bins]) of non-zero values on ``edges`` (n_bins + 1,
+    positive, log-spaced), ``zeros`` values exactly 0 (not drawn), ``numel`` weights in all, ``line`` the x position
+    of the marked threshold (None at 32 bits) and ``note`` the shares on each side."""
+
+    name: str
+    counts: np.ndarray
+    edges: np.ndarray
+    zeros: int
+    numel: int
+    line: float | None
+    note: str
+
+
+def delta_row(deltas: pd.DataFrame, bits: int, tensor: str) -> pd.Series:
+    """The stored statistics row of ``tensor`` ("total" = all quantized Linear layers) at ``bits``.
+    Raises KeyError if the run has no such row."""
+    rows = deltas[(deltas["bits"] == bits) & (deltas["tensor"] == tensor)]
+    if rows.empty:
+        raise KeyError(f"no delta statistics for {tensor} at {bits} bits")
+    return rows.iloc[0]
+
+
+def hist_series(name: str, hists: dict, deltas: pd.DataFrame, tensor: str, mode: str, bits: int) -> HistSeries:
+    """The :class:`HistSeries` of a run (its ``hists`` and ``deltas`` as stored) for one tensor, view and bit
+    width. Raises KeyError where the run lacks that view (32 bits for "rel"/"dq"; runs stored before "dq")."""
+    if mode not in MODES:
+        raise KeyError(f"unknown view {mode!r}")
+    row = delta_row(deltas, bits, tensor)
+    index = list(hists["tensors"]).index(tensor)
+    numel = int(row["numel"])
+    quantized = bits != 32
+    below = float(row["below_half_step"]) if quantized else float("nan")
+    sides = f"{below:.1%} of weights below half a step, {1 - below:.1%} above" if quantized else "no quantization"
+    if mode == "abs":
+        return HistSeries(name, hists["abs"][index], hists["abs_edges"], int(row["zero_delta"]), numel,
+                          row["median_step"] / 2 if quantized else None, sides)
+    key = f"{mode}_{bits}"
+    if key not in hists:
+        raise KeyError(f"this run has no {MODES[mode]} histogram at {bits} bits")
+    counts = hists[key][index]
+    if mode == "rel":
+        return HistSeries(name, counts, hists["rel_edges"], int(row["zero_delta"]), numel, 0.5, sides)
+    moved, flips = int(counts.sum()), float(row["code_flip_rate"])
+    return HistSeries(name, counts, hists["abs_edges"], numel - moved, numel, float(row["median_step"]),
+                      f"{flips:.1%} of weights changed code, {moved / numel:.1%} changed value (code or block "
+                      "scale)")
+
+
+def histogram_figure(series: list[HistSeries], mode: str, title: str) -> go.Figure:
+    """Overlaid bar histograms (share of weights, %) on a log10 x axis, with each run's threshold line."""
+    fig = go.Figure()
+    for i, s in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        logs = np.log10(s.edges)
+        share = 100 * s.counts / max(s.numel, 1)
+        keep = s.counts > 0
+        fig.add_bar(x=((logs[:-1] + logs[1:]) / 2)[keep], y=share[keep], width=np.diff(logs)[keep],
+                    name=f"{s.name}: {s.note}; {s.zeros / max(s.numel, 1):.1%} exactly 0 (not drawn)",
+                    marker_color=color, opacity=0.55,
+                    customdata=np.stack([s.edges[:-1], s.edges[1:]], axis=1)[keep],
+                    hovertemplate="%{customdata[0]:.2e} – %{customdata[1]:.2e}: %{y:.3f}% of weights<extra></extra>")
+    _threshold_lines(fig, series, mode)
+    lo, hi = _x_range(series)
+    ticks = list(range(lo, hi + 1))
+    fig.update_layout(barmode="overlay", title=title, bargap=0, height=430, margin=dict(t=60, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+                      xaxis=dict(title=MODES[mode] + " (log scale)", tickvals=ticks,
+                                 ticktext=[f"1e{t}" for t in ticks], range=[lo, hi]),
+                      yaxis_title="% of weights")
+    return fig
+
+
+def _threshold_lines(fig: go.Figure, series: list[HistSeries], mode: str) -> None:
+    """One dashed line per distinct threshold (runs on the same target share it: drawn once, in grey)."""
+    lines: dict[float, list[int]] = {}
+    for i, s in enumerate(series):
+        if s.line is not None and np.isfinite(s.line) and s.line > 0:
+            lines.setdefault(float(f"{s.line:.3g}"), []).append(i)
+    label = {"abs": "Δ/2", "rel": "half a step", "dq": "Δ"}[mode]
+    for n, (x, owners) in enumerate(sorted(lines.items())):
+        color = COLORS[owners[0] % len(COLORS)] if len(owners) == 1 and len(series) > 1 else "#444"
+        fig.add_vline(x=float(np.log10(x)), line_dash="dash", line_color=color,
+                      annotation_text=label if mode == "rel" else f"{label} = {x:.2g} (median)",
+                      annotation_position="top left" if n % 2 else "top right")
+
+
+def _x_range(series: list[HistSeries]) -> tuple[int, int]:
+    lows, highs = [], []
+    for s in series:
+        nz = np.nonzero(s.counts)[0]
+        logs = np.log10(s.edges)
+        if nz.size:
+            lows.append(logs[nz[0]])
+            highs.append(logs[nz[-1] + 1])
+        if s.line and np.isfinite(s.line) and s.line > 0:
+            lows.append(np.log10(s.line))
+            highs.append(np.log10(s.line))
+    if not lows:
+        return -6, 0
+    return int(np.floor(min(lows))) - 1, int(np.ceil(max(highs))) + 1
+
+
+def layer_table(deltas: pd.DataFrame, bits: int, value: str) -> pd.DataFrame:
+    """``value`` per layer (rows) and module type (columns q, k, v, o, gate, up, down) at ``bits``."""
+    rows = deltas[(deltas["bits"] == bits) & (deltas["tensor"] != "total")]
+    table = rows.pivot_table(index="layer", columns="module", values=value, aggfunc="mean")
+    return table[[m for m in MODULE_TYPES if m in table.columns]]
+
+
+def layer_heatmap(deltas: pd.DataFrame, bits: int, value: str, title: str, zmax: float | None = None) -> go.Figure:
+    """Heatmap of :func:`layer_table` with the values written in the cells, colour scale 0..``zmax`` (pass the
+    same ``zmax`` to compare runs; default: this run's maximum)."""
+    table = layer_table(deltas, bits, value)
+    fig = go.Figure(go.Heatmap(z=table.values, x=[m.removesuffix("_proj") for m in table.columns],
+                               y=[f"layer {i}" for i in table.index], colorscale="Viridis", zmin=0,
+                               zmax=zmax if zmax is not None else float(np.nanmax(table.values)),
+                               text=np.vectorize(lambda v: f"{v:.3f}")(table.values), texttemplate="%{text}",
+                               colorbar=dict(title="")))
+    fig.update_layout(title=title, height=120 + 40 * len(table), margin=dict(t=50, b=30),
+                      yaxis=dict(autorange="reversed"), xaxis_title="module")
+    return fig
+
+
+__all__ = ["HistSeries", "LAYER_VALUES", "MODES", "delta_row", "hist_series", "histogram_figure", "layer_heatmap",
+           "layer_table"]

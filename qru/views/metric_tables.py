@@ -1,0 +1,121 @@
+"""Metric tables of stored runs: target, retrain and unlearned at each bit width, the change from 32 bits, which
+changes mean the forgotten knowledge came back, and a comparison across runs.
+
+A change "came back" when a quantized model moved toward remembering relative to the same model at 32 bits by more
+than the metric's display noise (COME_BACK): VerbMem or KnowMem-forget up, PrivLeak down (more negative = more
+memorized), forget NLL down.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = {"verbmem": "VerbMem", "knowmem_forget": "KnowMem-forget", "knowmem_retain": "KnowMem-retain (utility)",
+           "privleak": "PrivLeak", "nll_forget": "NLL forget", "nll_retain": "NLL retain"}
+# Direction of a change toward remembering the forget set, and the smallest change counted (metric units).
+COME_BACK = {"verbmem": (+1, 1.0), "knowmem_forget": (+1, 1.0), "privleak": (-1, 1.0), "nll_forget": (-1, 0.01)}
+MODEL_ORDER = {"target": 0, "retrain": 1, "unlearned": 2}
+RED = "background-color: #f6c6c6; color: #7a0000"
+
+
+def run_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows target, retrain, unlearned, each at its bit widths (highest first); columns model, bits, quant and the
+    metrics of COLUMNS that the run has."""
+    cols = ["model", "bits", "quant"] + [c for c in COLUMNS if c in metrics.columns]
+    table = metrics[cols].copy()
+    table["_order"] = table["model"].map(MODEL_ORDER).fillna(9)
+    return table.sort_values(["_order", "bits"], ascending=[True, False]).drop(columns="_order") \
+        .reset_index(drop=True)
+
+
+def changes(table: pd.DataFrame) -> pd.DataFrame:
+    """For each model and each bit width below 32: metric at b bits minus the same model at 32 bits.
+    Empty if the run has no 32-bit rows."""
+    metric_cols = [c for c in COLUMNS if c in table.columns]
+    rows = []
+    for model, group in table.groupby("model", sort=False):
+        full = group[group["bits"] == 32]
+        if full.empty:
+            continue
+        for _, row in group[group["bits"] != 32].iterrows():
+            rows.append({"model": model, "bits": row["bits"], "quant": row["quant"],
+                         **{c: row[c] - full.iloc[0][c] for c in metric_cols}})
+    return pd.DataFrame(rows, columns=["model", "bits", "quant", *metric_cols])
+
+
+def came_back(change: pd.DataFrame) -> pd.DataFrame:
+    """Boolean frame shaped like ``change``: True where the unlearned model's change moves toward remembering
+    (COME_BACK)."""
+    mask = pd.DataFrame(False, index=change.index, columns=change.columns)
+    unlearned = change["model"] == "unlearned" if "model" in change.columns else True
+    for col, (sign, threshold) in COME_BACK.items():
+        if col in change.columns:
+            mask[col] = ((sign * change[col]) > threshold) & unlearned
+    return mask
+
+
+def came_back_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Boolean frame shaped like :func:`run_table`'s ``table``: True on the unlearned model's quantized rows whose
+    value came back (target and retrain rows are references: they had nothing to forget)."""
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for i, row in table.iterrows():
+        full = table[(table["model"] == row["model"]) & (table["bits"] == 32)]
+        if row["model"] != "unlearned" or row["bits"] == 32 or full.empty:
+            continue
+        delta = pd.DataFrame([{c: row[c] - full.iloc[0][c] for c in COME_BACK if c in table.columns}])
+        for col, flag in came_back(delta).iloc[0].items():
+            mask.loc[i, col] = bool(flag)
+    return mask
+
+
+def highlight(table: pd.DataFrame, mask: pd.DataFrame, signed: bool = False):
+    """A pandas Styler of ``table`` with the True cells of ``mask`` in red, metric columns under their display
+    names (COLUMNS) and numbers rounded for reading: NLL to 3 decimals, the rest to 2; changes (``signed``, or
+    columns named "Δ ...") with their sign."""
+    shown = table.rename(columns=COLUMNS)
+    formats = {}
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            sign = "+" if signed or str(col).startswith("Δ") else ""
+            formats[col] = "{:" + sign + (".3f}" if "NLL" in str(col) else ".2f}")
+    colors = mask.rename(columns=COLUMNS).map(lambda v: RED if v else "").values
+    return shown.style.apply(lambda _: colors, axis=None).format(formats, na_rep="—")
+
+
+def comparison(runs: dict[str, pd.DataFrame], bits: int) -> pd.DataFrame:
+    """One row per model across picked runs (target and retrain once, then each run's unlearned model), with each
+    metric at 32 bits, at ``bits`` and the change (column names "<metric> 32", "<metric> <bits>", "Δ <metric>")."""
+    rows = []
+    for i, (label, metrics) in enumerate(runs.items()):
+        models = ["target", "retrain", "unlearned"] if i == 0 else ["unlearned"]
+        for model in models:
+            group = metrics[metrics["model"] == model]
+            full, low = group[group["bits"] == 32], group[group["bits"] == bits]
+            row = {"model": model if model != "unlearned" else label}
+            for col, name in COLUMNS.items():
+                if col not in metrics.columns:
+                    continue
+                a = full.iloc[0][col] if not full.empty else float("nan")
+                b = low.iloc[0][col] if not low.empty else float("nan")
+                row.update({f"{name} 32": a, f"{name} {bits}": b, f"Δ {name}": b - a})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_mask(table: pd.DataFrame) -> pd.DataFrame:
+    """True on the "Δ <metric>" cells of a :func:`comparison` table whose change came back (COME_BACK)."""
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for col, (sign, threshold) in COME_BACK.items():
+        name = f"Δ {COLUMNS[col]}"
+        if name in table.columns:
+            mask[name] = (sign * table[name]) > threshold
+    return mask
+
+
+def thresholds_text() -> str:
+    """The COME_BACK rule in words, for captions."""
+    parts = [f"{COLUMNS[c]} {'up' if s > 0 else 'down'} by more than {t:g}" for c, (s, t) in COME_BACK.items()]
+    return "; ".join(parts)
+
+
+__all__ = ["COLUMNS", "COME_BACK", "came_back", "came_back_cells", "changes", "comparison", "comparison_mask",
+           "highlight", "run_table", "thresholds_text"]

@@ -1,0 +1,108 @@
+"""The Run page's choices: one-line explanations, the CLI arguments a form stands for, run labels for the picker,
+and how long a set of runs will take on this machine."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from qru.cli import SCALES
+from qru.config import EMBEDDED_EPOCHS, EMBEDDED_LR, PAPER_EPOCHS, PAPER_LR, ConfigError, RunConfig
+from qru.store import RunInfo, RunStore, StoreError
+
+# Model/corpus choices of the form, the embedded default first: label -> (--scale, one-line explanation).
+MODELS = {
+    "embedded tiny (default)": ("tiny", "a 3.6M-parameter Llama trained on 135 fictitious biographies; ~5 min to "
+                                        "build once, then about a minute per run"),
+    "embedded micro (seconds)": ("micro", "a 0.1M-parameter model on 12 biographies; builds in seconds, for trying "
+                                          "the controls; its metrics mean little"),
+    "MUSE-layout folder": ("tiny", "your own data in MUSE's layout (knowmem/, verbmem/, privleak/, raw/), with the "
+                                   "tiny model trained on it"),
+}
+HELP = {
+    "method": "GA ascends the forget set's loss; NPO pushes its likelihood below the target's, bounded (beta 0.1).",
+    "regularizer": "GDR keeps the retain-set loss low; KLR keeps the retain-set predictions close to the target's; "
+                   "none: the forget loss alone.",
+    "adapter": "Full fine-tuning moves every weight a little; LoRA trains a low-rank update, merged into the weights "
+               "before quantizing (arXiv 2602.13151).",
+    "lora": "LoRA rank r and scale alpha (the papers: r 32, alpha 32, all attention and MLP projections).",
+    "preset": "Learning rate and epochs: the papers' (full 1e-5, LoRA 1e-4, 5 epochs), or the embedded model's "
+              "calibration (full 1e-4, LoRA 5e-4), since at 1e-5 the tiny model barely unlearns.",
+    "lr": "AdamW learning rate, constant schedule.",
+    "epochs": "Passes over the forget set.",
+    "bits": "Bit widths evaluated: 32 (no quantization), 8 (LLM.int8 weights), 4 (bitsandbytes, block 64).",
+    "quant_type": "4-bit data type: FP4 is bitsandbytes' default and the papers'; NF4 is QLoRA's normal-float grid.",
+}
+PRESETS = {"paper": (PAPER_LR, PAPER_EPOCHS), "embedded": (EMBEDDED_LR, EMBEDDED_EPOCHS)}  # the papers' first
+# Measured on a 2-core laptop CPU (design.md "Calibration", README): model build and one run of each scale, used
+# until the store has finished runs of its own to time.
+BUILD_SECONDS = {"tiny": 270.0, "micro": 15.0}
+RUN_SECONDS = {"tiny": 75.0, "micro": 10.0}
+
+
+def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float, epochs: int, bits: list[int],
+              quant_type: str, lora_r: int = 32, lora_alpha: int = 32, corpus: str = "") -> list[str]:
+    """The ``qru run`` arguments of a Run-page form. ``model`` is a key of MODELS; ``corpus`` the folder for
+    "MUSE-layout folder". Raises ConfigError for an unknown model choice or an empty folder."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
+    argv = ["run", "--scale", MODELS[model][0], "--method", method, "--regularizer", regularizer,
+            "--adapter", adapter, "--lr", f"{lr:g}", "--epochs", str(epochs), "--quant-type", quant_type,
+            "--bits", *[str(b) for b in bits]]
+    if adapter == "lora":
+        argv += ["--lora-r", str(lora_r), "--lora-alpha", str(lora_alpha)]
+    if model == "MUSE-layout folder":
+        if not corpus.strip():
+            raise ConfigError("give the path of a folder in MUSE's layout")
+        argv += ["--corpus", corpus.strip()]
+    return argv
+
+
+def scale_of(config: RunConfig) -> str:
+    """The SCALES name whose model recipe ``config`` uses ("tiny" for anything else)."""
+    return next((name for name, (_, model) in SCALES.items() if model == config.model), "tiny")
+
+
+def run_seconds(status: dict) -> float | None:
+    """Wall time of a finished run from its status (started -> finished), or None."""
+    try:
+        start, end = (time.mktime(time.strptime(status[k], "%Y-%m-%dT%H:%M:%S")) for k in ("started", "finished"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return end - start if end >= start else None
+
+
+def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bool) -> float:
+    """Expected wall time of computing ``configs`` one after the other: the model build (unless ``models_built``)
+    plus one run each, timed from this store's finished runs of the same scale when it has some, else from
+    RUN_SECONDS. Configs already in the store cost nothing."""
+    todo = [c for c in configs if not store.find(c)]
+    if not todo:
+        return 0.0
+    scale = scale_of(todo[0])
+    past = []
+    for run_id in store.ids():
+        try:
+            if scale_of(store.config(run_id)) == scale and (s := run_seconds(store.status(run_id))):
+                past.append(s)
+        except StoreError:
+            continue
+    per_run = statistics.median(past) if past else RUN_SECONDS[scale]
+    return (0.0 if models_built else BUILD_SECONDS[scale]) + per_run * len(todo)
+
+
+def picker_label(info: RunInfo) -> str:
+    """A run as the sidebar lists it: method, regularizer, adapter, lr, epochs, bit widths, and its state."""
+    state = "" if info.state == "done" else f" [{info.state}]"
+    return f"{info.label}{state}"
+
+
+__all__ = ["BUILD_SECONDS", "HELP", "MODELS", "PRESETS", "RUN_SECONDS", "estimate_seconds", "form_argv",
+           "picker_label", "run_seconds", "scale_of"]
+
+
+def models_built(store: RunStore, config: RunConfig) -> bool:
+    """Whether the target and retrain models of ``config`` are already in the store's model cache."""
+    from qru.models import models_dir  # torch-heavy: imported only when asked
+
+    root = models_dir(config.corpus, config.model, store.root)
+    return all((root / kind / "manifest.json").is_file() for kind in ("target", "retrain"))

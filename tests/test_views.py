@@ -1,0 +1,130 @@
+"""Dashboard data helpers on hand-made inputs: probe escaping and marking, came-back highlighting, histogram series,
+run-form arguments and time estimates."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from qru.cli import configs_for
+from qru.config import ConfigError
+from qru.store import RunStore
+from qru.views.delta_charts import hist_series, histogram_figure, layer_table
+from qru.views.metric_tables import came_back, came_back_cells, changes, comparison, comparison_mask, run_table
+from qru.views.probe_view import leak_scores, mark_spans, ordered, output_keys, probe_html
+from qru.views.runs import RUN_SECONDS, estimate_seconds, form_argv, run_seconds
+
+
+def test_mark_spans_escapes_model_text_and_marks_only_spans():
+    text = "<script>alert(1)</script> **bold** and the leaked words here"
+    start = text.index("the leaked")
+    out = mark_spans(text, [[start, len(text)]])
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert out.count("<mark>") == 1 and out.endswith("<mark>the leaked words here</mark>")
+    assert "**bold**" in out  # shown as text (st.html renders no Markdown)
+
+
+def test_mark_spans_clips_overlapping_and_out_of_range_spans():
+    assert mark_spans("abcdef", [[1, 3], [2, 5], [4, 99]]) == "a<mark>bc</mark><mark>de</mark><mark>f</mark>"
+    assert mark_spans("abc", []) == "abc"
+
+
+def _probe(gt, outputs):
+    return {"prompt": "p", "gt": gt, "outputs": {k: {"output": o, "rougeL_f1": r, "leaked_spans": []}
+                                                 for k, (o, r) in outputs.items()}}
+
+
+def test_probes_sort_by_what_came_back_after_quantization():
+    a = _probe("x", {"target@32": ("x", 1.0), "unlearned@32": ("", 0.1), "unlearned@4": ("x", 0.9)})
+    b = _probe("y", {"target@32": ("y", 1.0), "unlearned@32": ("", 0.5), "unlearned@4": ("y", 0.6)})
+    assert leak_scores(a) == {"low": 0.9, "gain": pytest.approx(0.8)}
+    assert [i for i, _ in ordered([b, a], "came back most after quantization")] == [1, 0]
+    assert [i for i, _ in ordered([b, a], "corpus order", min_gain=0.5)] == [1]
+    assert output_keys([a]) == ["target@32", "unlearned@32", "unlearned@4"]
+    html = probe_html(_probe("<b>gt</b>", {"unlearned@4": ("<img src=x onerror=alert(1)>", 0.0)}), ["unlearned@4"])
+    assert "<img" not in html and "&lt;b&gt;gt&lt;/b&gt;" in html
+
+
+def _metrics():
+    rows = []
+    for model, base in (("target", 90.0), ("retrain", 20.0), ("unlearned", 30.0)):
+        for bits, shift in ((32, 0.0), (8, 0.2), (4, 10.0 if model == "unlearned" else 0.5)):
+            rows.append({"model": model, "bits": bits, "quant": "fp4" if bits == 4 else "none",
+                         "verbmem": base + shift, "knowmem_forget": base + shift, "knowmem_retain": 50.0,
+                         "privleak": -50.0 - shift, "nll_forget": 1.0 - shift / 100, "nll_retain": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_came_back_marks_only_changes_toward_remembering_beyond_noise():
+    table = run_table(_metrics())
+    assert list(table["model"]) == ["target"] * 3 + ["retrain"] * 3 + ["unlearned"] * 3
+    mask = came_back_cells(table)
+    flagged = table[mask["knowmem_forget"]]
+    assert list(zip(flagged["model"], flagged["bits"])) == [("unlearned", 4)]
+    assert mask.loc[flagged.index[0], "privleak"] and mask.loc[flagged.index[0], "nll_forget"]
+    assert not mask["knowmem_retain"].any()
+    change = changes(table)
+    assert change[(change.model == "unlearned") & (change.bits == 4)]["verbmem"].item() == pytest.approx(10.0)
+    assert came_back(change)["verbmem"].sum() == 1
+
+
+def test_comparison_lists_target_retrain_once_and_each_run():
+    table = comparison({"full": _metrics(), "LoRA": _metrics()}, 4)
+    assert list(table["model"]) == ["target", "retrain", "full", "LoRA"]
+    assert table.loc[2, "Δ KnowMem-forget"] == pytest.approx(10.0)
+    assert comparison_mask(table)["Δ KnowMem-forget"].tolist() == [False, False, True, True]
+
+
+def _hist_run():
+    edges = np.logspace(-10, 0, 101)
+    counts = np.zeros((2, 100), dtype=np.int64)
+    counts[:, 40] = [6, 6]
+    deltas = pd.DataFrame([{"bits": 4, "tensor": "total", "numel": 10, "zero_delta": 4, "median_step": 0.02,
+                            "below_half_step": 0.7, "layer": -1, "module": "all", "code_flip_rate": 0.3,
+                            "share_kept": 0.9}])
+    hists = {"abs_edges": edges, "rel_edges": np.logspace(-6, 2, 81), "tensors": np.array(["a", "total"]),
+             "abs": counts, "rel_4": np.zeros((2, 80), dtype=np.int64), "dq_4": counts // 2}
+    return hists, deltas
+
+
+def test_hist_series_reads_the_stored_view_and_threshold():
+    hists, deltas = _hist_run()
+    s = hist_series("run", hists, deltas, "total", "abs", 4)
+    assert s.line == pytest.approx(0.01) and s.zeros == 4 and "70.0% of weights below half a step" in s.note
+    assert hist_series("run", hists, deltas, "total", "rel", 4).line == 0.5
+    dq = hist_series("run", hists, deltas, "total", "dq", 4)
+    assert dq.zeros == 7 and "30.0% of weights changed code" in dq.note and "30.0% changed value" in dq.note
+    del hists["dq_4"]
+    with pytest.raises(KeyError, match="dequantized"):
+        hist_series("run", hists, deltas, "total", "dq", 4)
+    fig = histogram_figure([s], "abs", "t")
+    assert len(fig.data) == 1 and fig.data[0].y[0] == pytest.approx(60.0)  # % of all weights
+    assert len(fig.to_json()) < 50_000
+
+
+def test_layer_table_is_layer_by_module():
+    deltas = pd.DataFrame([{"bits": 4, "tensor": f"l{l}.{m}", "layer": l, "module": m, "code_flip_rate": l / 10}
+                           for l in range(2) for m in ("up_proj", "q_proj")])
+    table = layer_table(deltas, 4, "code_flip_rate")
+    assert list(table.columns) == ["q_proj", "up_proj"] and table.loc[1, "q_proj"] == pytest.approx(0.1)
+
+
+def test_form_argv_round_trips_through_the_cli_parser():
+    argv = form_argv("embedded micro (seconds)", "npo", "klr", "lora", 3e-4, 2, [32, 4], "nf4", 8, 16)
+    config = configs_for(argv)[0]
+    u = config.unlearn
+    assert (u.method, u.regularizer, u.adapter, u.lr, u.epochs, u.lora_r, u.lora_alpha) == \
+        ("npo", "klr", "lora", 3e-4, 2, 8, 16)
+    assert config.bits == (32, 4) and config.quant_type_4bit == "nf4" and config.model.hidden_size == 64
+    with pytest.raises(ConfigError, match="folder"):
+        form_argv("MUSE-layout folder", "ga", "gdr", "full", 1e-5, 5, [32], "fp4")
+    with pytest.raises(ConfigError, match="--bits"):
+        configs_for(form_argv("embedded tiny (default)", "ga", "gdr", "full", 1e-5, 5, [], "fp4"))
+    assert len(configs_for(["demo", "--scale", "micro"])) == 4
+
+
+def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):
+    store = RunStore(tmp_path)
+    configs = configs_for(["demo", "--scale", "micro"])
+    assert estimate_seconds(store, configs, models_built=True) == pytest.approx(4 * RUN_SECONDS["micro"])
+    assert estimate_seconds(store, configs, models_built=False) > 4 * RUN_SECONDS["micro"]
+    assert run_seconds({"started": "2026-01-01T10:00:00", "finished": "2026-01-01T10:00:30"}) == 30
+    assert run_seconds({"started": "garbage"}) is None

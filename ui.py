@@ -1,0 +1,148 @@
+"""Streamlit glue shared by app.py and pages/: the sidebar (store and run picker), cached loaders keyed by run id and
+file mtime, and error display. No computation: everything comes from qru.store and qru.views."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from qru.jobs import Job, JobProgress, job_progress, list_jobs
+from qru.store import RunInfo, RunStore, StoreError
+from qru.views.runs import picker_label
+
+PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
+PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
+         "metrics": ("Metrics", ":material/table_chart:"), "probes": ("Probes", ":material/manage_search:")}
+
+
+def frame(default: str = "run") -> None:
+    """The dashboard: navigation over pages/<name>.py (``default`` first shown), the sidebar, the chosen page."""
+    folder = Path(__file__).resolve().parent / "pages"
+    page = st.navigation([st.Page(folder / f"{name}.py", title=title, icon=icon, default=name == default)
+                          for name, (title, icon) in PAGES.items()])
+    sidebar()
+    page.run()
+
+
+def store() -> RunStore:
+    """The run store named in the sidebar (default ./cache or $QRU_CACHE)."""
+    return RunStore(st.session_state.get("store_root") or os.environ.get("QRU_CACHE") or "cache")
+
+
+def sidebar() -> None:
+    """The store location and the run picker; they stay put across pages (rendered by app.py on every run)."""
+    st.session_state.setdefault("store_root", os.environ.get("QRU_CACHE") or "cache")
+    with st.sidebar:
+        st.text_input("Run store", key="store_root", help="folder of the run store (default ./cache)")
+        current = store()
+        if current.root.exists() and not current.root.is_dir():
+            st.error(f"The store {current.root} is not a folder.")
+            return
+        infos = {i.run_id: i for i in current.list()}
+        picked = st.session_state.get("picked", []) + st.session_state.pop("pick_next", [])
+        if "picked" not in st.session_state:
+            picked += [i.run_id for i in infos.values() if i.state == "done"][:PICK_DEFAULT]
+        picked = [r for r in dict.fromkeys(picked) if r in infos]
+        st.session_state["picked"] = picked
+        st.multiselect("Runs to show", list(infos), key="picked", format_func=lambda r: picker_label(infos[r]),
+                       help="one run, or several to compare (e.g. full fine-tuning vs LoRA)",
+                       placeholder="no runs yet" if not infos else "pick runs")
+        st.caption(f"{len(infos)} run(s) in {current.runs}")
+
+
+def picked_runs() -> list[RunInfo]:
+    """The picked runs that finished; a note for picked runs that did not (yet)."""
+    current = store()
+    infos = [current.info(r) for r in st.session_state.get("picked", [])]
+    pending = [i for i in infos if i.state != "done"]
+    if pending:
+        st.caption("Not finished, so not shown: " + "; ".join(f"{i.label} [{i.state}]" for i in pending))
+    return [i for i in infos if i.state == "done"]
+
+
+def require_runs() -> list[RunInfo]:
+    """The picked finished runs, or stop the page with a hint to pick or start one."""
+    runs = picked_runs()
+    if not runs:
+        st.info("Pick one or more finished runs in the sidebar, or start one on the **Run** page.")
+        st.stop()
+    return runs
+
+
+def _mtime(root: str, run_id: str, name: str) -> int:
+    try:
+        return os.stat(os.path.join(root, "runs", run_id, name)).st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _load(root: str, run_id: str, what: str, mtime: int):
+    runs = RunStore(root)
+    return {"metrics": runs.metrics, "deltas": runs.deltas, "histograms": runs.histograms,
+            "probes": lambda r: runs.read_json(r, "probes.json")}[what](run_id)
+
+
+FILES = {"metrics": "metrics.json", "deltas": "deltas.parquet", "histograms": "deltas_hist.npz",
+         "probes": "probes.json"}
+
+
+def load(run_id: str, what: str):
+    """A stored table of a run ("metrics", "deltas", "histograms", "probes"), cached until its file changes.
+    Shows the error and stops the page if the file is missing or corrupt."""
+    root = str(store().root)
+    try:
+        return _load(root, run_id, what, _mtime(root, run_id, FILES[what]))
+    except StoreError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def pick(run_ids: list[str]) -> None:
+    """Add runs to the sidebar's picker on the next full rerun (the widget cannot change once drawn)."""
+    st.session_state["pick_next"] = list(dict.fromkeys(st.session_state.get("pick_next", []) + list(run_ids)))
+
+
+def _running_jobs() -> set[str]:
+    return st.session_state.setdefault("running_jobs", set())
+
+
+def jobs_panel(limit: int = 4) -> None:
+    """Live progress of the store's newest jobs, redrawn every 2 s while one runs (read from the runs' status files,
+    so a browser refresh or another tab shows the same)."""
+    current = store()
+    jobs = list_jobs(current)[:limit]
+    states = {job.job_id: job_progress(current, job) for job in jobs}
+    running = {j for j, p in states.items() if p.state == "running"}
+    if _running_jobs() - running:  # a job finished since the last redraw: show its runs
+        for job in jobs:
+            if job.job_id in _running_jobs() - running and states[job.job_id].state == "done":
+                pick(job.run_ids)
+        st.session_state["running_jobs"] = running
+        st.rerun(scope="app")
+    st.session_state["running_jobs"] = running
+    for job in jobs:
+        _job_line(job, states[job.job_id])
+
+
+def _job_line(job: Job, progress: JobProgress) -> None:
+    started = time.strftime("%H:%M", time.localtime(job.started))
+    if progress.state == "running":
+        st.progress(progress.fraction, text=f"**{job.title}** (started {started}) — {progress.stage}")
+    elif progress.state == "failed":
+        st.error(f"**{job.title}** (started {started}) failed: {progress.error}")
+        with st.expander("log tail"):
+            st.code(progress.log_tail or "(no log)", language=None)
+    else:
+        st.success(f"**{job.title}** (started {started}) finished: its runs are in the sidebar's picker.")
+
+
+def names(runs: list[RunInfo]) -> dict[str, str]:
+    """Run id -> display name: the method part of the label where that tells the picked runs apart, else the whole
+    label, with the id appended where two picked runs share a label."""
+    short = [r.label.split(" @ ")[0] for r in runs]
+    labels = short if len(set(short)) == len(short) else [r.label for r in runs]
+    return {r.run_id: label if labels.count(label) == 1 else f"{label} ({r.run_id})"
+            for r, label in zip(runs, labels)}
