@@ -10,11 +10,14 @@ import streamlit as st
 
 from qru.jobs import Job, JobProgress, job_progress, list_jobs
 from qru.store import RunInfo, RunStore, StoreError
-from qru.views.runs import picker_label
+from qru.views.runs import picker_labels
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
 PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
          "metrics": ("Metrics", ":material/table_chart:"), "probes": ("Probes", ":material/manage_search:")}
+
+
+_IN_FRAME = []  # non-empty while ui.frame runs a page
 
 
 def frame(default: str = "run") -> None:
@@ -23,7 +26,19 @@ def frame(default: str = "run") -> None:
     page = st.navigation([st.Page(folder / f"{name}.py", title=title, icon=icon, default=name == default)
                           for name, (title, icon) in PAGES.items()])
     sidebar()
-    page.run()
+    _IN_FRAME.append(page)
+    try:
+        page.run()
+    finally:
+        _IN_FRAME.pop()
+
+
+def in_frame(name: str) -> None:
+    """Called first by every page: if streamlit ran pages/<name>.py by itself (its older pages/ folder mode, e.g. a
+    page's URL opened on a freshly started server), run it inside the frame instead, then stop."""
+    if not _IN_FRAME:
+        frame(default=name)
+        st.stop()
 
 
 def store() -> RunStore:
@@ -31,22 +46,37 @@ def store() -> RunStore:
     return RunStore(st.session_state.get("store_root") or os.environ.get("QRU_CACHE") or "cache")
 
 
+# The sidebar's values live under plain session keys ("store_root", "picked"), mirrored into and out of the widgets
+# ("store_input", "picked_input"): widget state is dropped on st.switch_page, plain keys are not.
+def _keep(widget: str, key: str):
+    return lambda: st.session_state.update({key: st.session_state[widget]})
+
+
 def sidebar() -> None:
-    """The store location and the run picker; they stay put across pages (rendered by app.py on every run)."""
+    """The store location and the run picker; they stay put across pages (ui.frame draws them on every run)."""
     st.session_state.setdefault("store_root", os.environ.get("QRU_CACHE") or "cache")
     with st.sidebar:
-        st.text_input("Run store", key="store_root", help="folder of the run store (default ./cache)")
+        st.session_state["store_input"] = st.session_state["store_root"]
+        st.text_input("Run store", key="store_input", on_change=_keep("store_input", "store_root"),
+                      help="folder of the run store (default ./cache)")
         current = store()
-        if current.root.exists() and not current.root.is_dir():
-            st.error(f"The store {current.root} is not a folder.")
+        try:
+            if current.root.exists() and not current.root.is_dir():
+                st.error(f"The store {current.root} is not a folder.")
+                return
+            infos = {i.run_id: i for i in current.list()}
+        except OSError as exc:
+            st.error(f"Cannot read the store {current.root}: {exc.strerror or exc}")
             return
-        infos = {i.run_id: i for i in current.list()}
         picked = st.session_state.get("picked", []) + st.session_state.pop("pick_next", [])
-        if "picked" not in st.session_state:
+        if st.session_state.get("picked_store") != str(current.root):  # first visit, or another store: defaults
             picked += [i.run_id for i in infos.values() if i.state == "done"][:PICK_DEFAULT]
-        picked = [r for r in dict.fromkeys(picked) if r in infos]
-        st.session_state["picked"] = picked
-        st.multiselect("Runs to show", list(infos), key="picked", format_func=lambda r: picker_label(infos[r]),
+            st.session_state["picked_store"] = str(current.root)
+        st.session_state["picked"] = st.session_state["picked_input"] = [r for r in dict.fromkeys(picked)
+                                                                          if r in infos]
+        labels = picker_labels(list(infos.values()))
+        st.multiselect("Runs to show", list(infos), key="picked_input", format_func=labels.get,
+                       on_change=_keep("picked_input", "picked"),
                        help="one run, or several to compare (e.g. full fine-tuning vs LoRA)",
                        placeholder="no runs yet" if not infos else "pick runs")
         st.caption(f"{len(infos)} run(s) in {current.runs}")
@@ -55,6 +85,11 @@ def sidebar() -> None:
 def picked_runs() -> list[RunInfo]:
     """The picked runs that finished; a note for picked runs that did not (yet)."""
     current = store()
+    try:
+        if not current.root.is_dir():
+            return []
+    except OSError:
+        return []
     infos = [current.info(r) for r in st.session_state.get("picked", [])]
     pending = [i for i in infos if i.state != "done"]
     if pending:
@@ -82,7 +117,7 @@ def _mtime(root: str, run_id: str, name: str) -> int:
 def _load(root: str, run_id: str, what: str, mtime: int):
     runs = RunStore(root)
     return {"metrics": runs.metrics, "deltas": runs.deltas, "histograms": runs.histograms,
-            "probes": lambda r: runs.read_json(r, "probes.json")}[what](run_id)
+            "probes": runs.probes}[what](run_id)
 
 
 FILES = {"metrics": "metrics.json", "deltas": "deltas.parquet", "histograms": "deltas_hist.npz",
@@ -113,7 +148,10 @@ def jobs_panel(limit: int = 4) -> None:
     """Live progress of the store's newest jobs, redrawn every 2 s while one runs (read from the runs' status files,
     so a browser refresh or another tab shows the same)."""
     current = store()
-    jobs = list_jobs(current)[:limit]
+    try:
+        jobs = list_jobs(current)[:limit]
+    except OSError:  # the sidebar reports an unreadable store
+        return
     states = {job.job_id: job_progress(current, job) for job in jobs}
     running = {j for j, p in states.items() if p.state == "running"}
     if _running_jobs() - running:  # a job finished since the last redraw: show its runs
@@ -125,6 +163,10 @@ def jobs_panel(limit: int = 4) -> None:
     st.session_state["running_jobs"] = running
     for job in jobs:
         _job_line(job, states[job.job_id])
+    covered = {r for job in jobs for r in job.run_ids}
+    for info in current.list():  # runs started elsewhere (e.g. `qru run` in a shell)
+        if info.state in ("running", "queued") and info.run_id not in covered:
+            st.progress(info.progress, text=f"**{info.label}** (started outside the dashboard) — {info.stage}")
 
 
 def _job_line(job: Job, progress: JobProgress) -> None:

@@ -5,17 +5,26 @@ import streamlit as st
 import ui
 from qru.store import SUMMARY_COLUMNS
 from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, hist_series, histogram_figure, layer_heatmap,
-                                    layer_table)
+                                    layer_table, shared_zmax)
+
+ui.in_frame("deltas")
 
 st.title("Weight deltas against the quantization step")
 runs = ui.require_runs()
 name = ui.names(runs)
 data = {r.run_id: (r, ui.load(r.run_id, "deltas"), ui.load(r.run_id, "histograms")) for r in runs}
 bit_options = sorted({int(b) for _, d, _ in data.values() for b in d["bits"].unique()}, reverse=True)
+if not bit_options:
+    st.warning("The picked runs have no weight-delta rows.")
+    st.stop()
 left, mid, right = st.columns([2, 1, 2])
 mode = left.radio("Show", list(MODES), format_func=MODES.get,
                   help="|dW| in weight units, |dW| in units of the target's step Δ, or what survives quantization")
 choices = [b for b in bit_options if b != 32 or mode == "abs"]
+if not choices:
+    st.info("The picked runs were evaluated at 32 bits only: there is no quantization step to compare with. "
+            "Showing the float delta.")
+    mode, choices = "abs", bit_options
 bits = mid.selectbox("Bit width", choices, index=len(choices) - 1,
                      help="redraws the step lines and shares for this quantizer")
 tensors = list(next(iter(data.values()))[2]["tensors"])
@@ -30,7 +39,7 @@ for run_id, (info, deltas, hists) in data.items():
     try:
         series.append(hist_series(name[run_id], hists, deltas, tensor, mode, bits))
     except KeyError as exc:
-        missing.append(f"{name[run_id]}: {exc}")
+        missing.append(f"{name[run_id]}: {exc.args[0] if exc.args else exc}")
 for note in missing:
     st.warning(note)
 if series:
@@ -38,7 +47,7 @@ if series:
 
 st.subheader(f"Summary at {bits} bits")
 summary = pd.DataFrame([{"run": name[info.run_id], **delta_row(d, bits, tensor)[SUMMARY_COLUMNS].to_dict()}
-                        for info, d, _ in data.values() if bits in set(d["bits"])])
+                        for info, d, _ in data.values() if ((d["bits"] == bits) & (d["tensor"] == tensor)).any()])
 st.dataframe(summary, hide_index=True)
 st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: share whose quantized code differs "
            "between target and unlearned model; share_kept: <Q(W_u)−Q(W_t), dW>/||dW||² (1 = the update survives "
@@ -47,8 +56,9 @@ st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: 
 if bits != 32:
     st.subheader("Per layer and module")
     value = st.radio("Value", list(LAYER_VALUES), format_func=LAYER_VALUES.get, horizontal=True)
-    columns = st.columns(min(len(data), 2))
-    zmax = max(float(layer_table(d, bits, value).max().max()) for _, d, _ in data.values())  # one scale for all
-    for i, (info, deltas, _) in enumerate(data.values()):
+    shown = [(info, d) for info, d, _ in data.values() if not layer_table(d, bits, value).empty]
+    columns = st.columns(max(1, min(len(shown), 2)))
+    zmax = shared_zmax([d for _, d in shown], bits, value)
+    for i, (info, deltas) in enumerate(shown):
         columns[i % len(columns)].plotly_chart(layer_heatmap(deltas, bits, value, name[info.run_id], zmax),
                                                key=f"heat-{i}")

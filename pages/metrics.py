@@ -6,6 +6,8 @@ from qru.reference import SETTING, paper_table
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
 
+ui.in_frame("metrics")
+
 st.title("Metrics: does the quantized model remember?")
 runs = ui.require_runs()
 st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs the 32-bit retrain model, % (0 "
@@ -31,10 +33,12 @@ else:
     low = sorted({int(b) for t in tables.values() for b in t["bits"] if b != 32}) or [32]
     bits = st.selectbox("Compare 32 bits with", low, format_func=lambda b: f"{b} bits")
     table = comparison(tables, bits)
-    st.dataframe(highlight(table, comparison_mask(table)), hide_index=True)
+    st.dataframe(highlight(table, comparison_mask(table)), hide_index=True,
+                 column_config={"model": st.column_config.TextColumn(width="large", pinned=True)})
     st.download_button("Download CSV", table.to_csv(index=False), f"comparison-{bits}bit.csv", "text/csv")
 
 st.subheader("Published reference numbers")
 st.caption(f"{SETTING}. Zhang et al. 2025 (ICLR, arXiv 2410.16454) and arXiv 2602.13151; 4-bit = bitsandbytes FP4. "
            "A different model and corpus: shown for orientation, not as numbers qru should reproduce.")
-st.dataframe(paper_table(), hide_index=True)
+reference = paper_table()
+st.dataframe(reference, hide_index=True, height=38 * (len(reference) + 1))

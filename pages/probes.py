@@ -4,6 +4,8 @@ import streamlit as st
 import ui
 from qru.views.probe_view import SORTS, leak_scores, ordered, output_keys, probe_html
 
+ui.in_frame("probes")
+
 st.title("Probes: which completions leak the forgotten text?")
 runs = ui.require_runs()
 name = ui.names(runs)
@@ -21,13 +23,15 @@ min_gain = mid.number_input("Min. ROUGE-L gain", -1.0, 1.0, -1.0, 0.05,
 shown = right.multiselect("Continuations", keys, default=[k for k in keys if k.endswith("@32")
                                                           or k.startswith("unlearned@")])
 st.caption("Greedy continuations of forget-set prefixes (the VerbMem prompts). Marked: runs of 3+ words that repeat "
-           "the ground truth. ROUGE-L F1 against the ground truth beside each. Model text is shown as plain text.")
+           "the ground truth (on templated biographies this includes shared template phrases, as the retrain "
+           "model's rows show). ROUGE-L F1 against the ground truth beside each. Model text is shown as plain text.")
 items = ordered(probes, sort, min_gain)
 st.write(f"{len(items)} of {len(probes)} prompts")
 for i, probe in items:
     score = leak_scores(probe)
-    with st.expander(f"#{i + 1} · ROUGE-L at the lowest bit width {score['low']:.2f} "
-                     f"({score['gain']:+.2f} vs 32 bits)", expanded=i == items[0][0]):
+    with st.expander(f"#{i + 1} · lowest bit width: {score['leak']:.0%} of the ground truth reproduced "
+                     f"({score['leak_gain']:+.0%} vs 32 bits), ROUGE-L {score['low']:.2f} ({score['gain']:+.2f})",
+                     expanded=i == items[0][0]):
         st.caption("Prompt")
         st.text(probe["prompt"])
         st.html(probe_html(probe, shown))

@@ -2,11 +2,14 @@
 import streamlit as st
 
 import ui
+from qru.atomic import LockedError
 from qru.cli import configs_for
 from qru.config import ConfigError
-from qru.jobs import launch_job, list_jobs
+from qru.jobs import job_progress, launch_job, list_jobs, running_job
 from qru.store import run_id_of
-from qru.views.runs import HELP, MODELS, PRESETS, estimate_seconds, form_argv, models_built
+from qru.views.runs import HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds, form_argv, models_built
+
+ui.in_frame("run")
 
 store = ui.store()
 st.title("Does quantization undo unlearning?")
@@ -19,7 +22,7 @@ st.fragment(ui.jobs_panel, run_every=2)()
 def launch(argv: list[str], title: str) -> None:
     try:
         launch_job(store, argv, title)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, LockedError, OSError) as exc:
         st.error(f"Could not start: {exc}")
         return
     st.rerun()
@@ -31,7 +34,12 @@ def minutes(configs) -> str:
 
 
 demo = configs_for(["demo"])
-if not store.list() and not list_jobs(store):
+try:
+    empty = not store.list() and not list_jobs(store)
+except OSError as exc:
+    st.error(f"Cannot read the store {store.root}: {exc.strerror or exc}")
+    st.stop()
+if empty:
     st.subheader("First visit: run the demo set")
     st.write("Four runs on the embedded default — GA+GDR and NPO+GDR, each with full fine-tuning and with LoRA, at "
              f"32/8/4 bits (FP4). On this machine that takes {minutes(demo)}, including building the tiny target "
@@ -62,8 +70,8 @@ preset = st.radio("Learning rate and epochs", list(PRESETS), horizontal=True,
                                "embedded": "calibrated for the embedded model (1e-4 / 5e-4)"}.get)
 st.caption(HELP["preset"])
 left, mid, right = st.columns(3)
-lr = left.number_input("Learning rate", 1e-8, 1.0, PRESETS[preset][0][adapter], format="%.0e", step=1e-5,
-                       key=f"lr-{preset}-{adapter}", help=HELP["lr"])
+lr = left.select_slider("Learning rate", LR_GRID, PRESETS[preset][0][adapter], format_func="{:g}".format,
+                       key=f"lr-{preset}-{adapter}", help=HELP["lr"] + " Other values: `qru run --lr`.")
 epochs = mid.number_input("Epochs", 1, 100, PRESETS[preset][1], key=f"epochs-{preset}", help=HELP["epochs"])
 bits = right.multiselect("Bit widths", [32, 8, 4], default=[32, 8, 4], help=HELP["bits"])
 quant_type = st.radio("4-bit type", ["fp4", "nf4"], format_func=str.upper, horizontal=True)
@@ -73,11 +81,17 @@ try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
                      int(lora_alpha), corpus)
     config = configs_for(argv)[0]
+    check_corpus(config)
 except ConfigError as exc:
     st.error(str(exc))
     st.stop()
 st.code("qru " + " ".join(argv), language="bash")
-if store.info(run_id_of(config)).state in ("running", "queued"):
+if preset == "paper" and "embedded" in model:
+    st.warning("At the papers' learning rates the embedded model barely unlearns (design.md, Calibration): expect "
+               "little forgetting for quantization to undo. The calibrated preset unlearns visibly.")
+if any(job_progress(store, j).state == "running" for j in list_jobs(store)[:8]):
+    st.caption("A job is running: a second one now shares the CPU cores and slows both.")
+if store.info(run_id_of(config)).state in ("running", "queued") or running_job(store, [run_id_of(config)]):
     st.info(f"This configuration is running now (progress above): {config.label}")
 elif store.find(config):
     st.success(f"This configuration is already in the store: {config.label}")

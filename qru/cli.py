@@ -162,12 +162,30 @@ def cmd_ls(args) -> int:
     frame = pd.DataFrame([{"run_id": r.run_id, "state": r.state, "stage": r.stage if r.state != "done" else "",
                            "stage progress": f"{100 * r.progress:.0f}%", "label": r.label, "updated": r.updated,
                            "error": str(r.error)[:60]} for r in runs])
-    print(frame.to_string(index=False))
+    text = frame.astype(str)
+    widths = {c: max(len(c), text[c].str.len().max()) for c in text.columns}
+    print("  ".join(c.ljust(widths[c]) for c in text.columns).rstrip())
+    for _, row in text.iterrows():
+        print("  ".join(row[c].ljust(widths[c]) for c in text.columns).rstrip())
     return 0
+
+
+def _resolve_run_id(store: RunStore, text: str) -> str:
+    """A run id, or the one run id that starts with ``text``. Raises StoreError if none or several match."""
+    ids = store.ids()
+    if text in ids:
+        return text
+    matches = [r for r in ids if r.startswith(text)] if text else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise StoreError(f"{text!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
+    raise StoreError(f"no run {text!r} in {store.runs}")
 
 
 def cmd_show(args) -> int:
     store = RunStore(args.cache)
+    args.run_id = _resolve_run_id(store, args.run_id)
     config, status = store.config(args.run_id), store.status(args.run_id)
     stage = f" (stage: {status['stage']})" if status.get("stage") and status["state"] != "done" else ""
     print(f"run {args.run_id}: {config.label}\nstate: {status['state']}{stage}")
@@ -238,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", help="print a run's metric table and delta summary")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="a run id (or its unique beginning, e.g. ga-gdr-lora)")
     p.set_defaults(func=cmd_show)
     return parser
 

@@ -295,7 +295,8 @@ class RunConfig:
         bits = "/".join(str(b) for b in self.bits)
         corpus = "embedded" if self.corpus.is_embedded else Path(self.corpus.source).name
         model = f"d{self.model.hidden_size}x{self.model.n_layers}"
-        return f"{self.unlearn.label} @ {bits} bit ({self.quant_type_4bit.upper()}) [{corpus}, {model}]"
+        quant = f" ({self.quant_type_4bit.upper()})" if 4 in self.bits else ""
+        return f"{self.unlearn.label} @ {bits} bit{quant} [{corpus}, {model}]"
 
 
 def to_dict(config: Any) -> dict:

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from qru.atomic import read_json, write_json
+from qru.atomic import LockedError, read_json, write_json
 from qru.cli import configs_for
 from qru.store import RunStore, StoreError, run_id_of
 
@@ -26,8 +26,9 @@ JOBS = "jobs"
 
 @dataclass(frozen=True)
 class Job:
-    """A launched CLI command: ``argv`` (after ``qru --cache STORE``), the runs it computes, its process id and the
-    start time (seconds since the epoch)."""
+    """A launched CLI command: ``argv`` (after ``qru --cache STORE``), the runs it computes, its process id, the
+    process's start tick (``/proc/<pid>/stat`` field 22, so a reused pid is not taken for it; 0 where unknown) and
+    the start time (seconds since the epoch)."""
 
     job_id: str
     title: str
@@ -35,6 +36,16 @@ class Job:
     run_ids: list[str]
     pid: int
     started: float
+    pid_start: int = 0
+
+    def __post_init__(self) -> None:
+        ok = (isinstance(self.job_id, str) and isinstance(self.title, str)
+              and all(isinstance(a, str) for a in self.argv) and isinstance(self.argv, list)
+              and isinstance(self.run_ids, list) and all(isinstance(r, str) for r in self.run_ids)
+              and type(self.pid) is int and 0 < self.pid < 2 ** 31 and type(self.pid_start) is int
+              and isinstance(self.started, (int, float)) and 0 <= self.started < 1e11)
+        if not ok:
+            raise TypeError(f"not a job record: {self.__dict__!r}"[:200])
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,10 @@ def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
     """
     run_ids = [run_id_of(c) for c in configs_for(argv)]
+    busy = running_job(store, run_ids)
+    if busy:
+        raise LockedError(f"these runs are already being computed by the job {busy.title!r} started at "
+                          f"{time.strftime('%H:%M:%S', time.localtime(busy.started))}")
     folder = store.root / JOBS
     folder.mkdir(parents=True, exist_ok=True)
     job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -65,7 +80,7 @@ def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends (no zombie that looks alive)
-    job = Job(job_id, title, list(argv), run_ids, proc.pid, time.time())
+    job = Job(job_id, title, list(argv), run_ids, proc.pid, time.time(), _start_tick(proc.pid))
     write_json(folder / f"{job_id}.json", job.__dict__)
     return job
 
@@ -82,24 +97,47 @@ def list_jobs(store: RunStore) -> list[Job]:
     return jobs
 
 
-def is_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (Linux /proc; elsewhere: it exists)."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 first), or None where unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_tick(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else 0
+
+
+def running_job(store: RunStore, run_ids: list[str]) -> Job | None:
+    """The running job that computes any of ``run_ids`` (so that the same run is not launched twice), or None."""
+    for job in list_jobs(store):
+        if set(job.run_ids) & set(run_ids) and job_progress(store, job).state == "running":
+            return job
+    return None
+
+
+def is_alive(pid: int, start_tick: int = 0) -> bool:
+    """Whether process ``pid`` exists, is not a zombie and (where ``start_tick`` is known) is the same process
+    that was started then, not a later one that reused the pid (Linux /proc; elsewhere: it exists)."""
+    if not 0 < pid < 2 ** 31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    fields = _stat(pid)
+    if fields is None:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return fields[0] != "Z" and (not start_tick or _start_tick(pid) == start_tick)
 
 
 def job_progress(store: RunStore, job: Job) -> JobProgress:
     """The job's state, read from its runs' status files and its process."""
-    alive = is_alive(job.pid)
+    alive = is_alive(job.pid, job.pid_start)
     done, current = 0, None
     for i, run_id in enumerate(job.run_ids):
         try:
@@ -108,6 +146,10 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
             status = None
         if status and status["state"] == "failed" and alive and _older_than(status, job):
             status = None  # an earlier attempt's failure, which this job is about to redo
+        if status and status.get("rerun_error") and not _older_than({"updated": status["rerun_updated"]}, job):
+            return JobProgress("failed", done / len(job.run_ids), f"run {i + 1}/{len(job.run_ids)}: re-run", done,
+                               f"the re-run failed ({status['rerun_error']}); the earlier results are kept",
+                               log_tail(store, job, run_id, rerun=True))
         if status and status["state"] == "done":
             done += 1
         elif status and status["state"] == "failed":
@@ -118,8 +160,10 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
     if done == len(job.run_ids):
         return JobProgress("done", 1.0, "finished", done)
     if not alive:
+        tail = log_tail(store, job)
+        errors = [line for line in tail.splitlines() if line.startswith("qru: ")]
         return JobProgress("failed", done / len(job.run_ids), "stopped", done,
-                           "the job's process ended before its runs finished", log_tail(store, job))
+                           errors[-1] if errors else "the job's process ended before its runs finished", tail)
     i, status = current
     within = _stage_fraction(status)
     return JobProgress("running", (done + within) / len(job.run_ids), _stage_line(store, job, i, status), done)
@@ -152,10 +196,11 @@ def _stage_line(store: RunStore, job: Job, i: int, status: dict | None) -> str:
     return f"{head}: {status.get('stage', '')}{count}{message}"
 
 
-def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 25) -> str:
-    """The last ``lines`` lines of the run's log.txt (when ``run_id`` is given and has one), else of the job's
-    output log."""
-    paths = ([store.path(run_id) / "log.txt"] if run_id else []) + [store.root / JOBS / f"{job.job_id}.log"]
+def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 25, rerun: bool = False) -> str:
+    """The last ``lines`` lines of the run's log.txt (when ``run_id`` is given and has one; that of its forced
+    re-run with ``rerun``), else of the job's output log."""
+    run_log = (store.rerun_path(run_id) if rerun else store.path(run_id)) / "log.txt" if run_id else None
+    paths = ([run_log] if run_log else []) + [store.root / JOBS / f"{job.job_id}.log"]
     for path in paths:
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -163,4 +208,4 @@ def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 
     return ""
 
 
-__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail"]
+__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail", "running_job"]

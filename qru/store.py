@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -93,9 +94,28 @@ class RunStore:
         except ConfigError as exc:
             raise StoreError(f"run {run_id}: config.json is invalid ({exc})") from exc
 
+    def rerun_path(self, run_id: str) -> Path:
+        """Where a forced re-run of a finished run is computed until it replaces the run (see :meth:`open_run`)."""
+        return self.runs / f".rerun-{self.path(run_id).name}"
+
     def status(self, run_id: str) -> dict:
-        """status.json, with a queued/running run whose process is gone reported as failed (interrupted)."""
-        status = self.read_json(run_id, "status.json")
+        """status.json, with a queued/running run whose process is gone reported as failed (interrupted).
+
+        While a forced re-run of a finished run is in progress, its live status is returned; once it failed or was
+        killed, the finished run's status is returned with ``rerun_error`` and ``rerun_updated`` added."""
+        rerun = self.rerun_path(run_id) / "status.json"
+        if rerun.is_file():
+            live = read_json(rerun, StoreError, f"re-run of {run_id}: status.json")
+            if is_locked(self.path(run_id) / ".lock") and isinstance(live, dict) and live.get("state") in STATES:
+                return self._checked_status(run_id, live)
+            status = self._checked_status(run_id, self.read_json(run_id, "status.json"))
+            if isinstance(live, dict) and live.get("state") != "done":
+                status = {**status, "rerun_error": str(live.get("error") or "interrupted"),
+                          "rerun_updated": str(live.get("updated", ""))}
+            return status
+        return self._checked_status(run_id, self.read_json(run_id, "status.json"))
+
+    def _checked_status(self, run_id: str, status) -> dict:
         if not isinstance(status, dict) or status.get("state") not in STATES:
             raise StoreError(f"run {run_id}: status.json has no valid state")
         for key, kind in (("done", int), ("total", int), ("stage", str), ("message", str), ("error", str)):
@@ -133,9 +153,35 @@ class RunStore:
         path = self.path(run_id) / "deltas_hist.npz"
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in data.files}
         except Exception as exc:
             raise StoreError(f"run {run_id}: deltas_hist.npz is missing or corrupt ({exc})") from exc
+        missing = [k for k in ("abs_edges", "rel_edges", "tensors", "abs") if k not in arrays]
+        if missing:
+            raise StoreError(f"run {run_id}: deltas_hist.npz lacks {', '.join(missing)}")
+        for key in ("abs_edges", "rel_edges"):
+            edges = arrays[key]
+            if edges.ndim != 1 or len(edges) < 2 or not (np.all(edges > 0) and np.all(np.diff(edges) > 0)):
+                raise StoreError(f"run {run_id}: deltas_hist.npz {key} are not increasing positive bin edges")
+        n = len(arrays["tensors"])
+        bad = [k for k, v in arrays.items() if k.split("_")[0] in ("abs", "rel", "dq") and not k.endswith("edges")
+               and (v.ndim != 2 or v.shape[0] != n
+                    or v.shape[1] != len(arrays["rel_edges" if k.startswith("rel") else "abs_edges"]) - 1)]
+        if bad:
+            raise StoreError(f"run {run_id}: deltas_hist.npz has arrays of the wrong shape: {', '.join(bad)}")
+        return arrays
+
+    def probes(self, run_id: str) -> list[dict]:
+        """probes.json: a list of {prompt, gt, outputs: {"<model>@<bits>": {output, rougeL_f1, leaked_spans}}}.
+        Raises StoreError naming the first malformed entry."""
+        probes = self.read_json(run_id, "probes.json")
+        if not isinstance(probes, list):
+            raise StoreError(f"run {run_id}: probes.json is not a list")
+        for i, probe in enumerate(probes):
+            problem = _probe_problem(probe)
+            if problem:
+                raise StoreError(f"run {run_id}: probes.json entry {i}: {problem}")
+        return probes
 
     def info(self, run_id: str) -> RunInfo:
         """The run-list row of a run; a corrupt run is listed as failed with the reason."""
@@ -166,14 +212,25 @@ class RunStore:
     def open_run(self, config: RunConfig) -> Iterator["RunWriter"]:
         """Lock the run of ``config`` for writing (creating its folder and config.json) for the block's duration.
 
-        Raises LockedError if another process is running the same config.
+        A finished run (metrics.json present) is not overwritten in place: the new attempt is written to
+        :meth:`rerun_path` and replaces the run only when the block ends without an error, so a failed or killed
+        re-run leaves the finished results as they were. Raises LockedError if another process runs the config.
         """
         run_id = run_id_of(config)
         folder = self.path(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         with exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"):
-            write_json(folder / "config.json", to_dict(config))
-            yield RunWriter(run_id, folder)
+            if not (folder / "metrics.json").is_file():
+                shutil.rmtree(self.rerun_path(run_id), ignore_errors=True)  # a stale re-run of a run now gone
+                write_json(folder / "config.json", to_dict(config))
+                yield RunWriter(run_id, folder)
+                return
+            stage = self.rerun_path(run_id)
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir()
+            write_json(stage / "config.json", to_dict(config))
+            yield RunWriter(run_id, stage)
+            _replace_folder(folder, stage)
 
 
 class RunWriter:
@@ -223,7 +280,7 @@ class RunWriter:
 
 # Columns a stored table must have, with whether they must be numeric.
 METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, "verbmem": True, "knowmem_forget": True,
-                  "knowmem_retain": True, "nll_forget": True, "nll_retain": True}
+                  "knowmem_retain": True, "privleak": True, "nll_forget": True, "nll_retain": True}
 DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "module": False, "numel": True,
                  "zero_delta": True, "mean_abs_delta": True, "median_step": True, "below_half_step": True,
                  "code_flip_rate": True, "share_kept": True, "cosine": True, "noise_ratio": True}
@@ -234,13 +291,45 @@ SUMMARY_COLUMNS = ["bits", "quant", "mean_abs_delta", "median_step", "below_half
                    "cosine", "noise_ratio"]
 
 
+def _replace_folder(folder: Path, stage: Path) -> None:
+    """Put ``stage`` in the place of ``folder`` (two renames; the old folder is deleted afterwards)."""
+    old = folder.with_name(f".old-{folder.name}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(folder, old)
+    os.rename(stage, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise StoreError(f"run {run_id}: {name} lacks column(s) {', '.join(missing)}")
+    for c, numeric in columns.items():  # all-null columns (e.g. PrivLeak without a reference) read as objects
+        if numeric and frame[c].isna().all():
+            frame[c] = frame[c].astype(float)
     bad = [c for c, numeric in columns.items() if numeric and not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise StoreError(f"run {run_id}: {name} has non-numeric values in {', '.join(bad)}")
+
+
+def _probe_problem(probe) -> str:
+    """Why a probes.json entry is malformed ("" if it is fine)."""
+    if not isinstance(probe, dict) or not isinstance(probe.get("outputs"), dict):
+        return "not an object with outputs"
+    if not (isinstance(probe.get("prompt"), str) and isinstance(probe.get("gt"), str)):
+        return "prompt and gt must be text"
+    for key, out in probe["outputs"].items():
+        model, _, bits = key.partition("@")
+        if not (model and bits.isdigit()):
+            return f"output key {key!r} is not <model>@<bits>"
+        if not (isinstance(out, dict) and isinstance(out.get("output"), str)
+                and isinstance(out.get("rougeL_f1"), (int, float)) and not isinstance(out.get("rougeL_f1"), bool)):
+            return f"output {key!r} lacks its text or ROUGE-L"
+        spans = out.get("leaked_spans", [])
+        if not (isinstance(spans, list) and all(isinstance(s, list) and len(s) == 2
+                                                and all(type(x) is int for x in s) for s in spans)):
+            return f"output {key!r} has malformed leaked_spans"
+    return ""
 
 
 def _utf8(name: str) -> bool:

@@ -60,8 +60,8 @@ def test_run_form_finds_a_stored_config_and_rerenders(store):
     assert any(b.label.startswith("Run (") for b in at.button)  # the papers' defaults: not in the store
     at.selectbox[0].select("embedded micro (seconds)").run()
     at.radio[3].set_value("embedded").run()  # preset: calibrated
-    at.number_input[0].set_value(1e-3).run()
-    at.number_input[1].set_value(2).run()
+    at.select_slider[0].set_value(1e-3).run()  # learning rate
+    at.number_input[0].set_value(2).run()  # epochs
     assert not at.exception
     assert "already in the store" in _texts(at)
     assert [b for b in at.button if b.label == "Show it"]
@@ -146,7 +146,7 @@ def test_run_button_launches_a_cli_job_that_finishes(store, tmp_path):
     shutil.copytree(store.root / "corpus", root / "corpus")
     at = _app(root)
     at.selectbox[0].select("embedded micro (seconds)").run()
-    at.number_input[1].set_value(1).run()
+    at.number_input[0].set_value(1).run()  # epochs
     next(b for b in at.button if b.label.startswith("Run (")).click().run()
     assert not at.exception
     job = list_jobs(RunStore(root))[0]
@@ -156,3 +156,22 @@ def test_run_button_launches_a_cli_job_that_finishes(store, tmp_path):
     assert job_progress(RunStore(root), job).state == "done"
     at.run()
     assert "finished" in _texts(at)
+
+
+def test_runs_alike_but_for_the_seed_and_a_32_bit_only_run_are_shown_without_errors(store, tmp_path):
+    root = tmp_path / "store"
+    for part in ("runs", "models", "corpus"):
+        shutil.copytree(store.root / part, root / part)
+    for seed in ("0", "1"):
+        assert main(["--cache", str(root), "run", "--method", "ga", "--regularizer", "gdr", "--adapter", "full",
+                     "--bits", "32", "--seed", seed, *MICRO]) == 0
+    at = _app(root, "deltas")
+    picker = at.sidebar.multiselect[0]
+    assert len(picker.value) == 4 and len(set(picker.options)) == len(picker.options) == 4
+    at.radio[0].set_value("dq").run()  # two picked runs have no quantized rows: warnings, no exception
+    assert not at.exception and any("32 bits" in w.value or "no" in w.value for w in at.warning)
+    seeds = [r for r in picker.value if r.startswith("ga-gdr-full")]
+    at.sidebar.multiselect[0].set_value(seeds[:2]).run()
+    assert not at.exception and sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])
+    at.run()
+    assert sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])  # both kept across reruns

@@ -62,3 +62,9 @@ def test_leaked_spans_mark_repeated_word_runs():
     spans = leaked_spans(ref, out)
     assert [out[a:b] for a, b in spans] == ["was born in Tismere and", "the Zaiseth Museum."]
     assert leaked_spans(ref, "nothing in common here") == []
+
+
+def test_leaked_spans_ignore_punctuation_around_words():
+    ref = "He received the Gro Award. By profession he is a botanist."
+    out = "He received the Gro Award is the Daivend Press"
+    assert [out[a:b] for a, b in leaked_spans(ref, out)] == ["He received the Gro Award"]

@@ -105,8 +105,11 @@ def test_wrong_types_in_run_files_list_that_run_as_failed(tmp_path, name, conten
 
 @pytest.mark.parametrize("rows, needle", [([], "non-empty"), ([{"model": "x"}], "lacks"),
                                            ([{"model": "t", "bits": "x", "quant": "none", "verbmem": "a",
-                                              "knowmem_forget": 1, "knowmem_retain": 1, "nll_forget": 1,
-                                              "nll_retain": 1}], "non-numeric")])
+                                              "knowmem_forget": 1, "knowmem_retain": 1, "privleak": None,
+                                              "nll_forget": 1, "nll_retain": 1}], "non-numeric"),
+                                          ([{"model": "t", "bits": 4, "quant": "fp4", "verbmem": 1,
+                                             "knowmem_forget": 1, "knowmem_retain": 1, "privleak": "high",
+                                             "nll_forget": 1, "nll_retain": 1}], "privleak")])
 def test_malformed_metric_tables_raise_store_error(tmp_path, rows, needle):
     store = RunStore(tmp_path)
     with store.open_run(RunConfig()) as writer:
@@ -143,3 +146,60 @@ def test_read_json_turns_pathological_files_into_store_errors(tmp_path):
     for name in ("deep.json", "big.json"):
         with pytest.raises(StoreError, match=name):
             read_json(tmp_path / name, StoreError, name)
+
+
+def test_histograms_with_missing_keys_or_wrong_shapes_are_refused(tmp_path):
+    import numpy as np
+
+    store = RunStore(tmp_path)
+    folder = store.path("r")
+    folder.mkdir(parents=True)
+    edges = {"abs_edges": np.logspace(-10, 0, 101), "rel_edges": np.logspace(-6, 2, 81),
+             "tensors": np.array(["a", "total"])}
+    np.savez(folder / "deltas_hist.npz", **edges)
+    with pytest.raises(StoreError, match="lacks abs"):
+        store.histograms("r")
+    np.savez(folder / "deltas_hist.npz", **edges, abs=np.zeros((2, 100)), rel_4=np.zeros((3, 80)))
+    with pytest.raises(StoreError, match="rel_4"):
+        store.histograms("r")
+    np.savez(folder / "deltas_hist.npz", **edges, abs=np.zeros((2, 100)), rel_4=np.zeros((2, 80)),
+             dq_4=np.zeros((2, 100)))
+    assert set(store.histograms("r")) == {"abs_edges", "rel_edges", "tensors", "abs", "rel_4", "dq_4"}
+
+
+@pytest.mark.parametrize("probes, needle", [({"a": 1}, "not a list"), (["text"], "entry 0"),
+                                            ([{"prompt": "p", "gt": "g", "outputs": {"target": {}}}], "model>@<bits"),
+                                            ([{"prompt": "p", "gt": None, "outputs": {}}], "text"),
+                                            ([{"prompt": "p", "gt": "g", "outputs": {"target@32": {
+                                                "output": "o", "rougeL_f1": None}}}], "ROUGE-L"),
+                                            ([{"prompt": "p", "gt": "g", "outputs": {"target@32": {
+                                                "output": "o", "rougeL_f1": 1.0, "leaked_spans": [[1]]}}}], "spans")])
+def test_malformed_probes_raise_store_error(tmp_path, probes, needle):
+    store = RunStore(tmp_path)
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("probes.json", probes)
+    with pytest.raises(StoreError, match=needle):
+        store.probes(run_id_of(RunConfig()))
+
+
+def test_a_failed_forced_rerun_keeps_the_finished_run(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", [{"old": 1}])
+        writer.set_status("done")
+    with pytest.raises(RuntimeError):
+        with store.open_run(RunConfig()) as writer:
+            writer.set_status("running", stage="unlearning")
+            assert store.status(run_id)["stage"] == "unlearning"  # the live re-run is what status shows
+            writer.write_json("metrics.json", [{"new": 1}])
+            writer.fail(RuntimeError("killed"))
+            raise RuntimeError("killed")
+    status = store.status(run_id)
+    assert status["state"] == "done" and "killed" in status["rerun_error"]
+    assert store.read_json(run_id, "metrics.json") == [{"old": 1}]
+    with store.open_run(RunConfig()) as writer:  # a re-run that finishes replaces the run
+        writer.write_json("metrics.json", [{"new": 2}])
+        writer.set_status("done")
+    assert store.read_json(run_id, "metrics.json") == [{"new": 2}] and "rerun_error" not in store.status(run_id)
+    assert store.ids() == [run_id]

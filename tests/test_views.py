@@ -35,8 +35,11 @@ def _probe(gt, outputs):
 def test_probes_sort_by_what_came_back_after_quantization():
     a = _probe("x", {"target@32": ("x", 1.0), "unlearned@32": ("", 0.1), "unlearned@4": ("x", 0.9)})
     b = _probe("y", {"target@32": ("y", 1.0), "unlearned@32": ("", 0.5), "unlearned@4": ("y", 0.6)})
-    assert leak_scores(a) == {"low": 0.9, "gain": pytest.approx(0.8)}
-    assert [i for i, _ in ordered([b, a], "came back most after quantization")] == [1, 0]
+    assert leak_scores(a) == {"low": 0.9, "gain": pytest.approx(0.8), "leak": 0.0, "leak_gain": 0.0}
+    assert [i for i, _ in ordered([b, a], "came back most after quantization")] == [1, 0]  # ROUGE-L breaks ties
+    b["outputs"]["unlearned@4"]["leaked_spans"] = [[0, 1]]  # b reproduces its ground truth at 4 bits
+    assert leak_scores(b)["leak_gain"] == 1.0
+    assert [i for i, _ in ordered([a, b], "came back most after quantization")] == [1, 0]
     assert [i for i, _ in ordered([b, a], "corpus order", min_gain=0.5)] == [1]
     assert output_keys([a]) == ["target@32", "unlearned@32", "unlearned@4"]
     html = probe_html(_probe("<b>gt</b>", {"unlearned@4": ("<img src=x onerror=alert(1)>", 0.0)}), ["unlearned@4"])
@@ -128,3 +131,29 @@ def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):
     assert estimate_seconds(store, configs, models_built=False) > 4 * RUN_SECONDS["micro"]
     assert run_seconds({"started": "2026-01-01T10:00:00", "finished": "2026-01-01T10:00:30"}) == 30
     assert run_seconds({"started": "garbage"}) is None
+
+
+def test_comparison_keeps_separate_references_for_runs_on_other_models():
+    other = _metrics()
+    other.loc[other["model"] == "target", "verbmem"] += 5
+    table = comparison({"full": _metrics(), "LoRA": _metrics(), "big": other}, 4)
+    assert list(table["model"]) == ["target", "target (big)", "retrain", "full", "LoRA", "big"]
+
+
+def test_picker_labels_are_unique_and_unreadable_runs_say_why():
+    from qru.store import RunInfo
+    from qru.views.runs import picker_labels
+
+    infos = [RunInfo("a", "GA full", "done", "", 1, "", ""), RunInfo("b", "GA full", "done", "", 1, "", ""),
+             RunInfo("c", "GA full", "running", "", 0.5, "", ""), RunInfo("d", "?", "failed", "", 0, "", "bad json")]
+    labels = picker_labels(infos)
+    assert len(set(labels.values())) == 4
+    assert labels["a"] == "GA full · a" and labels["c"] == "GA full [running]" and "bad json" in labels["d"]
+
+
+def test_estimate_scales_with_epochs():
+    from qru.views.runs import estimate_seconds
+
+    store = RunStore("/nonexistent-store")
+    one, ten = (configs_for(["run", "--scale", "micro", "--epochs", str(e)]) for e in (1, 10))
+    assert estimate_seconds(store, ten, True) == pytest.approx(10 * estimate_seconds(store, one, True))

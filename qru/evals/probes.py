@@ -6,6 +6,7 @@ the ground truth (longest common word sequences of 3+ words), which the dashboar
 """
 from __future__ import annotations
 
+import string
 from difflib import SequenceMatcher
 
 MIN_SPAN_WORDS = 3
@@ -13,20 +14,26 @@ MIN_SPAN_WORDS = 3
 
 def leaked_spans(reference: str, output: str, min_words: int = MIN_SPAN_WORDS) -> list[list[int]]:
     """Character spans [start, end) of ``output`` that repeat ``reference`` for at least ``min_words`` consecutive
-    words (whitespace-split, exact match), in order."""
-    words, ref_words = output.split(), reference.split()
+    words (whitespace-split; words compared without the punctuation around them, so "Award." matches "Award"),
+    in order."""
+    words = output.split()
+    ref_words = [_bare(w) for w in reference.split()]
     starts, pos = [], 0
     for word in words:
         pos = output.index(word, pos)
         starts.append(pos)
         pos += len(word)
-    matcher = SequenceMatcher(a=words, b=ref_words, autojunk=False)
+    matcher = SequenceMatcher(a=[_bare(w) for w in words], b=ref_words, autojunk=False)
     spans = []
     for block in matcher.get_matching_blocks():
         if block.size >= min_words:
             last = block.a + block.size - 1
             spans.append([starts[block.a], starts[last] + len(words[last])])
     return spans
+
+
+def _bare(word: str) -> str:
+    return word.strip(string.punctuation) or word
 
 
 def build_probes(samples: dict, n_probes: int) -> list[dict]:

@@ -52,10 +52,13 @@ def delta_row(deltas: pd.DataFrame, bits: int, tensor: str) -> pd.Series:
 
 def hist_series(name: str, hists: dict, deltas: pd.DataFrame, tensor: str, mode: str, bits: int) -> HistSeries:
     """The :class:`HistSeries` of a run (its ``hists`` and ``deltas`` as stored) for one tensor, view and bit
-    width. Raises KeyError where the run lacks that view (32 bits for "rel"/"dq"; runs stored before "dq")."""
+    width. Raises KeyError where the run lacks that view (32 bits for "rel"/"dq"; runs stored before "dq"), bit
+    width or tensor."""
     if mode not in MODES:
         raise KeyError(f"unknown view {mode!r}")
     row = delta_row(deltas, bits, tensor)
+    if tensor not in list(hists["tensors"]):
+        raise KeyError(f"no histogram of {tensor}")
     index = list(hists["tensors"]).index(tensor)
     numel = int(row["numel"])
     quantized = bits != 32
@@ -137,13 +140,20 @@ def layer_table(deltas: pd.DataFrame, bits: int, value: str) -> pd.DataFrame:
     return table[[m for m in MODULE_TYPES if m in table.columns]]
 
 
+def shared_zmax(deltas: list[pd.DataFrame], bits: int, value: str) -> float:
+    """The largest finite :func:`layer_table` value over several runs (one colour scale for all; 1 if none)."""
+    values = np.concatenate([layer_table(d, bits, value).to_numpy(dtype=float).ravel() for d in deltas] + [[]])
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
 def layer_heatmap(deltas: pd.DataFrame, bits: int, value: str, title: str, zmax: float | None = None) -> go.Figure:
     """Heatmap of :func:`layer_table` with the values written in the cells, colour scale 0..``zmax`` (pass the
     same ``zmax`` to compare runs; default: this run's maximum)."""
     table = layer_table(deltas, bits, value)
     fig = go.Figure(go.Heatmap(z=table.values, x=[m.removesuffix("_proj") for m in table.columns],
                                y=[f"layer {i}" for i in table.index], colorscale="Viridis", zmin=0,
-                               zmax=zmax if zmax is not None else float(np.nanmax(table.values)),
+                               zmax=zmax if zmax is not None else shared_zmax([deltas], bits, value),
                                text=np.vectorize(lambda v: f"{v:.3f}")(table.values), texttemplate="%{text}",
                                colorbar=dict(title="")))
     fig.update_layout(title=title, height=120 + 40 * len(table), margin=dict(t=50, b=30),
@@ -152,4 +162,4 @@ def layer_heatmap(deltas: pd.DataFrame, bits: int, value: str, title: str, zmax:
 
 
 __all__ = ["HistSeries", "LAYER_VALUES", "MODES", "delta_row", "hist_series", "histogram_figure", "layer_heatmap",
-           "layer_table"]
+           "layer_table", "shared_zmax"]

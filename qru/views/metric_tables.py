@@ -81,33 +81,52 @@ def highlight(table: pd.DataFrame, mask: pd.DataFrame, signed: bool = False):
     return shown.style.apply(lambda _: colors, axis=None).format(formats, na_rep="—")
 
 
+def _comparison_row(metrics: pd.DataFrame, model: str, name: str, bits: int) -> dict:
+    group = metrics[metrics["model"] == model]
+    full, low = group[group["bits"] == 32], group[group["bits"] == bits]
+    row = {"model": name}
+    for col, title in COLUMNS.items():
+        if col in metrics.columns:
+            a = full.iloc[0][col] if not full.empty else float("nan")
+            b = low.iloc[0][col] if not low.empty else float("nan")
+            row.update({f"{title} 32": a, f"{title} {bits}": b, f"Δ {title}": b - a})
+    return row
+
+
 def comparison(runs: dict[str, pd.DataFrame], bits: int) -> pd.DataFrame:
-    """One row per model across picked runs (target and retrain once, then each run's unlearned model), with each
-    metric at 32 bits, at ``bits`` and the change (column names "<metric> 32", "<metric> <bits>", "Δ <metric>")."""
-    rows = []
-    for i, (label, metrics) in enumerate(runs.items()):
-        models = ["target", "retrain", "unlearned"] if i == 0 else ["unlearned"]
-        for model in models:
-            group = metrics[metrics["model"] == model]
-            full, low = group[group["bits"] == 32], group[group["bits"] == bits]
-            row = {"model": model if model != "unlearned" else label}
-            for col, name in COLUMNS.items():
-                if col not in metrics.columns:
-                    continue
-                a = full.iloc[0][col] if not full.empty else float("nan")
-                b = low.iloc[0][col] if not low.empty else float("nan")
-                row.update({f"{name} 32": a, f"{name} {bits}": b, f"Δ {name}": b - a})
+    """One row per model across picked runs: the target and retrain references, then each run's unlearned model,
+    with each metric at 32 bits, at ``bits`` and the change ("<metric> 32", "<metric> <bits>", "Δ <metric>").
+    Runs on the same models share one target and one retrain row; a run whose references differ (another model,
+    corpus or bit widths) gets its own, named after it."""
+    refs, rows = [], []
+    for label, metrics in runs.items():
+        for model in ("target", "retrain"):
+            row = _comparison_row(metrics, model, model, bits)
+            values = tuple(v for k, v in row.items() if k != "model")
+            if any(model == m and _same(values, v) for m, v in refs):
+                continue
+            if any(model == m for m, _ in refs):
+                row["model"] = f"{model} ({label})"
+            refs.append((model, values))
             rows.append(row)
+    rows.sort(key=lambda r: not r["model"].startswith("target"))  # targets first, then retrains
+    rows += [_comparison_row(metrics, "unlearned", label, bits) for label, metrics in runs.items()]
     return pd.DataFrame(rows)
 
 
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all((x == y) or (pd.isna(x) and pd.isna(y)) for x, y in zip(a, b))
+
+
 def comparison_mask(table: pd.DataFrame) -> pd.DataFrame:
-    """True on the "Δ <metric>" cells of a :func:`comparison` table whose change came back (COME_BACK)."""
+    """True on the unlearned models' "Δ <metric>" cells of a :func:`comparison` table whose change came back
+    (COME_BACK); the target and retrain reference rows are never marked."""
     mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    unlearned = ~table["model"].str.match(r"^(target|retrain)( \(|$)")
     for col, (sign, threshold) in COME_BACK.items():
         name = f"Δ {COLUMNS[col]}"
         if name in table.columns:
-            mask[name] = (sign * table[name]) > threshold
+            mask[name] = ((sign * table[name]) > threshold) & unlearned
     return mask
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import html
 
+# Orders of the Probes page: by the leaked share of the ground truth, ROUGE-L breaking ties.
 SORTS = {
-    "came back most after quantization": "gain",
-    "leaked most at the lowest bit width": "low",
-    "corpus order": "index",
+    "came back most after quantization": ("leak_gain", "gain"),
+    "leaked most at the lowest bit width": ("leak", "low"),
+    "corpus order": (),
 }
 STYLE = ("<style>.qru-probes td{vertical-align:top;padding:4px 8px;border-bottom:1px solid #ddd}"
          ".qru-probes .text{white-space:pre-wrap;font-family:inherit} .qru-probes .n{white-space:nowrap}"
@@ -39,25 +40,31 @@ def output_keys(probes: list[dict]) -> list[str]:
     return sorted(keys, key=lambda k: (order.get(k.split("@")[0], 3), -int(k.split("@")[1])))
 
 
+def leaked_share(probe: dict, key: str) -> float:
+    """Share of the ground truth's characters that the continuation ``key`` reproduces in marked spans (0..1)."""
+    out = probe["outputs"][key]
+    return min(1.0, sum(b - a for a, b in out.get("leaked_spans", [])) / max(len(probe["gt"]), 1))
+
+
 def leak_scores(probe: dict) -> dict:
-    """ROUGE-L of the unlearned model's continuation at its lowest bit width (``low``) and its gain over 32 bits
-    (``gain``; 0 where the run has no 32-bit or quantized output)."""
-    unlearned = {int(k.split("@")[1]): v["rougeL_f1"] for k, v in probe["outputs"].items()
-                 if k.startswith("unlearned@")}
-    if not unlearned:
-        return {"low": 0.0, "gain": 0.0}
-    low = unlearned[min(unlearned)]
-    return {"low": low, "gain": low - unlearned.get(32, low)}
+    """For the unlearned model at its lowest bit width: ROUGE-L (``low``) and its gain over 32 bits (``gain``), the
+    leaked share of the ground truth (``leak``, :func:`leaked_share`) and its gain (``leak_gain``); gains are 0 where
+    the run has no 32-bit or quantized output."""
+    keys = {int(k.split("@")[1]): k for k in probe["outputs"] if k.startswith("unlearned@")}
+    if not keys:
+        return {"low": 0.0, "gain": 0.0, "leak": 0.0, "leak_gain": 0.0}
+    low, full = keys[min(keys)], keys.get(32, keys[min(keys)])
+    rouge = {k: probe["outputs"][k]["rougeL_f1"] for k in (low, full)}
+    leak = {k: leaked_share(probe, k) for k in (low, full)}
+    return {"low": rouge[low], "gain": rouge[low] - rouge[full], "leak": leak[low], "leak_gain": leak[low] - leak[full]}
 
 
 def ordered(probes: list[dict], sort: str, min_gain: float = float("-inf")) -> list[tuple[int, dict]]:
     """``(index, probe)`` pairs sorted by SORTS[sort] (descending), keeping probes whose ROUGE-L gain after
     quantization is at least ``min_gain``. Raises KeyError for an unknown sort."""
-    key = SORTS[sort]
+    keys = SORTS[sort]
     pairs = [(i, p) for i, p in enumerate(probes) if leak_scores(p)["gain"] >= min_gain]
-    if key == "index":
-        return pairs
-    return sorted(pairs, key=lambda ip: -leak_scores(ip[1])[key])
+    return sorted(pairs, key=lambda ip: tuple(-leak_scores(ip[1])[k] for k in keys))
 
 
 def probe_html(probe: dict, keys: list[str]) -> str:
@@ -74,4 +81,4 @@ def probe_html(probe: dict, keys: list[str]) -> str:
     return f"{STYLE}<table class='qru-probes'>{''.join(rows)}</table>"
 
 
-__all__ = ["SORTS", "leak_scores", "mark_spans", "ordered", "output_keys", "probe_html"]
+__all__ = ["SORTS", "leak_scores", "leaked_share", "mark_spans", "ordered", "output_keys", "probe_html"]

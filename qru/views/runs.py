@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 
 from qru.cli import SCALES
 from qru.config import EMBEDDED_EPOCHS, EMBEDDED_LR, PAPER_EPOCHS, PAPER_LR, ConfigError, RunConfig
@@ -33,10 +34,12 @@ HELP = {
     "quant_type": "4-bit data type: FP4 is bitsandbytes' default and the papers'; NF4 is QLoRA's normal-float grid.",
 }
 PRESETS = {"paper": (PAPER_LR, PAPER_EPOCHS), "embedded": (EMBEDDED_LR, EMBEDDED_EPOCHS)}  # the papers' first
+# Learning rates offered by the Run page (the papers' and the calibrated defaults among them).
+LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3]
 # Measured on a 2-core laptop CPU (design.md "Calibration", README): model build and one run of each scale, used
 # until the store has finished runs of its own to time.
 BUILD_SECONDS = {"tiny": 270.0, "micro": 15.0}
-RUN_SECONDS = {"tiny": 75.0, "micro": 10.0}
+RUN_SECONDS = {"tiny": 75.0, "micro": 10.0}  # one run of 5 epochs
 
 
 def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float, epochs: int, bits: list[int],
@@ -55,6 +58,18 @@ def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float
             raise ConfigError("give the path of a folder in MUSE's layout")
         argv += ["--corpus", corpus.strip()]
     return argv
+
+
+def check_corpus(config: RunConfig) -> None:
+    """For a MUSE-layout folder: raise ConfigError unless it has the files a run needs (before anything starts)."""
+    if config.corpus.is_embedded:
+        return
+    from qru.corpus.muse import CorpusError, check_trainable, load_muse_dir
+
+    try:
+        check_trainable(load_muse_dir(config.corpus.source))
+    except CorpusError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def scale_of(config: RunConfig) -> str:
@@ -79,25 +94,32 @@ def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bo
     if not todo:
         return 0.0
     scale = scale_of(todo[0])
-    past = []
+    past = []  # seconds per epoch of finished runs of this scale
     for run_id in store.ids():
         try:
-            if scale_of(store.config(run_id)) == scale and (s := run_seconds(store.status(run_id))):
-                past.append(s)
+            config = store.config(run_id)
+            if scale_of(config) == scale and (s := run_seconds(store.status(run_id))):
+                past.append(s / config.unlearn.epochs)
         except StoreError:
             continue
-    per_run = statistics.median(past) if past else RUN_SECONDS[scale]
-    return (0.0 if models_built else BUILD_SECONDS[scale]) + per_run * len(todo)
+    per_epoch = statistics.median(past) if past else RUN_SECONDS[scale] / EMBEDDED_EPOCHS
+    return (0.0 if models_built else BUILD_SECONDS[scale]) + sum(per_epoch * c.unlearn.epochs for c in todo)
 
 
-def picker_label(info: RunInfo) -> str:
-    """A run as the sidebar lists it: method, regularizer, adapter, lr, epochs, bit widths, and its state."""
-    state = "" if info.state == "done" else f" [{info.state}]"
-    return f"{info.label}{state}"
+def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
+    """Run id -> how the sidebar lists it: method, regularizer, adapter, lr, epochs, bit widths and its state; the
+    run id is added where two runs would read alike (e.g. different seeds), and an unreadable run says why."""
+    def label(info: RunInfo) -> str:
+        if info.label == "?":
+            return f"{info.run_id} [unreadable: {info.error[:80]}]"
+        return info.label + ("" if info.state == "done" else f" [{info.state}]")
+    labels = {i.run_id: label(i) for i in infos}
+    counts = Counter(labels.values())
+    return {r: text if counts[text] == 1 else f"{text} · {r}" for r, text in labels.items()}
 
 
-__all__ = ["BUILD_SECONDS", "HELP", "MODELS", "PRESETS", "RUN_SECONDS", "estimate_seconds", "form_argv",
-           "picker_label", "run_seconds", "scale_of"]
+__all__ = ["BUILD_SECONDS", "HELP", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS", "estimate_seconds", "form_argv",
+           "picker_labels", "run_seconds", "scale_of"]
 
 
 def models_built(store: RunStore, config: RunConfig) -> bool:
