@@ -93,7 +93,8 @@ def picked_runs() -> list[RunInfo]:
     infos = [current.info(r) for r in st.session_state.get("picked", [])]
     pending = [i for i in infos if i.state != "done"]
     if pending:
-        st.caption("Not finished, so not shown: " + "; ".join(f"{i.label} [{i.state}]" for i in pending))
+        st.caption("Not shown: " + "; ".join(f"{i.run_id} (unreadable: {i.error})" if i.label == "?" else
+                                            f"{i.label} [{i.state}]" for i in pending))
     return [i for i in infos if i.state == "done"]
 
 
@@ -124,15 +125,17 @@ FILES = {"metrics": "metrics.json", "deltas": "deltas.parquet", "histograms": "d
          "probes": "probes.json"}
 
 
-def load(run_id: str, what: str):
+def load(run_id: str, what: str, stop: bool = True):
     """A stored table of a run ("metrics", "deltas", "histograms", "probes"), cached until its file changes.
-    Shows the error and stops the page if the file is missing or corrupt."""
+    If the file is missing or corrupt: shows the error, then stops the page (or returns None if not ``stop``)."""
     root = str(store().root)
     try:
         return _load(root, run_id, what, _mtime(root, run_id, FILES[what]))
     except StoreError as exc:
         st.error(str(exc))
-        st.stop()
+        if stop:
+            st.stop()
+        return None
 
 
 def pick(run_ids: list[str]) -> None:

@@ -12,7 +12,11 @@ ui.in_frame("deltas")
 st.title("Weight deltas against the quantization step")
 runs = ui.require_runs()
 name = ui.names(runs)
-data = {r.run_id: (r, ui.load(r.run_id, "deltas"), ui.load(r.run_id, "histograms")) for r in runs}
+loaded = {r.run_id: (r, ui.load(r.run_id, "deltas", stop=False), ui.load(r.run_id, "histograms", stop=False))
+          for r in runs}
+data = {k: v for k, v in loaded.items() if v[1] is not None and v[2] is not None}
+if not data:
+    st.stop()
 bit_options = sorted({int(b) for _, d, _ in data.values() for b in d["bits"].unique()}, reverse=True)
 if not bit_options:
     st.warning("The picked runs have no weight-delta rows.")

@@ -14,7 +14,10 @@ st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs 
            "ideal, -100 still memorized); NLL in nats/token. Red: a quantized model moved toward remembering the "
            f"forget set compared with the same model at 32 bits ({thresholds_text()}).")
 name = ui.names(runs)
-tables = {name[r.run_id]: ui.load(r.run_id, "metrics") for r in runs}
+tables = {name[r.run_id]: t for r in runs if (t := ui.load(r.run_id, "metrics", stop=False)) is not None}
+runs = [r for r in runs if name[r.run_id] in tables]
+if not runs:
+    st.stop()
 
 view = st.radio("View", ["per run", "comparison across runs"], horizontal=True,
                 disabled=len(runs) < 2, help="pick two or more runs in the sidebar to compare them")

@@ -132,7 +132,14 @@ def is_alive(pid: int, start_tick: int = 0) -> bool:
     fields = _stat(pid)
     if fields is None:
         return True
-    return fields[0] != "Z" and (not start_tick or _start_tick(pid) == start_tick)
+    if fields[0] == "Z":
+        return False
+    if start_tick:
+        return _start_tick(pid) == start_tick
+    try:  # a record without its start tick: at least the process must be a qru command
+        return b"qru" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 def job_progress(store: RunStore, job: Job) -> JobProgress:
@@ -146,10 +153,12 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
             status = None
         if status and status["state"] == "failed" and alive and _older_than(status, job):
             status = None  # an earlier attempt's failure, which this job is about to redo
-        if status and status.get("rerun_error") and not _older_than({"updated": status["rerun_updated"]}, job):
+        if status and status.get("rerun_error") and status.get("rerun_pid") == job.pid:
             return JobProgress("failed", done / len(job.run_ids), f"run {i + 1}/{len(job.run_ids)}: re-run", done,
                                f"the re-run failed ({status['rerun_error']}); the earlier results are kept",
                                log_tail(store, job, run_id, rerun=True))
+        if status and "--force" in job.argv and _older_than(status, job):
+            status = None  # a forced job: the earlier result is not its own (it has not replaced it yet)
         if status and status["state"] == "done":
             done += 1
         elif status and status["state"] == "failed":

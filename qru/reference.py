@@ -28,7 +28,7 @@ _ROWS = [
 
 
 def paper_table() -> pd.DataFrame:
-    """The reference rows as a table (columns COLUMNS; ``~0`` where the paper reports 'near 0', ``—`` where it
-    reports nothing)."""
+    """The reference rows as a table of text (columns COLUMNS; ``~0`` where the paper reports 'near 0', ``—`` where
+    it reports nothing)."""
     table = pd.DataFrame(_ROWS, columns=COLUMNS).astype({c: object for c in COLUMNS[4:]})
-    return table.map(lambda v: "—" if v is None else v)
+    return table.map(lambda v: "—" if v is None else str(v))

@@ -111,7 +111,7 @@ class RunStore:
             status = self._checked_status(run_id, self.read_json(run_id, "status.json"))
             if isinstance(live, dict) and live.get("state") != "done":
                 status = {**status, "rerun_error": str(live.get("error") or "interrupted"),
-                          "rerun_updated": str(live.get("updated", ""))}
+                          "rerun_updated": str(live.get("updated", "")), "rerun_pid": live.get("pid")}
             return status
         return self._checked_status(run_id, self.read_json(run_id, "status.json"))
 
@@ -134,6 +134,10 @@ class RunStore:
             raise StoreError(f"run {run_id}: metrics.json is not a non-empty list of metric rows")
         frame = pd.DataFrame(rows)
         _check_columns(frame, METRIC_COLUMNS, run_id, "metrics.json")
+        bits = frame["bits"]
+        if bits.isna().any() or not (bits == bits.round()).all() or not frame["model"].map(type).eq(str).all():
+            raise StoreError(f"run {run_id}: metrics.json has a row without a model name or integer bit width")
+        frame["bits"] = bits.astype(int)
         return frame
 
     def deltas(self, run_id: str) -> pd.DataFrame:
@@ -320,14 +324,15 @@ def _probe_problem(probe) -> str:
         return "prompt and gt must be text"
     for key, out in probe["outputs"].items():
         model, _, bits = key.partition("@")
-        if not (model and bits.isdigit()):
+        if not (model and bits.isascii() and bits.isdigit()):
             return f"output key {key!r} is not <model>@<bits>"
         if not (isinstance(out, dict) and isinstance(out.get("output"), str)
                 and isinstance(out.get("rougeL_f1"), (int, float)) and not isinstance(out.get("rougeL_f1"), bool)):
             return f"output {key!r} lacks its text or ROUGE-L"
         spans = out.get("leaked_spans", [])
         if not (isinstance(spans, list) and all(isinstance(s, list) and len(s) == 2
-                                                and all(type(x) is int for x in s) for s in spans)):
+                                                and all(type(x) is int for x in s) and 0 <= s[0] <= s[1]
+                                                for s in spans)):
             return f"output {key!r} has malformed leaked_spans"
     return ""
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -109,7 +110,13 @@ def test_wrong_types_in_run_files_list_that_run_as_failed(tmp_path, name, conten
                                               "nll_forget": 1, "nll_retain": 1}], "non-numeric"),
                                           ([{"model": "t", "bits": 4, "quant": "fp4", "verbmem": 1,
                                              "knowmem_forget": 1, "knowmem_retain": 1, "privleak": "high",
-                                             "nll_forget": 1, "nll_retain": 1}], "privleak")])
+                                             "nll_forget": 1, "nll_retain": 1}], "privleak"),
+                                          ([{"model": "t", "bits": None, "quant": "fp4", "verbmem": 1,
+                                             "knowmem_forget": 1, "knowmem_retain": 1, "privleak": 1,
+                                             "nll_forget": 1, "nll_retain": 1},
+                                            {"model": "t", "bits": 4, "quant": "fp4", "verbmem": 1,
+                                             "knowmem_forget": 1, "knowmem_retain": 1, "privleak": 1,
+                                             "nll_forget": 1, "nll_retain": 1}], "integer bit width")])
 def test_malformed_metric_tables_raise_store_error(tmp_path, rows, needle):
     store = RunStore(tmp_path)
     with store.open_run(RunConfig()) as writer:
@@ -169,6 +176,7 @@ def test_histograms_with_missing_keys_or_wrong_shapes_are_refused(tmp_path):
 
 @pytest.mark.parametrize("probes, needle", [({"a": 1}, "not a list"), (["text"], "entry 0"),
                                             ([{"prompt": "p", "gt": "g", "outputs": {"target": {}}}], "model>@<bits"),
+                                            ([{"prompt": "p", "gt": "g", "outputs": {"target@²": {}}}], "model>@<bits"),
                                             ([{"prompt": "p", "gt": None, "outputs": {}}], "text"),
                                             ([{"prompt": "p", "gt": "g", "outputs": {"target@32": {
                                                 "output": "o", "rougeL_f1": None}}}], "ROUGE-L"),
@@ -196,7 +204,7 @@ def test_a_failed_forced_rerun_keeps_the_finished_run(tmp_path):
             writer.fail(RuntimeError("killed"))
             raise RuntimeError("killed")
     status = store.status(run_id)
-    assert status["state"] == "done" and "killed" in status["rerun_error"]
+    assert status["state"] == "done" and "killed" in status["rerun_error"] and status["rerun_pid"] == os.getpid()
     assert store.read_json(run_id, "metrics.json") == [{"old": 1}]
     with store.open_run(RunConfig()) as writer:  # a re-run that finishes replaces the run
         writer.write_json("metrics.json", [{"new": 2}])

@@ -136,8 +136,10 @@ def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):
 def test_comparison_keeps_separate_references_for_runs_on_other_models():
     other = _metrics()
     other.loc[other["model"] == "target", "verbmem"] += 5
-    table = comparison({"full": _metrics(), "LoRA": _metrics(), "big": other}, 4)
-    assert list(table["model"]) == ["target", "target (big)", "retrain", "full", "LoRA", "big"]
+    eight = _metrics()
+    eight = eight[eight["bits"] == 8]  # neither 32 nor 4 bits: no reference rows of its own
+    table = comparison({"8-bit only": eight, "full": _metrics(), "LoRA": _metrics(), "big": other}, 4)
+    assert list(table["model"]) == ["target", "target (big)", "retrain", "8-bit only", "full", "LoRA", "big"]
 
 
 def test_picker_labels_are_unique_and_unreadable_runs_say_why():

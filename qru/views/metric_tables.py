@@ -97,13 +97,13 @@ def comparison(runs: dict[str, pd.DataFrame], bits: int) -> pd.DataFrame:
     """One row per model across picked runs: the target and retrain references, then each run's unlearned model,
     with each metric at 32 bits, at ``bits`` and the change ("<metric> 32", "<metric> <bits>", "Δ <metric>").
     Runs on the same models share one target and one retrain row; a run whose references differ (another model,
-    corpus or bit widths) gets its own, named after it."""
+    corpus or bit widths) gets its own, named after it; a run without either bit width adds none."""
     refs, rows = [], []
     for label, metrics in runs.items():
         for model in ("target", "retrain"):
             row = _comparison_row(metrics, model, model, bits)
             values = tuple(v for k, v in row.items() if k != "model")
-            if any(model == m and _same(values, v) for m, v in refs):
+            if all(pd.isna(v) for v in values) or any(model == m and _same(values, v) for m, v in refs):
                 continue
             if any(model == m for m, _ in refs):
                 row["model"] = f"{model} ({label})"
