@@ -109,8 +109,8 @@ def require_runs() -> list[RunInfo]:
 
 def _mtime(root: str, run_id: str, name: str) -> int:
     try:
-        return os.stat(os.path.join(root, "runs", run_id, name)).st_mtime_ns
-    except OSError:
+        return (RunStore(root).path(run_id) / name).stat().st_mtime_ns
+    except (OSError, StoreError):
         return 0
 
 
@@ -143,10 +143,6 @@ def pick(run_ids: list[str]) -> None:
     st.session_state["pick_next"] = list(dict.fromkeys(st.session_state.get("pick_next", []) + list(run_ids)))
 
 
-def _running_jobs() -> set[str]:
-    return st.session_state.setdefault("running_jobs", set())
-
-
 def jobs_panel(limit: int = 4) -> None:
     """Live progress of the store's newest jobs, redrawn every 2 s while one runs (read from the runs' status files,
     so a browser refresh or another tab shows the same)."""
@@ -157,13 +153,11 @@ def jobs_panel(limit: int = 4) -> None:
         return
     states = {job.job_id: job_progress(current, job) for job in jobs}
     running = {j for j, p in states.items() if p.state == "running"}
-    if _running_jobs() - running:  # a job finished since the last redraw: show its runs
-        for job in jobs:
-            if job.job_id in _running_jobs() - running and states[job.job_id].state == "done":
-                pick(job.run_ids)
-        st.session_state["running_jobs"] = running
-        st.rerun(scope="app")
+    finished = st.session_state.get("running_jobs", set()) - running
     st.session_state["running_jobs"] = running
+    if finished:  # a job ended since the last redraw: pick its runs and redraw the whole page
+        pick([r for job in jobs if job.job_id in finished and states[job.job_id].state == "done" for r in job.run_ids])
+        st.rerun(scope="app")
     for job in jobs:
         _job_line(job, states[job.job_id])
     covered = {r for job in jobs for r in job.run_ids}

@@ -151,14 +151,12 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
             status = store.status(run_id)
         except StoreError:  # not started yet
             status = None
-        if status and status["state"] == "failed" and alive and _older_than(status, job):
-            status = None  # an earlier attempt's failure, which this job is about to redo
         if status and status.get("rerun_error") and status.get("rerun_pid") == job.pid:
             return JobProgress("failed", done / len(job.run_ids), f"run {i + 1}/{len(job.run_ids)}: re-run", done,
                                f"the re-run failed ({status['rerun_error']}); the earlier results are kept",
                                log_tail(store, job, run_id, rerun=True))
-        if status and "--force" in job.argv and _older_than(status, job):
-            status = None  # a forced job: the earlier result is not its own (it has not replaced it yet)
+        if status and _older_than(status, job) and ("--force" in job.argv or (alive and status["state"] == "failed")):
+            status = None  # an earlier attempt's result, which this job is redoing (or, forced, replacing)
         if status and status["state"] == "done":
             done += 1
         elif status and status["state"] == "failed":
