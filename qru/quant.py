@@ -32,11 +32,15 @@ class QuantizedTensor:
             one index), so a code flip is a change of level.
         dequant: float32 dequantized weight Q(W).
         step: float32 step size Δ around each weight (gap between the two neighbouring levels, weight units).
+        boundary: float32 distance from each weight to the nearest rounding boundary (weight units): the smallest
+            change of that weight alone, with the block's scale unchanged, that gives it another code. None where
+            not derived (32 bits).
     """
 
     codes: torch.Tensor
     dequant: torch.Tensor
     step: torch.Tensor
+    boundary: torch.Tensor | None = None
 
 
 def level_table(quant_type: str) -> torch.Tensor:
@@ -59,11 +63,21 @@ def neighbour_gap(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return levels[idx] - levels[idx - 1]
 
 
+def boundary_distance(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """For normalised values ``x`` and sorted ``levels`` [L] of a round-to-nearest-level quantizer, the distance
+    from each value to the nearest decision boundary (the midpoints between adjacent levels, as bitsandbytes'
+    ``quantize_4bit`` buckets them), in normalised units."""
+    mids = (levels[1:] + levels[:-1]) / 2
+    idx = torch.searchsorted(mids, x.contiguous()).clamp(1, len(mids) - 1)
+    return torch.minimum((x - mids[idx - 1]).abs(), (mids[idx] - x).abs())
+
+
 def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int = 64) -> QuantizedTensor:
     """Quantize a float weight [out, in] with bitsandbytes 4-bit absmax block quantization.
 
     Step size: with absmax a of the weight's block and normalised value x = w / a, Δ = a x (gap of the levels
-    around x). Raises ValueError for an unknown quant type.
+    around x); boundary distance a times that of x to the nearest midpoint between levels. Raises ValueError for
+    an unknown quant type.
     """
     w = weight.detach().float().contiguous()
     packed, state = bnbf.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type, compress_statistics=False)
@@ -75,19 +89,31 @@ def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int 
     absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
     x = torch.where(absmax > 0, w / absmax.clamp(min=1e-30), torch.zeros_like(w))
     step = neighbour_gap(x, levels) * absmax
-    return QuantizedTensor(codes=codes, dequant=dequant, step=step)
+    return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary_distance(x, levels) * absmax)
 
 
 def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
     """LLM.int8 weight quantization: per output row, q = round(127 w / absmax_row); Δ = absmax_row / 127.
 
-    As bitsandbytes' ``Int8Params`` does, the weight is first cast to float16, so codes equal ``load_in_8bit``'s.
+    As bitsandbytes' ``Int8Params`` does, the weight is first cast to float16, so codes equal ``load_in_8bit``'s;
+    the boundary distance (0.5 - |w/Δ - round(w/Δ)|) Δ is measured on that float16 value.
     """
     w = weight.detach().float().contiguous()
     cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
     scale = (scb.float() / 127.0).unsqueeze(1)
     dequant = cb.float() * scale
-    return QuantizedTensor(codes=cb.long(), dequant=dequant, step=scale.expand_as(w).clone())
+    boundary = uniform_boundary(w.half().float() / scale, -127, 127) * scale
+    return QuantizedTensor(codes=cb.long(), dequant=dequant, step=scale.expand_as(w).clone(), boundary=boundary)
+
+
+def uniform_boundary(t: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:
+    """For values ``t`` in grid units of a uniform grid with integer levels q_min..q_max (rounding to nearest,
+    clamped), the distance to the nearest decision boundary (at half-integers inside the range), in grid units."""
+    q = t.round().clamp(q_min, q_max)
+    inner = 0.5 - (t - t.round()).abs()
+    low_edge = (t - (q_min + 0.5)).abs()  # the lowest level has only the boundary above it
+    high_edge = (t - (q_max - 0.5)).abs()
+    return torch.where(q == q_min, low_edge, torch.where(q == q_max, high_edge, inner))
 
 
 def quantize_tensor(weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
