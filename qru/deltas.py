@@ -6,7 +6,11 @@ W_t's quantization, design.md "Terms"):
 - histograms of |dW| and of |dW|/Δ, and of the dequantized delta |Q(W_u) - Q(W_t)|, on fixed log-spaced bins,
   stored pre-binned (never raw arrays; exact zeros counted apart);
 - ``below_half_step``: share of weights with |dW| < Δ/2, the largest change that rounding can hide;
-- ``code_flip_rate``: share of weights whose quantization level differs between Q(W_t) and Q(W_u);
+- ``code_flip_rate``: share of weights whose quantization level differs between Q(W_t) and Q(W_u), split into
+  ``flips_boundary`` (W_u's code on the target's own grid, scales kept, already differs: the weight crossed a rounding
+  boundary) and ``flips_scale`` (it does not: the code changed because the block's scale changed);
+- the distance of each target weight to its nearest rounding boundary, in weight units and in steps (histograms
+  ``bnd`` and ``bndrel``): how large an update must be to flip a given share of weights;
 - ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2: the share of the update that survives quantization
   (1 = kept on average, 0 = erased; design.md "Calibration");
 - ``cosine`` between Q(W_u) - Q(W_t) and dW;
@@ -63,8 +67,9 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
     """Statistics and histograms of one weight pair (both float, same shape [out, in]) under ``spec``.
 
     Returns ``(row, hists)``: row = counts, sums and ratios (see the module docstring); hists = {"abs": counts of
-    |dW| on ABS_EDGES, "rel": counts of |dW|/Δ on REL_EDGES, "dq": counts of |Q(W_u) - Q(W_t)| on ABS_EDGES; the
-    last two None at 32 bits}, all int64 [n_bins] over non-zero values. Raises ValueError if the shapes differ.
+    |dW| on ABS_EDGES, "rel": counts of |dW|/Δ on REL_EDGES, "dq": counts of |Q(W_u) - Q(W_t)| on ABS_EDGES, "bnd":
+    the target weights' distance to their nearest rounding boundary on ABS_EDGES, "bndrel": the same in steps on
+    REL_EDGES; all but "abs" None at 32 bits}, all int64 [n_bins] over non-zero values. Raises ValueError if the shapes differ.
     """
     if w_target.shape != w_unlearned.shape:
         raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
@@ -75,52 +80,53 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
            "max_abs_delta": float(dw.abs().max())}
     if spec.bits == 32:
         row.update({"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
-                    "code_flip_rate": float("nan"), **_sums(dw, dw)})
+                    "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0, **_sums(dw, dw)})
         row.update(ratios(row))
-        return row, {"abs": abs_counts, "rel": None, "dq": None}
+        return row, {"abs": abs_counts, "rel": None, "dq": None, "bnd": None, "bndrel": None}
     qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
     rel = dw.abs() / qt.step.clamp(min=1e-30)
     rel_counts, _ = log_histogram(rel, REL_EDGES)
     dq = qu.dequant - qt.dequant
     dq_counts, _ = log_histogram(dq.abs(), ABS_EDGES)
-    flips = int((qt.codes != qu.codes).sum())
+    flipped = qt.codes != qu.codes
+    crossed = qt.grid_codes(wu) != qt.codes  # the code W_u gets on the target's own grid (scales kept)
+    flips = int(flipped.sum())
+    row.update({"flips_boundary": int((flipped & crossed).sum()), "flips_scale": int((flipped & ~crossed).sum())})
+    bnd_counts, _ = log_histogram(qt.boundary, ABS_EDGES)
+    bndrel_counts, _ = log_histogram(qt.boundary / qt.step.clamp(min=1e-30), REL_EDGES)
     row.update({"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean()),
                 "code_flips": flips, "code_flip_rate": flips / dw.numel(), **_sums(dw, dq)})
     row.update(ratios(row))
-    return row, {"abs": abs_counts, "rel": rel_counts, "dq": dq_counts}
+    return row, {"abs": abs_counts, "rel": rel_counts, "dq": dq_counts, "bnd": bnd_counts, "bndrel": bndrel_counts}
 
 
 def model_deltas(target: torch.nn.Module, unlearned: torch.nn.Module, spec: QuantSpec) -> tuple[list[dict], dict]:
     """:func:`tensor_delta` for every quantizable Linear, plus a ``total`` row over all of them.
 
-    Returns ``(rows, hists)``: rows carry ``tensor``, ``layer`` and ``module``; hists maps "abs" and "rel" to int64
-    ``dq`` to int64 arrays [n_tensors + 1, n_bins] in row order (the last row is the total; "rel" and "dq" are None
-    at 32 bits).
+    Returns ``(rows, hists)``: rows carry ``tensor``, ``layer`` and ``module``; hists maps each key of
+    :func:`tensor_delta`'s histograms to int64 arrays [n_tensors + 1, n_bins] in row order (the last row is the
+    total; all but "abs" are None at 32 bits).
     Raises ValueError if the two models' Linear layers differ.
     """
     lin_t, lin_u = quantizable_linears(target), quantizable_linears(unlearned)
     if list(lin_t) != list(lin_u):
         raise ValueError("target and unlearned models have different Linear layers")
-    rows, abs_h, rel_h, dq_h = [], [], [], []
+    rows, hist_rows = [], {k: [] for k in ("abs", "rel", "dq", "bnd", "bndrel")}
     for name, mod in lin_t.items():
         row, hists = tensor_delta(mod.weight, lin_u[name].weight, spec)
         layer, module = _layer_and_module(name)
         rows.append({"tensor": name, "layer": layer, "module": module, **row})
-        abs_h.append(hists["abs"])
-        rel_h.append(hists["rel"])
-        dq_h.append(hists["dq"])
+        for key, counts in hists.items():
+            hist_rows[key].append(counts)
     rows.append(total_row(rows))
-
-    def stack(h):
-        return None if spec.bits == 32 else np.vstack(h + [np.sum(h, axis=0)])
-    return rows, {"abs": np.vstack(abs_h + [np.sum(abs_h, axis=0)]), "rel": stack(rel_h), "dq": stack(dq_h)}
+    return rows, {key: None if h[0] is None else np.vstack(h + [np.sum(h, axis=0)]) for key, h in hist_rows.items()}
 
 
 def total_row(rows: list[dict]) -> dict:
     """The ``total`` row over per-tensor rows: counts and sums added, shares weighted by weight count."""
     numel = sum(r["numel"] for r in rows)
     total = {"tensor": "total", "layer": -1, "module": "all", "numel": numel}
-    for key in ("zero_delta", "code_flips", "dw_sq", "dq_sq", "dot"):
+    for key in ("zero_delta", "code_flips", "flips_boundary", "flips_scale", "dw_sq", "dq_sq", "dot"):
         total[key] = sum(r[key] for r in rows)
     total["mean_abs_delta"] = sum(r["mean_abs_delta"] * r["numel"] for r in rows) / numel
     total["max_abs_delta"] = max(r["max_abs_delta"] for r in rows)

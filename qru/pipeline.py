@@ -98,9 +98,9 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
         d_rows, d_hists = model_deltas(pair.target, result.model, spec)
         delta_rows += [{"bits": spec.bits, "quant": spec.quant_type, **r} for r in d_rows]
         hists["abs"] = d_hists["abs"]
-        if d_hists["rel"] is not None:
-            hists[f"rel_{spec.bits}"] = d_hists["rel"]
-            hists[f"dq_{spec.bits}"] = d_hists["dq"]
+        for key in ("rel", "dq", "bnd", "bndrel"):
+            if d_hists[key] is not None:
+                hists[f"{key}_{spec.bits}"] = d_hists[key]
     writer.write_json("samples.json", samples)
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
     _write_deltas(writer, delta_rows, hists)

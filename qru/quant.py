@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import bitsandbytes as bnb
 import bitsandbytes.functional as bnbf
@@ -35,12 +36,16 @@ class QuantizedTensor:
         boundary: float32 distance from each weight to the nearest rounding boundary (weight units): the smallest
             change of that weight alone, with the block's scale unchanged, that gives it another code. None where
             not derived (32 bits).
+        grid_codes: ``grid_codes(v)`` gives the codes that another weight ``v`` of the same shape gets on this
+            tensor's grid (its scales and zero points kept), so that a code change from crossing a rounding
+            boundary can be told apart from one caused by a changed scale. None at 32 bits.
     """
 
     codes: torch.Tensor
     dequant: torch.Tensor
     step: torch.Tensor
     boundary: torch.Tensor | None = None
+    grid_codes: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def level_table(quant_type: str) -> torch.Tensor:
@@ -89,7 +94,13 @@ def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int 
     absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
     x = torch.where(absmax > 0, w / absmax.clamp(min=1e-30), torch.zeros_like(w))
     step = neighbour_gap(x, levels) * absmax
-    return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary_distance(x, levels) * absmax)
+    mids = (levels[1:] + levels[:-1]) / 2
+    safe = absmax.clamp(min=1e-38)
+
+    def grid_codes(v: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(torch.clamp(v.detach().float() / safe, -1, 1), mids)
+    return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary_distance(x, levels) * absmax,
+                           grid_codes=grid_codes)
 
 
 def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
@@ -102,8 +113,13 @@ def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
     cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
     scale = (scb.float() / 127.0).unsqueeze(1)
     dequant = cb.float() * scale
-    boundary = uniform_boundary(w.half().float() / scale, -127, 127) * scale
-    return QuantizedTensor(codes=cb.long(), dequant=dequant, step=scale.expand_as(w).clone(), boundary=boundary)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    boundary = uniform_boundary(w.half().float() / safe, -127, 127) * scale
+
+    def grid_codes(v: torch.Tensor) -> torch.Tensor:
+        return (v.detach().half().float() / safe).round().clamp(-127, 127).long()
+    return QuantizedTensor(codes=cb.long(), dequant=dequant, step=scale.expand_as(w).clone(), boundary=boundary,
+                           grid_codes=grid_codes)
 
 
 def uniform_boundary(t: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:

@@ -61,8 +61,13 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, symmetr
     dequant = (codes - zero) * scale
     boundary = uniform_boundary(t, q_min, q_max) * scale
     shape = w.shape
+
+    def grid_codes(v: torch.Tensor) -> torch.Tensor:
+        return (_groups(v.detach().float(), group_size) / safe + zero).round().clamp(q_min, q_max).long() \
+            .reshape(shape)
     return QuantizedTensor(codes=codes.long().reshape(shape), dequant=dequant.reshape(shape),
-                           step=scale.expand_as(g).reshape(shape).clone(), boundary=boundary.reshape(shape))
+                           step=scale.expand_as(g).reshape(shape).clone(), boundary=boundary.reshape(shape),
+                           grid_codes=grid_codes)
 
 
 __all__ = ["RTN_BITS", "RTN_GROUP_SIZES", "quantize_rtn"]

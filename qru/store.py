@@ -152,8 +152,9 @@ class RunStore:
 
     def histograms(self, run_id: str) -> dict[str, np.ndarray]:
         """Pre-binned histograms: ``abs_edges``, ``rel_edges``, and count arrays ``abs`` (|dW|), ``rel_<bits>``
-        (|dW|/Δ) and ``dq_<bits>`` (|Q(W_u) - Q(W_t)|, on abs_edges) whose rows follow the ``tensors`` array (the
-        last one is ``total``). Runs stored before ``dq_<bits>`` existed lack it."""
+        (|dW|/Δ), ``dq_<bits>`` (|Q(W_u) - Q(W_t)|, on abs_edges), ``bnd_<bits>`` and ``bndrel_<bits>`` (the target
+        weights' distance to the nearest rounding boundary, on abs_edges and in steps on rel_edges) whose rows follow
+        the ``tensors`` array (the last one is ``total``). Runs stored before a key existed lack it."""
         path = self.path(run_id) / "deltas_hist.npz"
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -168,9 +169,9 @@ class RunStore:
             if edges.ndim != 1 or len(edges) < 2 or not (np.all(edges > 0) and np.all(np.diff(edges) > 0)):
                 raise StoreError(f"run {run_id}: deltas_hist.npz {key} are not increasing positive bin edges")
         n = len(arrays["tensors"])
-        bad = [k for k, v in arrays.items() if k.split("_")[0] in ("abs", "rel", "dq") and not k.endswith("edges")
-               and (v.ndim != 2 or v.shape[0] != n
-                    or v.shape[1] != len(arrays["rel_edges" if k.startswith("rel") else "abs_edges"]) - 1)]
+        edges = {"abs": "abs_edges", "dq": "abs_edges", "bnd": "abs_edges", "rel": "rel_edges", "bndrel": "rel_edges"}
+        bad = [k for k, v in arrays.items() if k.split("_")[0] in edges and not k.endswith("edges")
+               and (v.ndim != 2 or v.shape[0] != n or v.shape[1] != len(arrays[edges[k.split("_")[0]]]) - 1)]
         if bad:
             raise StoreError(f"run {run_id}: deltas_hist.npz has arrays of the wrong shape: {', '.join(bad)}")
         return arrays

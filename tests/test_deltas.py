@@ -99,3 +99,25 @@ def test_model_deltas_rows_and_total(micro_models):
     assert rows[-1]["code_flips"] == changed[0]["code_flips"]
     rows32, hists32 = model_deltas(target, unlearned, QuantSpec())
     assert hists32["rel"] is None and rows32[-1]["share_kept"] == pytest.approx(1.0)
+
+
+def test_flips_split_into_boundary_crossings_and_scale_changes():
+    wt = _weights()
+    dw = _keep_absmax(wt, 0.3 * quantize_tensor(wt, NF4).step * torch.randn_like(wt))
+    amax = wt.reshape(-1, 64).abs().amax(1, keepdim=True).expand(-1, 64).reshape(wt.shape)
+    row, hists = tensor_delta(wt, torch.maximum(torch.minimum(wt + dw, amax), -amax), NF4)  # scales kept
+    assert row["code_flips"] > 0 and row["flips_boundary"] == row["code_flips"] and row["flips_scale"] == 0
+    scaled = wt.clone()
+    scaled[0, wt[0, :64].abs().argmax()] *= 1.5  # only the first block's absmax grows: its other codes shift
+    row, _ = tensor_delta(wt, scaled, NF4)
+    assert row["flips_scale"] > 0 and row["flips_boundary"] <= 1
+    assert row["flips_boundary"] + row["flips_scale"] == row["code_flips"]
+    assert hists["bnd"].sum() + hists["bndrel"].sum() > 0 and hists["bndrel"].sum() <= wt.numel()
+
+
+def test_boundary_histograms_add_up_and_sit_within_half_a_step():
+    wt = _weights()
+    _, hists = tensor_delta(wt, wt + 1e-4, NF4)
+    assert hists["bndrel"].sum() == hists["bnd"].sum()
+    rel_centres = np.sqrt(REL_EDGES[:-1] * REL_EDGES[1:])
+    assert rel_centres[hists["bndrel"] > 0].max() <= 0.6  # never more than half a step from a boundary

@@ -75,7 +75,10 @@ def test_deltas_are_pre_binned_per_bit_width(full_run):
     totals = deltas[deltas.tensor == "total"].set_index("bits")
     assert 0 < totals.loc[4, "code_flip_rate"] <= 1 and totals.loc[4, "median_step"] > totals.loc[8, "median_step"]
     hists = store.histograms(run_id)
-    assert {"abs_edges", "rel_edges", "tensors", "abs", "rel_8", "rel_4"} <= set(hists)
+    assert {"abs_edges", "rel_edges", "tensors", "abs", "rel_8", "rel_4", "dq_4", "bnd_4", "bndrel_8"} <= set(hists)
+    flips = deltas[deltas.bits != 32]
+    assert (flips["flips_boundary"] + flips["flips_scale"] == flips["code_flips"]).all()
+    assert hists["bnd_4"][-1].sum() == totals.loc[4, "numel"]  # every target weight has a boundary distance
     per_bits = deltas[deltas.bits == 4]
     assert hists["rel_4"].shape == (len(per_bits), len(hists["rel_edges"]) - 1)
     numel = per_bits.set_index("tensor").loc["total", "numel"]
