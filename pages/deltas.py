@@ -3,9 +3,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from qru.store import SUMMARY_COLUMNS
-from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, hist_series, histogram_figure, layer_heatmap,
-                                    layer_table, shared_zmax)
+from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, hist_series, histogram_figure, flip_summary,
+                                    layer_heatmap, layer_table, shared_zmax)
 
 ui.in_frame("deltas")
 
@@ -50,12 +49,14 @@ if series:
     st.plotly_chart(histogram_figure(series, mode, f"{MODES[mode]} at {bits} bits — " + ("all quantized Linear layers" if tensor == "total" else tensor)))
 
 st.subheader(f"Summary at {bits} bits")
-summary = pd.DataFrame([{"run": name[info.run_id], **delta_row(d, bits, tensor)[SUMMARY_COLUMNS].to_dict()}
+summary = pd.DataFrame([{"run": name[info.run_id], **flip_summary(delta_row(d, bits, tensor))}
                         for info, d, _ in data.values() if ((d["bits"] == bits) & (d["tensor"] == tensor)).any()])
 st.dataframe(summary, hide_index=True)
 st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: share whose quantized code differs "
            "between target and unlearned model; share_kept: <Q(W_u)−Q(W_t), dW>/||dW||² (1 = the update survives "
-           "quantization, 0 = erased); noise_ratio: ||Q(W_u)−Q(W_t)||/||dW||, the noise rounding adds, not survival.")
+           "quantization, 0 = erased); noise_ratio: ||Q(W_u)−Q(W_t)||/||dW||, the noise rounding adds, not survival. "
+           "flips_by_scale: share of the flipped codes that flipped because the block's scale (absmax) changed, not "
+           "because the weight crossed a rounding boundary.")
 
 if bits != 32:
     st.subheader("Per layer and module")

@@ -83,9 +83,10 @@ def test_deltas_page_draws_histograms_and_layers_and_redraws(store):
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(figure["data"]) == 2 and "half a step" in figure["data"][0]["name"]
     assert len(at.get("plotly_chart")[0].proto.spec) < 300_000
-    for mode in ("rel", "dq"):
+    for mode in ("rel", "dq", "bnd"):
         at.radio[0].set_value(mode).run()
         assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert "flips_by_scale" in at.dataframe[0].value.columns
     at.selectbox[0].select(8).run()
     assert at.dataframe[0].value["bits"].tolist() == [8, 8]
     at.radio[1].set_value("share_kept").run()

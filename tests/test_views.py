@@ -80,11 +80,12 @@ def _hist_run():
     edges = np.logspace(-10, 0, 101)
     counts = np.zeros((2, 100), dtype=np.int64)
     counts[:, 40] = [6, 6]
-    deltas = pd.DataFrame([{"bits": 4, "tensor": "total", "numel": 10, "zero_delta": 4, "median_step": 0.02,
-                            "below_half_step": 0.7, "layer": -1, "module": "all", "code_flip_rate": 0.3,
-                            "share_kept": 0.9}])
+    deltas = pd.DataFrame([{"bits": 4, "quant": "nf4", "tensor": "total", "numel": 10, "zero_delta": 4,
+                            "median_step": 0.02, "below_half_step": 0.7, "layer": -1, "module": "all",
+                            "code_flip_rate": 0.3, "code_flips": 3, "flips_scale": 1, "share_kept": 0.9,
+                            "mean_abs_delta": 1.0, "cosine": 1.0, "noise_ratio": 2.0}])
     hists = {"abs_edges": edges, "rel_edges": np.logspace(-6, 2, 81), "tensors": np.array(["a", "total"]),
-             "abs": counts, "rel_4": np.zeros((2, 80), dtype=np.int64), "dq_4": counts // 2}
+             "abs": counts, "rel_4": np.zeros((2, 80), dtype=np.int64), "dq_4": counts // 2, "bnd_4": counts}
     return hists, deltas
 
 
@@ -95,6 +96,11 @@ def test_hist_series_reads_the_stored_view_and_threshold():
     assert hist_series("run", hists, deltas, "total", "rel", 4).line == 0.5
     dq = hist_series("run", hists, deltas, "total", "dq", 4)
     assert dq.zeros == 7 and "30.0% of weights changed code" in dq.note and "30.0% changed value" in dq.note
+    bnd = hist_series("run", hists, deltas, "total", "bnd", 4)
+    assert bnd.line == 1.0 and "≥60.0% of target weights" in bnd.note  # bin 40 (1e-6) lies below mean |dW| 1
+    from qru.views.delta_charts import flip_summary
+    assert flip_summary(deltas.iloc[0])["flips_by_scale"] == pytest.approx(1 / 3)
+    assert np.isnan(flip_summary(deltas.drop(columns="flips_scale").iloc[0])["flips_by_scale"])
     del hists["dq_4"]
     with pytest.raises(KeyError, match="dequantized"):
         hist_series("run", hists, deltas, "total", "dq", 4)

@@ -14,11 +14,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from qru.deltas import MODULE_TYPES
+from qru.store import SUMMARY_COLUMNS
 
 MODES = {
     "abs": "float delta |W_u − W_t| (before quantization)",
     "rel": "float delta in steps |W_u − W_t| / Δ",
     "dq": "dequantized delta |Q(W_u) − Q(W_t)| (after quantization)",
+    "bnd": "target weights' distance to the nearest rounding boundary",
 }
 LAYER_VALUES = {"code_flip_rate": "code-flip rate (share of weights whose quantized code changed)",
                 "share_kept": "share of the update kept <Q(W_u)−Q(W_t), dW> / ||dW||² (1 kept, 0 erased)",
@@ -73,10 +75,24 @@ def hist_series(name: str, hists: dict, deltas: pd.DataFrame, tensor: str, mode:
     counts = hists[key][index]
     if mode == "rel":
         return HistSeries(name, counts, hists["rel_edges"], int(row["zero_delta"]), numel, 0.5, sides)
+    if mode == "bnd":
+        mean = float(row["mean_abs_delta"])
+        within = counts[hists["abs_edges"][1:] <= mean].sum() / max(numel, 1)  # bins wholly below the mean
+        return HistSeries(name, counts, hists["abs_edges"], numel - int(counts.sum()), numel, mean,
+                          f"≥{within:.1%} of target weights lie closer to a boundary than this run's mean |dW|")
     moved, flips = int(counts.sum()), float(row["code_flip_rate"])
     return HistSeries(name, counts, hists["abs_edges"], numel - moved, numel, float(row["median_step"]),
                       f"{flips:.1%} of weights changed code, {moved / numel:.1%} changed value (code or block "
                       "scale)")
+
+
+def flip_summary(row: pd.Series) -> dict:
+    """The summary columns of a stored delta row (qru.store.SUMMARY_COLUMNS), plus ``flips_by_scale``: the share of
+    code flips caused by a changed block scale rather than a boundary crossing (NaN where not stored or no flips)."""
+    out = row[SUMMARY_COLUMNS].to_dict()
+    flips = row.get("code_flips", 0)
+    out["flips_by_scale"] = row["flips_scale"] / flips if "flips_scale" in row and flips else float("nan")
+    return out
 
 
 def histogram_figure(series: list[HistSeries], mode: str, title: str) -> go.Figure:
@@ -109,11 +125,11 @@ def _threshold_lines(fig: go.Figure, series: list[HistSeries], mode: str) -> Non
     for i, s in enumerate(series):
         if s.line is not None and np.isfinite(s.line) and s.line > 0:
             lines.setdefault(float(f"{s.line:.3g}"), []).append(i)
-    label = {"abs": "Δ/2", "rel": "half a step", "dq": "Δ"}[mode]
+    label = {"abs": "Δ/2 (median)", "rel": "half a step", "dq": "Δ (median)", "bnd": "mean |dW|"}[mode]
     for n, (x, owners) in enumerate(sorted(lines.items())):
         color = COLORS[owners[0] % len(COLORS)] if len(owners) == 1 and len(series) > 1 else "#444"
         fig.add_vline(x=float(np.log10(x)), line_dash="dash", line_color=color,
-                      annotation_text=label if mode == "rel" else f"{label} = {x:.2g} (median)",
+                      annotation_text=label if mode == "rel" else f"{label} = {x:.2g}",
                       annotation_position="top left" if n % 2 else "top right")
 
 
@@ -161,5 +177,5 @@ def layer_heatmap(deltas: pd.DataFrame, bits: int, value: str, title: str, zmax:
     return fig
 
 
-__all__ = ["HistSeries", "LAYER_VALUES", "MODES", "delta_row", "hist_series", "histogram_figure", "layer_heatmap",
+__all__ = ["HistSeries", "LAYER_VALUES", "MODES", "delta_row", "flip_summary", "hist_series", "histogram_figure", "layer_heatmap",
            "layer_table", "shared_zmax"]
