@@ -5,7 +5,7 @@ import ui
 from qru.atomic import LockedError
 from qru.cli import configs_for
 from qru.config import ConfigError
-from qru.jobs import job_progress, launch_job, list_jobs, running_job
+from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
 from qru.views.runs import HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds, form_argv, models_built
 
@@ -89,9 +89,10 @@ st.code("qru " + " ".join(argv), language="bash")
 if preset == "paper" and "embedded" in model:
     st.warning("At the papers' learning rates the embedded model barely unlearns (design.md, Calibration): expect "
                "little forgetting for quantization to undo. The calibrated preset unlearns visibly.")
-if any(job_progress(store, j).state == "running" for j in list_jobs(store)[:8]):
+busy = running_jobs(store)
+if busy:
     st.caption("A job is running: a second one now shares the CPU cores and slows both.")
-if store.info(run_id_of(config)).state in ("running", "queued") or running_job(store, [run_id_of(config)]):
+if store.info(run_id_of(config)).state in ("running", "queued") or running_job(store, [run_id_of(config)], busy):
     st.info(f"This configuration is running now (progress above): {config.label}")
 elif store.find(config):
     st.success(f"This configuration is already in the store: {config.label}")

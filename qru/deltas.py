@@ -69,7 +69,8 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
     Returns ``(row, hists)``: row = counts, sums and ratios (see the module docstring); hists = {"abs": counts of
     |dW| on ABS_EDGES, "rel": counts of |dW|/Δ on REL_EDGES, "dq": counts of |Q(W_u) - Q(W_t)| on ABS_EDGES, "bnd":
     the target weights' distance to their nearest rounding boundary on ABS_EDGES, "bndrel": the same in steps on
-    REL_EDGES; all but "abs" None at 32 bits}, all int64 [n_bins] over non-zero values. Raises ValueError if the shapes differ.
+    REL_EDGES; all but "abs" None at 32 bits}, all int64 [n_bins] over non-zero values.
+    Raises ValueError if the shapes differ.
     """
     if w_target.shape != w_unlearned.shape:
         raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")

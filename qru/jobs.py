@@ -110,10 +110,16 @@ def _start_tick(pid: int) -> int:
     return int(fields[19]) if fields and len(fields) > 19 else 0
 
 
-def running_job(store: RunStore, run_ids: list[str]) -> Job | None:
-    """The running job that computes any of ``run_ids`` (so that the same run is not launched twice), or None."""
-    for job in list_jobs(store):
-        if set(job.run_ids) & set(run_ids) and job_progress(store, job).state == "running":
+def running_jobs(store: RunStore) -> list[Job]:
+    """The store's jobs that are running now, newest first."""
+    return [job for job in list_jobs(store) if job_progress(store, job).state == "running"]
+
+
+def running_job(store: RunStore, run_ids: list[str], running: list[Job] | None = None) -> Job | None:
+    """The running job that computes any of ``run_ids`` (so that the same run is not launched twice), or None.
+    ``running``: :func:`running_jobs` if the caller already has it."""
+    for job in running_jobs(store) if running is None else running:
+        if set(job.run_ids) & set(run_ids):
             return job
     return None
 
@@ -215,4 +221,5 @@ def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 
     return ""
 
 
-__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail", "running_job"]
+__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail", "running_job",
+           "running_jobs"]

@@ -68,11 +68,16 @@ def neighbour_gap(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return levels[idx] - levels[idx - 1]
 
 
+def level_midpoints(levels: torch.Tensor) -> torch.Tensor:
+    """The decision boundaries [L-1] of rounding to the nearest of sorted ``levels`` [L]: the midpoints between
+    adjacent levels, as bitsandbytes' ``quantize_4bit`` buckets normalised weights."""
+    return (levels[1:] + levels[:-1]) / 2
+
+
 def boundary_distance(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """For normalised values ``x`` and sorted ``levels`` [L] of a round-to-nearest-level quantizer, the distance
-    from each value to the nearest decision boundary (the midpoints between adjacent levels, as bitsandbytes'
-    ``quantize_4bit`` buckets them), in normalised units."""
-    mids = (levels[1:] + levels[:-1]) / 2
+    from each value to the nearest decision boundary (:func:`level_midpoints`), in normalised units."""
+    mids = level_midpoints(levels)
     idx = torch.searchsorted(mids, x.contiguous()).clamp(1, len(mids) - 1)
     return torch.minimum((x - mids[idx - 1]).abs(), (mids[idx] - x).abs())
 
@@ -94,7 +99,7 @@ def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int 
     absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
     x = torch.where(absmax > 0, w / absmax.clamp(min=1e-30), torch.zeros_like(w))
     step = neighbour_gap(x, levels) * absmax
-    mids = (levels[1:] + levels[:-1]) / 2
+    mids = level_midpoints(levels)
     safe = absmax.clamp(min=1e-38)
 
     def grid_codes(v: torch.Tensor) -> torch.Tensor:

@@ -169,9 +169,10 @@ class RunStore:
             if edges.ndim != 1 or len(edges) < 2 or not (np.all(edges > 0) and np.all(np.diff(edges) > 0)):
                 raise StoreError(f"run {run_id}: deltas_hist.npz {key} are not increasing positive bin edges")
         n = len(arrays["tensors"])
-        edges = {"abs": "abs_edges", "dq": "abs_edges", "bnd": "abs_edges", "rel": "rel_edges", "bndrel": "rel_edges"}
-        bad = [k for k, v in arrays.items() if k.split("_")[0] in edges and not k.endswith("edges")
-               and (v.ndim != 2 or v.shape[0] != n or v.shape[1] != len(arrays[edges[k.split("_")[0]]]) - 1)]
+        edges_of = {"abs": "abs_edges", "dq": "abs_edges", "bnd": "abs_edges", "rel": "rel_edges",
+                    "bndrel": "rel_edges"}  # histogram key prefix -> its bin edges
+        bad = [k for k, v in arrays.items() if k.split("_")[0] in edges_of and not k.endswith("edges")
+               and (v.ndim != 2 or v.shape[0] != n or v.shape[1] != len(arrays[edges_of[k.split("_")[0]]]) - 1)]
         if bad:
             raise StoreError(f"run {run_id}: deltas_hist.npz has arrays of the wrong shape: {', '.join(bad)}")
         return arrays
