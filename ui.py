@@ -10,11 +10,13 @@ import streamlit as st
 
 from qru.jobs import Job, JobProgress, job_progress, list_jobs
 from qru.store import RunInfo, RunStore, StoreError
+from qru.views.quantizers import FAMILIES, Choice, available, default_key, size_label
 from qru.views.runs import picker_labels
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
 PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
-         "metrics": ("Metrics", ":material/table_chart:"), "probes": ("Probes", ":material/manage_search:")}
+         "metrics": ("Metrics", ":material/table_chart:"), "probes": ("Probes", ":material/manage_search:"),
+         "teaching": ("Why 4-bit forgets to forget", ":material/school:")}
 
 
 _IN_FRAME = []  # non-empty while ui.frame runs a page
@@ -185,3 +187,49 @@ def names(runs: list[RunInfo]) -> dict[str, str]:
     labels = short if len(set(short)) == len(short) else [r.label for r in runs]
     return {r.run_id: label if labels.count(label) == 1 else f"{label} ({r.run_id})"
             for r, label in zip(runs, labels)}
+
+
+def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
+    """Widgets choosing one of the stored quantizer ``keys`` (QuantSpec.key): family, bit width, block / group size.
+    Honours a request from another page (``st.session_state["deltas_request"] = {"quantizer": key}``) and keeps
+    the choice across pages under the plain key "quantizer". Returns the chosen key (None if there is none)."""
+    options = available(keys)
+    if not options:
+        return None
+    state = st.session_state
+    request = state.pop("deltas_request", None)
+    wanted = request.get("quantizer") if isinstance(request, dict) else None
+    if wanted or "q_family" not in state:  # first draw on this page visit, or a request: widgets from the key
+        start = _choice(wanted) or _choice(state.get("quantizer")) or Choice.of(default_key(keys, preferred))
+        if wanted and wanted not in keys:
+            st.warning(f"The picked runs were not analysed under {wanted}; showing the closest stored quantizer.")
+        state["q_family"], state["q_bits"], state["q_size"] = start.family, start.bits, start.size
+    if state["q_family"] not in options:
+        state["q_family"] = next(iter(options))
+    family = state["q_family"]
+    widths = sorted(options[family])
+    state["q_bits"] = min(widths, key=lambda b: abs(b - state.get("q_bits", 4)))
+    sizes = list(options[family][state["q_bits"]])
+    if state.get("q_size") not in sizes:
+        state["q_size"] = sizes[-1]
+    left, mid, right = st.columns([3, 2, 2])
+    left.selectbox("Quantizer", list(options), format_func=FAMILIES.get, key="q_family",
+                   help="every quantizer the run was analysed under")
+    if len(widths) > 1:
+        mid.select_slider("Bit width", widths, key="q_bits", help="redraws the step lines and flip rates")
+    else:
+        mid.markdown(f"**{state['q_bits']} bits**")
+    if len(sizes) > 1:
+        right.selectbox("Group size", sizes, key="q_size", format_func=lambda s: size_label(family, s))
+    elif family != "none":
+        right.markdown(size_label(family, state["q_size"]))
+    key = options[family][state["q_bits"]][state["q_size"]]
+    state["quantizer"] = key
+    return key
+
+
+def _choice(key) -> Choice | None:
+    try:
+        return Choice.of(key) if key else None
+    except ValueError:
+        return None

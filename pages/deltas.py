@@ -3,8 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, hist_series, histogram_figure, flip_summary,
+from qru.config import QuantSpec
+from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, flip_summary, hist_series, histogram_figure,
                                     layer_heatmap, layer_table, shared_zmax)
+from qru.views.flip_analysis import explain, flip_thresholds, module_table
 
 ui.in_frame("deltas")
 
@@ -16,54 +18,64 @@ loaded = {r.run_id: (r, ui.load(r.run_id, "deltas", stop=False), ui.load(r.run_i
 data = {k: v for k, v in loaded.items() if v[1] is not None and v[2] is not None}
 if not data:
     st.stop()
-bit_options = sorted({int(b) for _, d, _ in data.values() for b in d["bits"].unique()}, reverse=True)
-if not bit_options:
+keys = sorted({q for _, d, _ in data.values() for q in d["quantizer"].unique()})
+own = [s.key for r in data for s in ui.store().config(r).quant_specs() if s.bits < 32][::-1]
+key = ui.quantizer_picker(keys, own)
+if key is None:
     st.warning("The picked runs have no weight-delta rows.")
     st.stop()
-left, mid, right = st.columns([2, 1, 2])
-mode = left.radio("Show", list(MODES), format_func=MODES.get,
-                  help="|dW| in weight units, |dW| in units of the target's step Δ, or what survives quantization")
-choices = [b for b in bit_options if b != 32 or mode == "abs"]
-if not choices:
-    st.info("The picked runs were evaluated at 32 bits only: there is no quantization step to compare with. "
-            "Showing the float delta.")
-    mode, choices = "abs", bit_options
-bits = mid.selectbox("Bit width", choices, index=len(choices) - 1,
-                     help="redraws the step lines and shares for this quantizer")
+label = QuantSpec.from_key(key).label
+if any(len(d["quantizer"].unique()) <= 3 for _, d, _ in data.values()):
+    st.caption("Runs stored before the quantizer grid hold only their own bit widths; re-run them for all.")
+left, right = st.columns([1, 2])
+mode = left.radio("Show", list(MODES) if not key.endswith("@32") else ["abs"], format_func=MODES.get,
+                  help="|dW| in weight units or in steps Δ, what survives quantization, or how far the target's "
+                       "weights sit from a rounding boundary")
 tensors = list(next(iter(data.values()))[2]["tensors"])
-tensor = right.selectbox("Tensor", tensors[::-1], format_func=lambda t: "all quantized Linear layers" if t == "total"
-                         else t)
-st.caption("Rounding to a grid with step Δ hides any change smaller than Δ/2 *if the weight sat on the grid*; a "
-           "weight that sits anywhere inside its bin flips to the next level with probability about |dW|/Δ, so small "
-           "updates survive on average. The dashed line marks half a step (the median over blocks in weight units; "
-           "the shares beside each run count every weight against its own block's step).")
-series, missing = [], []
+tensor = right.selectbox("Tensor", tensors[::-1], format_func=lambda t: "all quantized Linear layers"
+                         if t == "total" else t)
+series, rows, notes = [], {}, []
 for run_id, (info, deltas, hists) in data.items():
     try:
-        series.append(hist_series(name[run_id], hists, deltas, tensor, mode, bits))
+        series.append(hist_series(name[run_id], hists, deltas, tensor, mode, key))
+        rows[run_id] = delta_row(deltas, key, tensor)
     except KeyError as exc:
-        missing.append(f"{name[run_id]}: {exc.args[0] if exc.args else exc}")
-for note in missing:
+        notes.append(f"{name[run_id]}: {exc.args[0] if exc.args else exc}")
+for note in notes:
     st.warning(note)
+chart, words = st.columns([3, 2])
 if series:
-    st.plotly_chart(histogram_figure(series, mode, f"{MODES[mode]} at {bits} bits — " + ("all quantized Linear layers" if tensor == "total" else tensor)))
+    chart.plotly_chart(histogram_figure(series, mode, f"{MODES[mode]} — {label} — "
+                                        + ("all quantized Linear layers" if tensor == "total" else tensor)))
+for run_id, row in rows.items():
+    hists = data[run_id][2]
+    bnd = hists.get(f"bnd_{key}")
+    index = list(hists["tensors"]).index(tensor)
+    limits = flip_thresholds(bnd[index], hists["abs_edges"], int(row["numel"])) if bnd is not None else None
+    words.markdown(f"**{name[run_id]}** — " + explain(row, label, limits))
 
-st.subheader(f"Summary at {bits} bits")
-summary = pd.DataFrame([{"run": name[info.run_id], **flip_summary(delta_row(d, bits, tensor))}
-                        for info, d, _ in data.values() if ((d["bits"] == bits) & (d["tensor"] == tensor)).any()])
-st.dataframe(summary, hide_index=True)
+st.subheader(f"Summary under {label}")
+st.dataframe(pd.DataFrame([{"run": name[r], **flip_summary(row)} for r, row in rows.items()]), hide_index=True)
 st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: share whose quantized code differs "
            "between target and unlearned model; share_kept: <Q(W_u)−Q(W_t), dW>/||dW||² (1 = the update survives "
-           "quantization, 0 = erased); noise_ratio: ||Q(W_u)−Q(W_t)||/||dW||, the noise rounding adds, not survival. "
-           "flips_by_scale: share of the flipped codes that flipped because the block's scale (absmax) changed, not "
-           "because the weight crossed a rounding boundary.")
+           "quantization, 0 = erased); noise_ratio: ||Q(W_u)−Q(W_t)||/||dW||, the noise rounding adds, not survival; "
+           "flips_by_scale: share of the flipped codes that flipped because the block's scale changed.")
 
-if bits != 32:
+if not key.endswith("@32"):
+    st.subheader("Code flips by module type")
+    st.caption("crossed_boundary: the unlearned weight lies across a rounding boundary of the target's own grid; "
+               "scale_changed: it does not, but its block's or group's scale (absmax, min/max) moved, shifting the "
+               "whole grid. Both as shares of the module's weights.")
+    for run_id, (info, deltas, _) in data.items():
+        table = module_table(deltas, key)
+        if not table.empty:
+            st.markdown(f"**{name[run_id]}**")
+            st.dataframe(table, hide_index=True)
     st.subheader("Per layer and module")
     value = st.radio("Value", list(LAYER_VALUES), format_func=LAYER_VALUES.get, horizontal=True)
-    shown = [(info, d) for info, d, _ in data.values() if not layer_table(d, bits, value).empty]
+    shown = [(info, d) for info, d, _ in data.values() if not layer_table(d, key, value).empty]
     columns = st.columns(max(1, min(len(shown), 2)))
-    zmax = shared_zmax([d for _, d in shown], bits, value)
+    zmax = shared_zmax([d for _, d in shown], key, value)
     for i, (info, deltas) in enumerate(shown):
-        columns[i % len(columns)].plotly_chart(layer_heatmap(deltas, bits, value, name[info.run_id], zmax),
+        columns[i % len(columns)].plotly_chart(layer_heatmap(deltas, key, value, name[info.run_id], zmax),
                                                key=f"heat-{i}")

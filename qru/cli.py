@@ -1,4 +1,4 @@
-"""The ``qru`` command line: build-target, run, ls, show.
+"""The ``qru`` command line: build-target, run, demo, deltas, ls, show.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
@@ -17,9 +17,11 @@ import warnings
 import pandas as pd
 
 from qru.atomic import LockedError
+from qru.checkpoints import CheckpointError
+from qru.compare import QUANTIZER_SETS, compare, deltas_config, quantizer_set
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR,
-                        QUANT_TYPES_4BIT, REGULARIZERS, ConfigError, CorpusConfig, ModelConfig, RunConfig,
-                        UnlearnConfig, resolve_source)
+                        QUANT_TYPES_4BIT, QUANTIZERS, REGULARIZERS, RTN_BITS, RTN_GROUP_SIZES, ConfigError,
+                        CorpusConfig, DeltasConfig, ModelConfig, RunConfig, UnlearnConfig, resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
 from qru.errors import UnlearnError
@@ -85,8 +87,11 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
     unlearn = UnlearnConfig(method=method, regularizer=regularizer, adapter=adapter, lr=lr, epochs=epochs,
                             alpha=args.alpha, beta=args.beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                             batch_size=args.batch_size, max_steps=args.max_steps)
-    return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits),
-                     quant_type_4bit=args.quant_type, blocksize=args.blocksize, seed=args.seed)
+    rtn = args.quantizer == "rtn"
+    return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits or BIT_WIDTHS),
+                     quant_type_4bit=args.quant_type, blocksize=args.blocksize, seed=args.seed,
+                     quantizer=args.quantizer, group_size=args.group_size if rtn else 128,
+                     symmetric=args.symmetric and rtn)
 
 
 def metric_table(frame: pd.DataFrame) -> str:
@@ -120,17 +125,20 @@ def run_configs(args) -> list[RunConfig]:
     return [_run_config(args, *combo) for combo in combos]
 
 
-def configs_for(argv: list[str]) -> list[RunConfig]:
-    """The RunConfigs that ``qru ARGV`` (a ``run`` or ``demo`` command) would compute, without computing them.
+def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig]:
+    """The configs that ``qru ARGV`` (a ``run``, ``demo`` or ``deltas`` command) would compute, without computing
+    them.
 
     Used by the dashboard to find a form's runs in the store before launching. Raises ConfigError for a bad value
-    (argparse's message included) and ValueError for another command.
+    (argparse's message included), CheckpointError for an unreadable checkpoint and ValueError for another command.
     """
     parser = build_parser()
     parser.exit = _raise_config_error  # type: ignore[method-assign]
     for sub in parser._subparsers._group_actions[0].choices.values():  # noqa: SLF001 (argparse has no public hook)
         sub.exit = _raise_config_error
     args = parser.parse_args(argv)
+    if args.command == "deltas":
+        return [deltas_config(args.target, args.unlearned, quantizer_set(args.quantizers))]
     if args.command not in ("run", "demo"):
         raise ValueError(f"not a run command: {argv!r}")
     return run_configs(args)
@@ -152,6 +160,28 @@ def cmd_run(args) -> int:
         print(f"\nrun {run_id}: {config.label}")
         print(metric_table(store.metrics(run_id)))
     return 0
+
+
+def cmd_deltas(args) -> int:
+    config = deltas_config(args.target, args.unlearned, quantizer_set(args.quantizers))
+    store = RunStore(args.cache)
+    if store.find(config) and not args.force:
+        print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
+    run_id = compare(config, store, _progress_printer(args.quiet), force=args.force)
+    print(f"\nrun {run_id}: {config.label}")
+    print(delta_summary(store.deltas(run_id), config.quant_specs()))
+    return 0
+
+
+def delta_summary(deltas: pd.DataFrame, specs: list) -> str:
+    """The ``total`` rows of ``specs`` (at most the first 8 beyond 32 bits) as aligned text."""
+    keys = [s.key for s in specs][:9]
+    totals = deltas[(deltas["tensor"] == "total") & deltas["quantizer"].isin(keys)]
+    if totals.empty:
+        raise StoreError("deltas.parquet has no total rows")
+    more = len(specs) - len(keys)
+    text = totals[["quantizer", *SUMMARY_COLUMNS[2:]]].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    return text + (f"\n... and {more} more quantizers (see the dashboard's Weight deltas page)" if more > 0 else "")
 
 
 def cmd_ls(args) -> int:
@@ -193,13 +223,10 @@ def cmd_show(args) -> int:
         print(f"error: {status['error']}")
     if status["state"] != "done":
         return 0
-    print(metric_table(store.metrics(args.run_id)))
-    deltas = store.deltas(args.run_id)
-    totals = deltas[deltas["tensor"] == "total"]
-    if totals.empty:
-        raise StoreError(f"run {args.run_id}: deltas.parquet has no total rows")
+    if isinstance(config, RunConfig):
+        print(metric_table(store.metrics(args.run_id)))
     print("\nweight deltas (all quantized Linear layers):")
-    print(totals[SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(delta_summary(store.deltas(args.run_id), config.quant_specs()))
     return 0
 
 
@@ -215,9 +242,16 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-steps", type=int, default=0, help="cap on unlearning steps (0 = none)")
-    p.add_argument("--bits", type=int, nargs="+", choices=BIT_WIDTHS, default=list(BIT_WIDTHS))
-    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="4-bit type (papers: fp4)")
-    p.add_argument("--blocksize", type=int, default=64, help="4-bit absmax block size")
+    p.add_argument("--quantizer", choices=QUANTIZERS, default="bitsandbytes",
+                   help="bitsandbytes: LLM.int8 at 8 bits, FP4/NF4 at 4 (the papers'); rtn: RTN int-k at 2..8 bits")
+    p.add_argument("--bits", type=int, nargs="+", choices=sorted(set(BIT_WIDTHS + RTN_BITS), reverse=True),
+                   default=None, help="bit widths (default 32 8 4; rtn allows 32 and 8..2)")
+    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="bitsandbytes 4-bit type "
+                                                                                 "(papers: fp4)")
+    p.add_argument("--blocksize", type=int, default=64, help="bitsandbytes 4-bit absmax block size")
+    p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=128,
+                   help="RTN weights per group along a row (0 = per channel)")
+    p.add_argument("--symmetric", action="store_true", help="RTN absmax grid instead of min/max with a zero point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
 
@@ -252,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("deltas", help="compare two checkpoints' weights under the quantizers, streamed tensor by "
+                                      "tensor, and store the result like a run")
+    p.add_argument("target", help="target checkpoint: a folder of safetensors shards or one .safetensors file")
+    p.add_argument("unlearned", help="unlearned checkpoint in the same forms, or a peft LoRA adapter folder "
+                                     "trained on the target (merged tensor by tensor)")
+    p.add_argument("--quantizers", nargs="+", default=["all"], metavar="SET_OR_KEY",
+                   help="sets: " + "; ".join(f"{k} = {v}" for k, v in QUANTIZER_SETS.items()) +
+                        ". Or quantizer keys such as fp4-b64@4, nf4-b64@4, int8@8, rtn-asym-g128@3, "
+                        "rtn-sym-g0@8 (g0 = per channel). Default: all")
+    p.add_argument("--force", action="store_true", help="recompute even if the store has this comparison")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_deltas)
+
     p = sub.add_parser("ls", help="list stored runs")
     p.set_defaults(func=cmd_ls)
 
@@ -276,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError) as exc:
+    except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError, CheckpointError) as exc:
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early

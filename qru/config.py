@@ -17,8 +17,13 @@ from typing import Any
 METHODS = ("ga", "npo")
 REGULARIZERS = ("none", "gdr", "klr")
 ADAPTERS = ("full", "lora")
-BIT_WIDTHS = (32, 8, 4)
+BIT_WIDTHS = (32, 8, 4)  # bitsandbytes: none, LLM.int8, 4-bit FP4/NF4
 QUANT_TYPES_4BIT = ("fp4", "nf4")
+QUANTIZERS = ("bitsandbytes", "rtn")  # the quantizer family of a run
+RTN_BITS = (8, 7, 6, 5, 4, 3, 2)
+RTN_TYPES = ("rtn-asym", "rtn-sym")  # RTN int-k: min/max with zero point, or absmax
+RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
+BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 
 
 class ConfigError(ValueError):
@@ -132,35 +137,71 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """One post-training quantization setting.
+    """One post-training quantization setting (design.md "Terms").
 
     Args:
-        bits: 32 (no quantization), 8 (bitsandbytes LLM.int8 weights: per-row absmax int8) or 4.
-        quant_type: ``"none"`` for 32, ``"int8"`` for 8, ``"fp4"`` or ``"nf4"`` for 4 (bitsandbytes 4-bit types).
-        blocksize: weights per absmax block for 4-bit (bitsandbytes' default 64).
+        bits: 32 (no quantization); 8 or 4 for bitsandbytes; 2..8 for RTN int-k.
+        quant_type: ``"none"`` for 32; bitsandbytes ``"int8"`` (LLM.int8 weights, per-row absmax, 8 bits) or
+            ``"fp4"`` / ``"nf4"`` (4-bit absmax blocks); ``"rtn-asym"`` (min/max with a zero point) or ``"rtn-sym"``
+            (absmax) round-to-nearest int-k per group (qru.rtn).
+        blocksize: weights per absmax block for bitsandbytes 4-bit (its default 64); unused otherwise.
+        group_size: weights per RTN group along a row (32, 64, 128, or 0 = the whole row, per channel); unused
+            otherwise.
     """
 
     bits: int = 32
     quant_type: str = "none"
     blocksize: int = 64
+    group_size: int = 128
 
     def __post_init__(self) -> None:
-        _require(self.bits in BIT_WIDTHS, f"bit width must be one of {BIT_WIDTHS}, got {self.bits!r}")
-        allowed = {32: ("none",), 8: ("int8",), 4: QUANT_TYPES_4BIT}[self.bits]
+        _require(self.bits in BIT_WIDTHS + RTN_BITS,
+                 f"bit width must be one of {sorted(set(BIT_WIDTHS + RTN_BITS))}, got {self.bits!r}")
+        allowed = {32: ("none",), 8: ("int8",) + RTN_TYPES, 4: QUANT_TYPES_4BIT + RTN_TYPES}.get(self.bits, RTN_TYPES)
         _require(self.quant_type in allowed,
                  f"quant type {self.quant_type!r} does not fit {self.bits} bits (allowed: {', '.join(allowed)})")
-        _require(self.blocksize in (64, 128, 256, 512, 1024, 2048, 4096),
-                 f"blocksize must be a power of two in 64..4096, got {self.blocksize!r}")
+        _require(self.blocksize in BLOCKSIZES, f"blocksize must be a power of two in 64..4096, got {self.blocksize!r}")
+        _require(self.group_size in RTN_GROUP_SIZES,
+                 f"group size must be one of {RTN_GROUP_SIZES} (0 = per channel), got {self.group_size!r}")
+
+    @property
+    def is_rtn(self) -> bool:
+        return self.quant_type in RTN_TYPES
 
     @property
     def label(self) -> str:
+        if self.is_rtn:
+            group = f"g{self.group_size}" if self.group_size else "per-channel"
+            return f"{self.bits}-bit RTN {self.quant_type[4:]} {group}"
         return {32: "32-bit", 8: "8-bit int8"}.get(self.bits, f"4-bit {self.quant_type.upper()}")
+
+    @property
+    def key(self) -> str:
+        """A short unique name, e.g. ``fp4-b64@4``, ``int8@8``, ``rtn-asym-g128@3``, ``none@32``."""
+        if self.is_rtn:
+            return f"{self.quant_type}-g{self.group_size}@{self.bits}"
+        if self.quant_type in QUANT_TYPES_4BIT:
+            return f"{self.quant_type}-b{self.blocksize}@{self.bits}"
+        return f"{self.quant_type}@{self.bits}"
 
     @classmethod
     def for_bits(cls, bits: int, quant_type_4bit: str = "fp4", blocksize: int = 64) -> "QuantSpec":
-        """The QuantSpec of a bit width, with ``quant_type_4bit`` used for 4 bits."""
+        """The bitsandbytes QuantSpec of a bit width, with ``quant_type_4bit`` used for 4 bits."""
         quant_type = {32: "none", 8: "int8"}.get(bits, quant_type_4bit)
         return cls(bits=bits, quant_type=quant_type, blocksize=blocksize)
+
+    @classmethod
+    def from_key(cls, key: str) -> "QuantSpec":
+        """The inverse of :attr:`key`. Raises ConfigError for a malformed key."""
+        name, sep, bits = str(key).partition("@")
+        _require(sep == "@" and bits.isdigit(), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
+        kind, _, size = name.rpartition("-")
+        if kind in RTN_TYPES and size[:1] == "g" and size[1:].isdigit():
+            return cls(int(bits), kind, group_size=int(size[1:]))
+        if kind in QUANT_TYPES_4BIT and size[:1] == "b" and size[1:].isdigit():
+            return cls(int(bits), kind, blocksize=int(size[1:]))
+        _require(name in ("none", "int8"), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
+        return cls(int(bits), name)
 
 
 @dataclass(frozen=True)
@@ -258,9 +299,14 @@ class RunConfig:
         corpus: the data (embedded generator or MUSE-layout folder).
         model: the tiny target / retrain recipe.
         unlearn: the unlearning method.
-        bits: bit widths evaluated, a subset of (32, 8, 4) in that order.
+        bits: bit widths evaluated, highest first: a subset of (32, 8, 4) for bitsandbytes, of (32, 8, 7, ..., 2)
+            for RTN.
         quant_type_4bit: bitsandbytes 4-bit type used for 4 bits (the papers' default is FP4).
-        blocksize: 4-bit absmax block size.
+        blocksize: bitsandbytes 4-bit absmax block size.
+        quantizer: ``"bitsandbytes"`` (LLM.int8 at 8 bits, FP4/NF4 at 4, as the papers) or ``"rtn"`` (RTN int-k
+            at every bit width below 32, qru.rtn).
+        group_size: RTN weights per group along a row (32, 64, 128; 0 = per channel); bitsandbytes runs keep 128.
+        symmetric: RTN absmax grid (True) or min/max with a zero point (False); bitsandbytes runs keep False.
         eval: metric settings.
         seed: seed of unlearning (data order, LoRA initialisation, dropout).
     """
@@ -273,13 +319,23 @@ class RunConfig:
     blocksize: int = 64
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+    quantizer: str = "bitsandbytes"
+    group_size: int = 128
+    symmetric: bool = False
 
     def __post_init__(self) -> None:
         _seed("seed", self.seed)
         bits = tuple(self.bits)
         _require(len(bits) > 0, "at least one bit width is needed")
+        _require(self.quantizer in QUANTIZERS, f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        allowed = BIT_WIDTHS if self.quantizer == "bitsandbytes" else (32,) + RTN_BITS
         for b in bits:
-            _require(b in BIT_WIDTHS, f"bit width must be one of {BIT_WIDTHS}, got {b!r}")
+            _require(b in allowed, f"bit width must be one of {allowed} with {self.quantizer}, got {b!r}")
+        _require(self.group_size in RTN_GROUP_SIZES,
+                 f"group size must be one of {RTN_GROUP_SIZES} (0 = per channel), got {self.group_size!r}")
+        _require(isinstance(self.symmetric, bool), f"symmetric must be true or false, got {self.symmetric!r}")
+        _require(self.quantizer == "rtn" or (self.group_size == 128 and not self.symmetric),
+                 "group_size and symmetric apply to the rtn quantizer only")
         _require(len(set(bits)) == len(bits), f"bit widths repeat: {bits}")
         object.__setattr__(self, "bits", tuple(sorted(bits, reverse=True)))
         _require(self.quant_type_4bit in QUANT_TYPES_4BIT,
@@ -288,6 +344,9 @@ class RunConfig:
 
     def quant_specs(self) -> list[QuantSpec]:
         """The QuantSpec of every evaluated bit width, highest first."""
+        if self.quantizer == "rtn":
+            kind = "rtn-sym" if self.symmetric else "rtn-asym"
+            return [QuantSpec() if b == 32 else QuantSpec(b, kind, group_size=self.group_size) for b in self.bits]
         return [QuantSpec.for_bits(b, self.quant_type_4bit, self.blocksize) for b in self.bits]
 
     @property
@@ -296,7 +355,53 @@ class RunConfig:
         corpus = "embedded" if self.corpus.is_embedded else Path(self.corpus.source).name
         model = f"d{self.model.hidden_size}x{self.model.n_layers}"
         quant = f" ({self.quant_type_4bit.upper()})" if 4 in self.bits else ""
+        if self.quantizer == "rtn":
+            group = f"g{self.group_size}" if self.group_size else "per-channel"
+            quant = f" (RTN {'sym' if self.symmetric else 'asym'} {group})"
         return f"{self.unlearn.label} @ {bits} bit{quant} [{corpus}, {model}]"
+
+
+@dataclass(frozen=True)
+class DeltasConfig:
+    """A comparison of two checkpoints made outside the pipeline (``qru deltas A B``): weight deltas only, no
+    metrics. Its key is its identity in the run store, like a RunConfig's.
+
+    Args:
+        target: absolute path of the target checkpoint: a folder of safetensors shards (Hugging Face layout) or one
+            ``.safetensors`` file.
+        unlearned: absolute path of the unlearned checkpoint in the same forms, or of a peft LoRA adapter folder
+            (``adapter_config.json`` + ``adapter_model.safetensors``), merged into the target tensor by tensor.
+        fingerprint: hash of the names, sizes and modification times of the files read, so that a checkpoint
+            changed in place gets a new id.
+        quantizers: keys (QuantSpec.key) of the quantizers analysed, e.g. ``("fp4-b64@4", "rtn-asym-g128@3")``.
+        kind: always ``"deltas"`` (tells a stored comparison from a run).
+    """
+
+    target: str
+    unlearned: str
+    fingerprint: str
+    quantizers: tuple[str, ...]
+    kind: str = "deltas"
+
+    def __post_init__(self) -> None:
+        _require(self.kind == "deltas", f"kind must be 'deltas', got {self.kind!r}")
+        for name in ("target", "unlearned", "fingerprint"):
+            _require(isinstance(getattr(self, name), str) and getattr(self, name) != "",
+                     f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        keys = tuple(self.quantizers)
+        _require(len(keys) > 0, "at least one quantizer is needed")
+        for key in keys:
+            QuantSpec.from_key(key)  # raises ConfigError naming a bad key
+        _require(len(set(keys)) == len(keys), f"quantizers repeat: {keys}")
+        object.__setattr__(self, "quantizers", keys)
+
+    def quant_specs(self) -> list[QuantSpec]:
+        """The QuantSpec of every analysed quantizer, in the stored order."""
+        return [QuantSpec.from_key(k) for k in self.quantizers]
+
+    @property
+    def label(self) -> str:
+        return f"checkpoint deltas {Path(self.target).name} -> {Path(self.unlearned).name}"
 
 
 def to_dict(config: Any) -> dict:
@@ -305,9 +410,19 @@ def to_dict(config: Any) -> dict:
     return json.loads(json.dumps(data, default=lambda o: dataclasses.asdict(o)))
 
 
+# Fields added after runs were stored, left out of the key while they hold their default, so that the ids of
+# earlier runs stay valid.
+_LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": False}
+
+
 def config_key(config: Any, length: int = 12) -> str:
-    """Hex digest of the canonical JSON form of a config dataclass or dict (sorted keys), ``length`` hex digits."""
-    text = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    """Hex digest of the canonical JSON form of a config dataclass or dict (sorted keys), ``length`` hex digits.
+
+    For a RunConfig, the quantizer fields added later are left out while they hold their defaults."""
+    data = to_dict(config)
+    if isinstance(config, RunConfig):
+        data = {k: v for k, v in data.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
@@ -338,6 +453,18 @@ def run_config_from_dict(data: dict) -> RunConfig:
             raise ConfigError(f"run config field bits: expected a list, got {kwargs['bits']!r}")
         kwargs["bits"] = tuple(kwargs["bits"])
     return _build(RunConfig, kwargs, "run config")
+
+
+def stored_config_from_dict(data: dict) -> "RunConfig | DeltasConfig":
+    """A stored config.json: a :class:`DeltasConfig` where ``kind`` is ``"deltas"``, else a RunConfig.
+    Raises ConfigError on unknown fields or bad values."""
+    if isinstance(data, dict) and data.get("kind") == "deltas":
+        kwargs = dict(data)
+        if not isinstance(kwargs.get("quantizers"), list):
+            raise ConfigError(f"deltas config field quantizers: expected a list, got {kwargs.get('quantizers')!r}")
+        kwargs["quantizers"] = tuple(kwargs["quantizers"])
+        return _build(DeltasConfig, kwargs, "deltas config")
+    return run_config_from_dict(data)
 
 
 def resolve_source(source: str) -> str:

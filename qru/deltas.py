@@ -19,10 +19,13 @@ W_t's quantization, design.md "Terms"):
 """
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 import numpy as np
+import pandas as pd
 import torch
 
-from qru.config import QuantSpec
+from qru.config import RTN_BITS, RTN_GROUP_SIZES, RTN_TYPES, QuantSpec
 from qru.quant import quantizable_linears, quantize_tensor
 
 # |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
@@ -63,6 +66,49 @@ def ratios(sums: dict) -> dict:
     return {"share_kept": dot / dw_sq, "cosine": float(cos), "noise_ratio": float(np.sqrt(dq_sq / dw_sq))}
 
 
+def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[torch.Tensor, dict, np.ndarray]:
+    """dW = W_u - W_t (float32, the weights' shape), its quantizer-independent row entries (numel, zero_delta,
+    mean_abs_delta, max_abs_delta) and the counts of |dW| on ABS_EDGES (int64 [100]).
+    Raises ValueError if the shapes differ."""
+    if w_target.shape != w_unlearned.shape:
+        raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
+    dw = w_unlearned.detach().float() - w_target.detach().float()
+    abs_counts, zeros = log_histogram(dw.abs(), ABS_EDGES)
+    row = {"numel": dw.numel(), "zero_delta": zeros, "mean_abs_delta": float(dw.abs().mean()) if dw.numel() else 0.0,
+           "max_abs_delta": float(dw.abs().max()) if dw.numel() else 0.0}
+    return dw, row, abs_counts
+
+
+def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, dw: torch.Tensor,
+                    spec: QuantSpec) -> tuple[dict, dict]:
+    """The quantizer-dependent statistics of one weight pair (float, same shape [out, in]; ``dw`` = W_u - W_t)
+    under ``spec`` (see the module docstring): a row (median_step, below_half_step, code_flips, code_flip_rate,
+    flips_boundary, flips_scale, the sums and ratios) and histograms {"rel", "dq", "bnd", "bndrel"} (int64 [n_bins];
+    all None at 32 bits). Raises ValueError where the quantizer cannot take the weight."""
+    if spec.bits == 32:
+        row = {"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
+               "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0, **_sums(dw, dw)}
+        row.update(ratios(row))
+        return row, {"rel": None, "dq": None, "bnd": None, "bndrel": None}
+    wt, wu = w_target.detach().float(), w_unlearned.detach().float()
+    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
+    step = qt.step.clamp(min=1e-30)
+    rel = dw.abs() / step
+    flipped = qt.codes != qu.codes
+    crossed = qt.grid_codes(wu) != qt.codes  # the code W_u gets on the target's own grid (scales kept)
+    flips = int(flipped.sum())
+    dq = qu.dequant - qt.dequant
+    row = {"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean()),
+           "code_flips": flips, "code_flip_rate": flips / dw.numel(),
+           "flips_boundary": int((flipped & crossed).sum()), "flips_scale": int((flipped & ~crossed).sum()),
+           **_sums(dw, dq)}
+    row.update(ratios(row))
+    hists = {"rel": log_histogram(rel, REL_EDGES)[0], "dq": log_histogram(dq.abs(), ABS_EDGES)[0],
+             "bnd": log_histogram(qt.boundary, ABS_EDGES)[0],
+             "bndrel": log_histogram(qt.boundary / step, REL_EDGES)[0]}
+    return row, hists
+
+
 def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec) -> tuple[dict, dict]:
     """Statistics and histograms of one weight pair (both float, same shape [out, in]) under ``spec``.
 
@@ -72,33 +118,77 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
     REL_EDGES; all but "abs" None at 32 bits}, all int64 [n_bins] over non-zero values.
     Raises ValueError if the shapes differ.
     """
-    if w_target.shape != w_unlearned.shape:
-        raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
-    wt, wu = w_target.detach().float(), w_unlearned.detach().float()
-    dw = wu - wt
-    abs_counts, zeros = log_histogram(dw.abs(), ABS_EDGES)
-    row = {"numel": dw.numel(), "zero_delta": zeros, "mean_abs_delta": float(dw.abs().mean()),
-           "max_abs_delta": float(dw.abs().max())}
-    if spec.bits == 32:
-        row.update({"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
-                    "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0, **_sums(dw, dw)})
-        row.update(ratios(row))
-        return row, {"abs": abs_counts, "rel": None, "dq": None, "bnd": None, "bndrel": None}
-    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
-    rel = dw.abs() / qt.step.clamp(min=1e-30)
-    rel_counts, _ = log_histogram(rel, REL_EDGES)
-    dq = qu.dequant - qt.dequant
-    dq_counts, _ = log_histogram(dq.abs(), ABS_EDGES)
-    flipped = qt.codes != qu.codes
-    crossed = qt.grid_codes(wu) != qt.codes  # the code W_u gets on the target's own grid (scales kept)
-    flips = int(flipped.sum())
-    row.update({"flips_boundary": int((flipped & crossed).sum()), "flips_scale": int((flipped & ~crossed).sum())})
-    bnd_counts, _ = log_histogram(qt.boundary, ABS_EDGES)
-    bndrel_counts, _ = log_histogram(qt.boundary / qt.step.clamp(min=1e-30), REL_EDGES)
-    row.update({"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean()),
-                "code_flips": flips, "code_flip_rate": flips / dw.numel(), **_sums(dw, dq)})
-    row.update(ratios(row))
-    return row, {"abs": abs_counts, "rel": rel_counts, "dq": dq_counts, "bnd": bnd_counts, "bndrel": bndrel_counts}
+    dw, row, abs_counts = float_delta(w_target, w_unlearned)
+    q_row, hists = quantized_delta(w_target, w_unlearned, dw, spec)
+    return {**row, **q_row}, {"abs": abs_counts, **hists}
+
+
+def analysis_grid(blocksize: int = 64) -> list[QuantSpec]:
+    """Every quantizer qru analyses a weight update under, so that a page can switch between them without
+    recomputation: bitsandbytes FP4 and NF4 (absmax block ``blocksize``) at 4 bits, LLM.int8 at 8 bits, and RTN
+    int-k asymmetric and symmetric, per channel and with groups of 32, 64 and 128, at 8..2 bits (59 in all)."""
+    specs = [QuantSpec(4, "fp4", blocksize), QuantSpec(4, "nf4", blocksize), QuantSpec(8, "int8")]
+    specs += [QuantSpec(bits, kind, group_size=g) for kind in RTN_TYPES for g in RTN_GROUP_SIZES for bits in RTN_BITS]
+    return specs
+
+
+def weight_pairs(target: torch.nn.Module, unlearned: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, W_t, W_u) of every quantizable Linear of two models, in model order (names without ``.weight``).
+    Raises ValueError if the two models' Linear layers differ."""
+    lin_t, lin_u = quantizable_linears(target), quantizable_linears(unlearned)
+    if list(lin_t) != list(lin_u):
+        raise ValueError("target and unlearned models have different Linear layers")
+    for name, mod in lin_t.items():
+        yield name, mod.weight, lin_u[name].weight
+
+
+def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[QuantSpec],
+         progress: Callable[[int, str], None] | None = None) -> tuple[list[dict], dict]:
+    """Delta statistics of every weight pair under every quantizer in ``specs``, one pair at a time, so that a
+    streamed source needs memory for a few tensors only.
+
+    ``pairs`` yields (tensor name, W_t, W_u) (float, same shape [out, in]). Returns ``(rows, hists)``: one row per
+    (quantizer, tensor) plus a ``total`` row per quantizer, with ``quantizer`` (QuantSpec.key), ``bits``, ``quant``,
+    ``tensor``, ``layer``, ``module`` and the entries of :func:`tensor_delta`; hists = {"abs": int64 [n_tensors + 1,
+    100], "<view>_<quantizer key>": int64 [n_tensors + 1, n_bins] for the views rel, dq, bnd, bndrel of every
+    quantizer below 32 bits}, rows in tensor order, the last one the total. ``progress(i, name)`` is called before
+    each tensor. Raises ValueError if there is no pair, two names repeat, or a pair's shapes differ.
+    """
+    by_spec: dict[str, list[dict]] = {s.key: [] for s in specs}
+    hist_rows: dict[str, list[np.ndarray]] = {"abs": []}
+    names: set[str] = set()
+    for i, (name, wt, wu) in enumerate(pairs):
+        if name in names:
+            raise ValueError(f"tensor {name!r} appears twice")
+        names.add(name)
+        if progress:
+            progress(i, name)
+        dw, base, abs_counts = float_delta(wt, wu)
+        hist_rows["abs"].append(abs_counts)
+        layer, module = _layer_and_module(name)
+        for spec in specs:
+            q_row, hists = quantized_delta(wt, wu, dw, spec)
+            by_spec[spec.key].append({"quantizer": spec.key, "bits": spec.bits, "quant": spec.quant_type,
+                                      "tensor": name, "layer": layer, "module": module, **base, **q_row})
+            for view, counts in hists.items():
+                if counts is not None:
+                    hist_rows.setdefault(f"{view}_{spec.key}", []).append(counts)
+    if not names:
+        raise ValueError("no weight pairs to compare")
+    rows = []
+    for spec in specs:
+        rows += by_spec[spec.key] + [{"quantizer": spec.key, "bits": spec.bits, "quant": spec.quant_type,
+                                      **total_row(by_spec[spec.key])}]
+    return rows, {k: np.vstack(h + [np.sum(h, axis=0)]) for k, h in hist_rows.items()}
+
+
+def deltas_files(rows: list[dict], hists: dict) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """What the run store keeps of :func:`scan`'s result: the rows as a table (deltas.parquet) and the histograms
+    with their bin edges and the tensor names of their rows (deltas_hist.npz)."""
+    first = rows[0]["quantizer"]
+    tensors = [r["tensor"] for r in rows if r["quantizer"] == first]
+    return pd.DataFrame(rows), {"abs_edges": ABS_EDGES, "rel_edges": REL_EDGES,
+                                "tensors": np.array(tensors, dtype=str), **hists}
 
 
 def model_deltas(target: torch.nn.Module, unlearned: torch.nn.Module, spec: QuantSpec) -> tuple[list[dict], dict]:
@@ -109,18 +199,10 @@ def model_deltas(target: torch.nn.Module, unlearned: torch.nn.Module, spec: Quan
     total; all but "abs" are None at 32 bits).
     Raises ValueError if the two models' Linear layers differ.
     """
-    lin_t, lin_u = quantizable_linears(target), quantizable_linears(unlearned)
-    if list(lin_t) != list(lin_u):
-        raise ValueError("target and unlearned models have different Linear layers")
-    rows, hist_rows = [], {k: [] for k in ("abs", "rel", "dq", "bnd", "bndrel")}
-    for name, mod in lin_t.items():
-        row, hists = tensor_delta(mod.weight, lin_u[name].weight, spec)
-        layer, module = _layer_and_module(name)
-        rows.append({"tensor": name, "layer": layer, "module": module, **row})
-        for key, counts in hists.items():
-            hist_rows[key].append(counts)
-    rows.append(total_row(rows))
-    return rows, {key: None if h[0] is None else np.vstack(h + [np.sum(h, axis=0)]) for key, h in hist_rows.items()}
+    rows, hists = scan(weight_pairs(target, unlearned), [spec])
+    rows = [{k: v for k, v in r.items() if k not in ("quantizer", "bits", "quant")} for r in rows]
+    return rows, {view: hists.get(f"{view}_{spec.key}") if view != "abs" else hists["abs"]
+                  for view in ("abs", "rel", "dq", "bnd", "bndrel")}
 
 
 def total_row(rows: list[dict]) -> dict:

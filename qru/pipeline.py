@@ -10,20 +10,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import save_file
 
 from qru.atomic import atomic_write, write_json
 from qru.config import QuantSpec, RunConfig, config_key, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
-from qru.deltas import ABS_EDGES, REL_EDGES, model_deltas
+from qru.deltas import analysis_grid, deltas_files, scan, weight_pairs
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import evaluate
 from qru.models import ModelPair, ensure_models
-from qru.quant import fake_quantize
+from qru.quant import fake_quantize, quantizable_linears
 from qru.store import RunStore, RunWriter, run_id_of
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
 
@@ -86,7 +84,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     _save_weights(writer, pair, result, config)
     stage("evaluating the 32-bit retrain model (PrivLeak reference)")
     retrain_auc = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
-    rows, samples, delta_rows, hists = [], {}, [], {}
+    rows, samples = [], {}
     for i, spec in enumerate(config.quant_specs()):
         stage(f"evaluating at {spec.bits} bits", i, len(config.bits), spec.label)
         for kind, ev in _evaluate_all(pair, result, spec, corpus, config).items():
@@ -94,16 +92,13 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
             samples[f"{kind}@{spec.bits}"] = ev["samples"]
         writer.log(f"{spec.label}: " + ", ".join(f"{r['model']} KnowMem-f {r['knowmem_forget']:.1f}"
                                                  for r in rows[-3:]))
-        stage(f"analysing deltas at {spec.bits} bits", i, len(config.bits), spec.label)
-        d_rows, d_hists = model_deltas(pair.target, result.model, spec)
-        delta_rows += [{"bits": spec.bits, "quant": spec.quant_type, **r} for r in d_rows]
-        hists["abs"] = d_hists["abs"]
-        for key in ("rel", "dq", "bnd", "bndrel"):
-            if d_hists[key] is not None:
-                hists[f"{key}_{spec.bits}"] = d_hists[key]
     writer.write_json("samples.json", samples)
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
-    _write_deltas(writer, delta_rows, hists)
+    specs = analysis_specs(config)
+    n_tensors = len(quantizable_linears(pair.target))
+    delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
+        f"analysing deltas under {len(specs)} quantizers", i, n_tensors, name))
+    write_deltas(writer, delta_rows, hists)
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
 
 
@@ -115,13 +110,19 @@ def _evaluate_all(pair: ModelPair, result: UnlearnResult, spec: QuantSpec, corpu
     return evals
 
 
-def _write_deltas(writer: RunWriter, delta_rows: list[dict], hists: dict) -> None:
-    """deltas.parquet (one row per tensor and bit width) and deltas_hist.npz (rows in the order of ``tensors``)."""
-    first_bits = delta_rows[0]["bits"]
-    tensors = [r["tensor"] for r in delta_rows if r["bits"] == first_bits]
-    writer.write_parquet("deltas.parquet", pd.DataFrame(delta_rows))
-    writer.write_npz("deltas_hist.npz", {"abs_edges": ABS_EDGES, "rel_edges": REL_EDGES,
-                                         "tensors": np.array(tensors, dtype=str), **hists})
+def analysis_specs(config: RunConfig) -> list[QuantSpec]:
+    """The run's own quantizers (32 bits included) followed by the rest of :func:`qru.deltas.analysis_grid`."""
+    own = config.quant_specs()
+    keys = {s.key for s in own}
+    return own + [s for s in analysis_grid(config.blocksize) if s.key not in keys]
+
+
+def write_deltas(writer: RunWriter, delta_rows: list[dict], hists: dict) -> None:
+    """deltas.parquet (one row per quantizer and tensor, see :func:`qru.deltas.scan`) and deltas_hist.npz
+    (histogram rows in the order of ``tensors``)."""
+    frame, arrays = deltas_files(delta_rows, hists)
+    writer.write_parquet("deltas.parquet", frame)
+    writer.write_npz("deltas_hist.npz", arrays)
 
 
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,

@@ -138,10 +138,16 @@ def uniform_boundary(t: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:
 
 
 def quantize_tensor(weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
-    """Quantize one weight [out, in] as ``spec`` says. 32 bits returns the weight itself with step 0."""
-    if spec.bits == 4:
+    """Quantize one weight [out, in] as ``spec`` says: bitsandbytes FP4/NF4 (:func:`quantize_4bit`), LLM.int8
+    (:func:`quantize_int8`) or RTN int-k (:func:`qru.rtn.quantize_rtn`). 32 bits returns the weight itself with
+    step 0 and no boundaries. Raises ValueError where the quantizer cannot take the weight (e.g. an RTN group size
+    that does not divide the row)."""
+    if spec.is_rtn:
+        from qru.rtn import quantize_rtn  # qru.rtn builds on this module's QuantizedTensor
+        return quantize_rtn(weight, spec.bits, spec.group_size, symmetric=spec.quant_type == "rtn-sym")
+    if spec.quant_type in ("fp4", "nf4"):
         return quantize_4bit(weight, spec.quant_type, spec.blocksize)
-    if spec.bits == 8:
+    if spec.quant_type == "int8":
         return quantize_int8(weight)
     w = weight.detach().float()
     return QuantizedTensor(codes=torch.zeros_like(w, dtype=torch.long), dequant=w.clone(), step=torch.zeros_like(w))

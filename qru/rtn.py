@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import torch
 
-from qru.quant import QuantizedTensor, uniform_boundary
+import torch.nn.functional as F
 
-RTN_BITS = tuple(range(2, 9))
-RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
+from qru.config import RTN_BITS, RTN_GROUP_SIZES
+from qru.quant import QuantizedTensor, uniform_boundary
 
 
 def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:
-    """[out, in] -> [out * in / g, g] (g = in for per-channel). Raises ValueError if g does not divide in."""
+    """[out, in] -> [out * ceil(in / g), g] (g = in for per-channel). A row whose length is not a multiple of g ends
+    in a shorter group, padded here with zeros: that changes neither a group's absmax nor its min/max range, which
+    both include 0."""
     rows, cols = w.shape
     g = group_size or cols
-    if cols % g:
-        raise ValueError(f"group size {g} does not divide the {cols} input features")
-    return w.reshape(rows * cols // g, g)
+    padded = F.pad(w, (0, -cols % g))
+    return padded.reshape(-1, g)
+
+
+def _ungroup(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of :func:`_groups`: [n_groups, g] -> [out, in], padding dropped."""
+    rows, cols = shape
+    return t.reshape(rows, -1)[:, :cols]
 
 
 def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, symmetric: bool = True) -> QuantizedTensor:
@@ -35,8 +42,7 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, symmetr
 
     ``codes`` are the integer levels (symmetric: -q_max..q_max; asymmetric: 0..2^k-1), ``dequant`` float32 Q(W),
     ``step`` the group's scale s, ``boundary`` the distance to the nearest rounding boundary (weight units).
-    Raises ValueError for bits outside 2..8, a group size outside RTN_GROUP_SIZES, one that does not divide the
-    row, or a weight that is not 2-D.
+    Raises ValueError for bits outside 2..8, a group size outside RTN_GROUP_SIZES or a weight that is not 2-D.
     """
     if bits not in RTN_BITS:
         raise ValueError(f"RTN bit width must be one of {RTN_BITS}, got {bits!r}")
@@ -63,11 +69,11 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, symmetr
     shape = w.shape
 
     def grid_codes(v: torch.Tensor) -> torch.Tensor:
-        return (_groups(v.detach().float(), group_size) / safe + zero).round().clamp(q_min, q_max).long() \
-            .reshape(shape)
-    return QuantizedTensor(codes=codes.long().reshape(shape), dequant=dequant.reshape(shape),
-                           step=scale.expand_as(g).reshape(shape).clone(), boundary=boundary.reshape(shape),
-                           grid_codes=grid_codes)
+        return _ungroup((_groups(v.detach().float(), group_size) / safe + zero).round().clamp(q_min, q_max).long(),
+                        shape)
+    return QuantizedTensor(codes=_ungroup(codes.long(), shape), dequant=_ungroup(dequant, shape).contiguous(),
+                           step=_ungroup(scale.expand_as(g), shape).contiguous(),
+                           boundary=_ungroup(boundary, shape).contiguous(), grid_codes=grid_codes)
 
 
 __all__ = ["RTN_BITS", "RTN_GROUP_SIZES", "quantize_rtn"]

@@ -31,18 +31,25 @@ import numpy as np
 import pandas as pd
 
 from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
-from qru.config import ConfigError, RunConfig, config_key, run_config_from_dict, to_dict
+from qru.config import (ConfigError, DeltasConfig, QuantSpec, RunConfig, config_key, stored_config_from_dict,
+                        to_dict)
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
+# A run folder holding one of these has finished results, which a re-run must not touch until it succeeds: a run
+# writes metrics.json last, a checkpoint comparison (qru deltas) writes only deltas files.
+FINISHED_FILES = ("metrics.json", "deltas.parquet")
 
 
 class StoreError(ValueError):
     """A run is missing or its folder is corrupt; the message names the run and the file."""
 
 
-def run_id_of(config: RunConfig) -> str:
-    """The store id of a config: ``<method>-<regularizer>-<adapter>-<12 hex digits of its key>``."""
+def run_id_of(config: RunConfig | DeltasConfig) -> str:
+    """The store id of a config: ``<method>-<regularizer>-<adapter>-<12 hex digits of its key>`` for a run,
+    ``deltas-<key>`` for a checkpoint comparison."""
+    if isinstance(config, DeltasConfig):
+        return f"deltas-{config_key(config)}"
     u = config.unlearn
     return f"{u.method}-{u.regularizer}-{u.adapter}-{config_key(config)}"
 
@@ -87,10 +94,11 @@ class RunStore:
             raise StoreError(f"no run {run_id!r} in {self.runs}")
         return read_json(self.path(run_id) / name, StoreError, f"run {run_id}: {name}")
 
-    def config(self, run_id: str) -> RunConfig:
-        """The RunConfig of a run. Raises StoreError if config.json is missing, corrupt or invalid."""
+    def config(self, run_id: str) -> RunConfig | DeltasConfig:
+        """The RunConfig of a run (DeltasConfig of a checkpoint comparison). Raises StoreError if config.json is
+        missing, corrupt or invalid."""
         try:
-            return run_config_from_dict(self.read_json(run_id, "config.json"))
+            return stored_config_from_dict(self.read_json(run_id, "config.json"))
         except ConfigError as exc:
             raise StoreError(f"run {run_id}: config.json is invalid ({exc})") from exc
 
@@ -141,20 +149,30 @@ class RunStore:
         return frame
 
     def deltas(self, run_id: str) -> pd.DataFrame:
-        """Per-tensor delta statistics (all bit widths). Raises StoreError if missing or unreadable."""
+        """Per-tensor delta statistics, one row per (quantizer, tensor) with ``quantizer`` = QuantSpec.key (runs
+        stored before the quantizer grid get it from their bit width). Raises StoreError if missing or unreadable."""
         path = self.path(run_id) / "deltas.parquet"
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise StoreError(f"run {run_id}: deltas.parquet is missing or corrupt ({exc})") from exc
         _check_columns(frame, DELTA_COLUMNS, run_id, "deltas.parquet")
+        if "quantizer" not in frame.columns:
+            keys = self._bits_keys(run_id)
+            frame["quantizer"] = [keys.get(int(b), f"?@{b}") for b in frame["bits"]]
         return frame
 
+    def _bits_keys(self, run_id: str) -> dict[int, str]:
+        """Bit width -> quantizer key of a run stored before the quantizer grid (one quantizer per bit width)."""
+        config = self.config(run_id)
+        return {s.bits: s.key for s in config.quant_specs()}
+
     def histograms(self, run_id: str) -> dict[str, np.ndarray]:
-        """Pre-binned histograms: ``abs_edges``, ``rel_edges``, and count arrays ``abs`` (|dW|), ``rel_<bits>``
-        (|dW|/Δ), ``dq_<bits>`` (|Q(W_u) - Q(W_t)|, on abs_edges), ``bnd_<bits>`` and ``bndrel_<bits>`` (the target
-        weights' distance to the nearest rounding boundary, on abs_edges and in steps on rel_edges) whose rows follow
-        the ``tensors`` array (the last one is ``total``). Runs stored before a key existed lack it."""
+        """Pre-binned histograms: ``abs_edges``, ``rel_edges``, and count arrays ``abs`` (|dW|), ``rel_<q>``
+        (|dW|/Δ), ``dq_<q>`` (|Q(W_u) - Q(W_t)|, on abs_edges), ``bnd_<q>`` and ``bndrel_<q>`` (the target weights'
+        distance to the nearest rounding boundary, on abs_edges and in steps on rel_edges) for each quantizer key q
+        (QuantSpec.key), whose rows follow the ``tensors`` array (the last one is ``total``). Runs stored before a
+        view existed lack it; those stored with ``<view>_<bits>`` keys get them renamed to quantizer keys."""
         path = self.path(run_id) / "deltas_hist.npz"
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -175,6 +193,12 @@ class RunStore:
                and (v.ndim != 2 or v.shape[0] != n or v.shape[1] != len(arrays[edges_of[k.split("_")[0]]]) - 1)]
         if bad:
             raise StoreError(f"run {run_id}: deltas_hist.npz has arrays of the wrong shape: {', '.join(bad)}")
+        old = [k for k in arrays if k.rpartition("_")[2].isdigit()]  # <view>_<bits>, before the quantizer grid
+        if old:
+            keys = self._bits_keys(run_id)
+            for k in old:
+                view, _, bits = k.rpartition("_")
+                arrays[f"{view}_{keys.get(int(bits), '?@' + bits)}"] = arrays.pop(k)
         return arrays
 
     def probes(self, run_id: str) -> list[dict]:
@@ -205,7 +229,7 @@ class RunStore:
         """:meth:`info` of every run."""
         return [self.info(r) for r in self.ids()]
 
-    def find(self, config: RunConfig) -> str | None:
+    def find(self, config: RunConfig | DeltasConfig) -> str | None:
         """The id of a finished run with exactly this config, or None."""
         run_id = run_id_of(config)
         try:
@@ -215,10 +239,10 @@ class RunStore:
 
     # -- writing -------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def open_run(self, config: RunConfig) -> Iterator["RunWriter"]:
+    def open_run(self, config: RunConfig | DeltasConfig) -> Iterator["RunWriter"]:
         """Lock the run of ``config`` for writing (creating its folder and config.json) for the block's duration.
 
-        A finished run (metrics.json present) is not overwritten in place: the new attempt is written to
+        A finished run (FINISHED_FILES present) is not overwritten in place: the new attempt is written to
         :meth:`rerun_path` and replaces the run only when the block ends without an error, so a failed or killed
         re-run leaves the finished results as they were. Raises LockedError if another process runs the config.
         """
@@ -226,7 +250,7 @@ class RunStore:
         folder = self.path(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         with exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"):
-            if not (folder / "metrics.json").is_file():
+            if not any((folder / name).is_file() for name in FINISHED_FILES):
                 shutil.rmtree(self.rerun_path(run_id), ignore_errors=True)  # a stale re-run of a run now gone
                 write_json(folder / "config.json", to_dict(config))
                 yield RunWriter(run_id, folder)

@@ -87,10 +87,34 @@ def test_deltas_page_draws_histograms_and_layers_and_redraws(store):
         at.radio[0].set_value(mode).run()
         assert not at.exception and len(at.get("plotly_chart")) == 3
     assert "flips_by_scale" in at.dataframe[0].value.columns
-    at.selectbox[0].select(8).run()
+    assert "crossed_boundary" in at.dataframe[1].value.columns  # the flip split per module type
+    assert "4-bit FP4" in _texts(at) and "of a step" in _texts(at)  # the written explanation
+    at.selectbox[0].select("int8").run()
     assert at.dataframe[0].value["bits"].tolist() == [8, 8]
     at.radio[1].set_value("share_kept").run()
     assert not at.exception
+
+
+def test_deltas_page_switches_to_any_rtn_bit_width_without_recomputing(store):
+    at = _app(store.root, "deltas")
+    at.selectbox[0].select("rtn-asym").run()
+    assert at.select_slider[0].options == [str(b) for b in range(2, 9)]
+    flips, lines = {}, {}
+    for bits in (2, 5, 8):
+        at.select_slider[0].set_value(bits).run()
+        assert not at.exception
+        summary = at.dataframe[0].value
+        assert summary["bits"].tolist() == [bits, bits]
+        flips[bits] = summary["code_flip_rate"].tolist()
+        lines[bits] = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"][0]["x0"]
+        assert f"{bits}-bit RTN asym g64" in _texts(at)  # the group size follows FP4's block size
+    assert flips[2][0] < flips[5][0] < flips[8][0]  # finer grid, more codes change
+    assert lines[2] > lines[5] > lines[8]  # the half-step line moves left with the step
+    at.selectbox[1].select(32).run()  # group size
+    assert "g32" in _texts(at) and not at.exception
+    at.session_state["deltas_request"] = {"quantizer": "nf4-b64@4"}  # as the teaching page asks
+    at.run()
+    assert "4-bit NF4" in _texts(at) and at.selectbox[0].value == "nf4"
 
 
 def test_metrics_page_tables_comparison_reference_and_csv(store):

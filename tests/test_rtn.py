@@ -33,8 +33,10 @@ def test_groups_have_their_own_scales_and_bad_arguments_are_named():
                            ({"bits": 1}, "1")):
         with pytest.raises(ValueError, match=needle):
             quantize_rtn(torch.zeros(2, 64), **kwargs)
-    with pytest.raises(ValueError, match="divide"):
-        quantize_rtn(torch.zeros(2, 96), 4, group_size=64)
+    ragged = torch.cat([torch.full((1, 64), 0.7), torch.tensor([[0.2] * 31 + [-0.1]])], dim=1)  # 96 = 64 + 32
+    q = quantize_rtn(ragged, 4, group_size=64)  # the last group is shorter, with its own scale
+    assert q.codes.shape == (1, 96) and q.step[0, 0] == pytest.approx(0.1) and q.step[0, 70] == pytest.approx(0.2 / 7)
+    assert q.codes[0, 64:].tolist() == [7] * 31 + [-4]  # -0.1 / (0.2/7) = -3.5: half to even gives -4
     zero = quantize_rtn(torch.zeros(2, 64), 4, group_size=32, symmetric=False)
     assert torch.equal(zero.dequant, torch.zeros(2, 64))
 

@@ -159,19 +159,20 @@ def test_histograms_with_missing_keys_or_wrong_shapes_are_refused(tmp_path):
     import numpy as np
 
     store = RunStore(tmp_path)
-    folder = store.path("r")
-    folder.mkdir(parents=True)
+    with store.open_run(RunConfig()) as writer:  # bits 32/8/4, FP4 block 64
+        folder = writer.folder
     edges = {"abs_edges": np.logspace(-10, 0, 101), "rel_edges": np.logspace(-6, 2, 81),
              "tensors": np.array(["a", "total"])}
     np.savez(folder / "deltas_hist.npz", **edges)
     with pytest.raises(StoreError, match="lacks abs"):
-        store.histograms("r")
+        store.histograms(folder.name)
     np.savez(folder / "deltas_hist.npz", **edges, abs=np.zeros((2, 100)), rel_4=np.zeros((3, 80)))
     with pytest.raises(StoreError, match="rel_4"):
-        store.histograms("r")
+        store.histograms(folder.name)
     np.savez(folder / "deltas_hist.npz", **edges, abs=np.zeros((2, 100)), rel_4=np.zeros((2, 80)),
-             dq_4=np.zeros((2, 100)))
-    assert set(store.histograms("r")) == {"abs_edges", "rel_edges", "tensors", "abs", "rel_4", "dq_4"}
+             dq_4=np.zeros((2, 100)), bnd_8=np.zeros((2, 100)))  # stored before the quantizer grid: renamed
+    assert set(store.histograms(folder.name)) == {"abs_edges", "rel_edges", "tensors", "abs", "rel_fp4-b64@4",
+                                                  "dq_fp4-b64@4", "bnd_int8@8"}
 
 
 @pytest.mark.parametrize("probes, needle", [({"a": 1}, "not a list"), (["text"], "entry 0"),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from qru.config import QuantSpec
 from qru.deltas import MODULE_TYPES
 from qru.store import SUMMARY_COLUMNS
 
@@ -24,7 +25,8 @@ MODES = {
 }
 LAYER_VALUES = {"code_flip_rate": "code-flip rate (share of weights whose quantized code changed)",
                 "share_kept": "share of the update kept <Q(W_u)−Q(W_t), dW> / ||dW||² (1 kept, 0 erased)",
-                "below_half_step": "share of weights with |dW| < Δ/2"}
+                "below_half_step": "share of weights with |dW| < Δ/2",
+                "scale_changed": "share of weights whose code changed because the block's scale changed"}
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
@@ -43,35 +45,42 @@ class HistSeries:
     note: str
 
 
-def delta_row(deltas: pd.DataFrame, bits: int, tensor: str) -> pd.Series:
-    """The stored statistics row of ``tensor`` ("total" = all quantized Linear layers) at ``bits``.
-    Raises KeyError if the run has no such row."""
-    rows = deltas[(deltas["bits"] == bits) & (deltas["tensor"] == tensor)]
+def delta_row(deltas: pd.DataFrame, quantizer: str, tensor: str) -> pd.Series:
+    """The stored statistics row of ``tensor`` ("total" = all quantized Linear layers) under the quantizer with key
+    ``quantizer`` (QuantSpec.key). Raises KeyError if the run has no such row."""
+    rows = deltas[(deltas["quantizer"] == quantizer) & (deltas["tensor"] == tensor)]
     if rows.empty:
-        raise KeyError(f"no delta statistics for {tensor} at {bits} bits")
+        raise KeyError(f"no delta statistics for {tensor} under {_label(quantizer)}")
     return rows.iloc[0]
 
 
-def hist_series(name: str, hists: dict, deltas: pd.DataFrame, tensor: str, mode: str, bits: int) -> HistSeries:
-    """The :class:`HistSeries` of a run (its ``hists`` and ``deltas`` as stored) for one tensor, view and bit
-    width. Raises KeyError where the run lacks that view (32 bits for "rel"/"dq"; runs stored before "dq"), bit
-    width or tensor."""
+def _label(key: str) -> str:
+    try:
+        return QuantSpec.from_key(key).label
+    except ValueError:
+        return key
+
+
+def hist_series(name: str, hists: dict, deltas: pd.DataFrame, tensor: str, mode: str, quantizer: str) -> HistSeries:
+    """The :class:`HistSeries` of a run (its ``hists`` and ``deltas`` as stored) for one tensor, view and quantizer
+    key. Raises KeyError where the run lacks that view (32 bits for all but "abs"; runs stored before a view),
+    quantizer or tensor."""
     if mode not in MODES:
         raise KeyError(f"unknown view {mode!r}")
-    row = delta_row(deltas, bits, tensor)
+    row = delta_row(deltas, quantizer, tensor)
     if tensor not in list(hists["tensors"]):
         raise KeyError(f"no histogram of {tensor}")
     index = list(hists["tensors"]).index(tensor)
     numel = int(row["numel"])
-    quantized = bits != 32
+    quantized = not quantizer.endswith("@32")
     below = float(row["below_half_step"]) if quantized else float("nan")
     sides = f"{below:.1%} of weights below half a step, {1 - below:.1%} above" if quantized else "no quantization"
     if mode == "abs":
         return HistSeries(name, hists["abs"][index], hists["abs_edges"], int(row["zero_delta"]), numel,
                           row["median_step"] / 2 if quantized else None, sides)
-    key = f"{mode}_{bits}"
+    key = f"{mode}_{quantizer}"
     if key not in hists:
-        raise KeyError(f"this run has no {MODES[mode]} histogram at {bits} bits")
+        raise KeyError(f"this run has no {MODES[mode]} histogram under {_label(quantizer)}")
     counts = hists[key][index]
     if mode == "rel":
         return HistSeries(name, counts, hists["rel_edges"], int(row["zero_delta"]), numel, 0.5, sides)
@@ -149,27 +158,33 @@ def _x_range(series: list[HistSeries]) -> tuple[int, int]:
     return int(np.floor(min(lows))) - 1, int(np.ceil(max(highs))) + 1
 
 
-def layer_table(deltas: pd.DataFrame, bits: int, value: str) -> pd.DataFrame:
-    """``value`` per layer (rows) and module type (columns q, k, v, o, gate, up, down) at ``bits``."""
-    rows = deltas[(deltas["bits"] == bits) & (deltas["tensor"] != "total")]
+def layer_table(deltas: pd.DataFrame, quantizer: str, value: str) -> pd.DataFrame:
+    """``value`` per layer (rows) and module type (columns q, k, v, o, gate, up, down, then any others) under the
+    quantizer with key ``quantizer``."""
+    rows = deltas[(deltas["quantizer"] == quantizer) & (deltas["tensor"] != "total")]
+    if value == "scale_changed":
+        if "flips_scale" not in rows.columns:
+            return pd.DataFrame()
+        rows = rows.assign(scale_changed=rows["flips_scale"] / rows["numel"])
     table = rows.pivot_table(index="layer", columns="module", values=value, aggfunc="mean")
-    return table[[m for m in MODULE_TYPES if m in table.columns]]
+    return table[[m for m in MODULE_TYPES if m in table.columns] + sorted(set(table.columns) - set(MODULE_TYPES))]
 
 
-def shared_zmax(deltas: list[pd.DataFrame], bits: int, value: str) -> float:
+def shared_zmax(deltas: list[pd.DataFrame], quantizer: str, value: str) -> float:
     """The largest finite :func:`layer_table` value over several runs (one colour scale for all; 1 if none)."""
-    values = np.concatenate([layer_table(d, bits, value).to_numpy(dtype=float).ravel() for d in deltas] + [[]])
+    values = np.concatenate([layer_table(d, quantizer, value).to_numpy(dtype=float).ravel() for d in deltas] + [[]])
     finite = values[np.isfinite(values)]
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
-def layer_heatmap(deltas: pd.DataFrame, bits: int, value: str, title: str, zmax: float | None = None) -> go.Figure:
+def layer_heatmap(deltas: pd.DataFrame, quantizer: str, value: str, title: str,
+                  zmax: float | None = None) -> go.Figure:
     """Heatmap of :func:`layer_table` with the values written in the cells, colour scale 0..``zmax`` (pass the
     same ``zmax`` to compare runs; default: this run's maximum)."""
-    table = layer_table(deltas, bits, value)
+    table = layer_table(deltas, quantizer, value)
     fig = go.Figure(go.Heatmap(z=table.values, x=[m.removesuffix("_proj") for m in table.columns],
                                y=[f"layer {i}" for i in table.index], colorscale="Viridis", zmin=0,
-                               zmax=zmax if zmax is not None else shared_zmax([deltas], bits, value),
+                               zmax=zmax if zmax is not None else shared_zmax([deltas], quantizer, value),
                                text=np.vectorize(lambda v: f"{v:.3f}")(table.values), texttemplate="%{text}",
                                colorbar=dict(title="")))
     fig.update_layout(title=title, height=120 + 40 * len(table), margin=dict(t=50, b=30),

@@ -1,0 +1,255 @@
+"""Checkpoints read tensor by tensor, for comparing two models that need not fit in memory (``qru deltas A B``).
+
+A checkpoint is a Hugging Face model folder of safetensors shards (``model.safetensors``, or
+``model-0000k-of-0000n.safetensors`` with ``model.safetensors.index.json``), or a single ``.safetensors`` file. The
+unlearned side may also be a peft LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``):
+its weight is W_t + scaling * B A per adapted module (scaling = lora_alpha / r, or lora_alpha / sqrt(r) with
+rsLoRA), as peft's ``merge_and_unload`` computes it.
+
+Every tensor is read with safetensors' lazy ``safe_open`` (the file is memory-mapped and only that tensor's bytes
+are copied), and the file is closed again, so memory holds a few tensors whatever the model size.
+
+Which tensors are compared: the weights of the layers that ``load_in_4bit`` / ``load_in_8bit`` quantize, i.e.
+2-D ``*.weight`` tensors of Linear layers. In a state dict that means every 2-D ``.weight`` except the output head
+(``lm_head``) and embeddings (names containing ``embed``, ``wte`` or ``wpe``), matching
+``qru.quant.quantizable_linears`` for Llama-style models. Names are given without the ``.weight`` suffix, as module
+names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import safe_open
+
+INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+SKIPPED = re.compile(r"(^|\.)(lm_head|embed[^.]*|wte|wpe)(\.|$)")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or adapter cannot be read or does not match the other side; the message names the path."""
+
+
+def quantizable_name(name: str, ndim: int) -> bool:
+    """Whether a state-dict tensor is a Linear weight that PTQ quantizes (see the module docstring)."""
+    return name.endswith(".weight") and ndim == 2 and not SKIPPED.search(name[: -len(".weight")])
+
+
+def _shard_files(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"not a .safetensors file: {path}")
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    index = path / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = sorted({path / f for f in weight_map.values()})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index} is not a safetensors index ({exc})") from exc
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing[:3])}")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no .safetensors files in {path}")
+    return files
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A hash of the names, sizes and modification times (ns) of ``paths``: changes when a file is rewritten."""
+    parts = []
+    for p in sorted(paths):
+        st = p.stat()
+        parts.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """A safetensors checkpoint opened lazily: only the headers are read here.
+
+    Raises CheckpointError if the path holds no safetensors file, a file is not valid safetensors, or a tensor
+    name appears in two shards.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        self.files = _shard_files(self.path)
+        self._where: dict[str, Path] = {}
+        self._shape: dict[str, tuple[int, ...]] = {}
+        self._dtype: dict[str, str] = {}
+        for file in self.files:
+            try:
+                with safe_open(str(file), framework="pt", device="cpu") as handle:
+                    for name in handle.keys():
+                        if name in self._where:
+                            raise CheckpointError(f"tensor {name} is in two shards of {self.path}")
+                        self._where[name] = file
+                        meta = handle.get_slice(name)
+                        self._shape[name] = tuple(meta.get_shape())
+                        self._dtype[name] = str(meta.get_dtype())
+            except CheckpointError:
+                raise
+            except Exception as exc:  # safetensors raises SafetensorError / OSError for damaged files
+                raise CheckpointError(f"{file} is not a readable safetensors file ({exc})") from exc
+
+    def names(self) -> list[str]:
+        """Every tensor name, in file order."""
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shape[name]
+
+    def dtype(self, name: str) -> torch.dtype:
+        """The stored dtype of a tensor (float32 for types torch has no float name for)."""
+        return {"BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}.get(self._dtype[name],
+                                                                                        torch.float32)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor as float32 (bf16/fp16 are widened; the file is closed again). Raises CheckpointError for an
+        unknown name or a read error."""
+        if name not in self._where:
+            raise CheckpointError(f"no tensor {name} in {self.path}")
+        try:
+            with safe_open(str(self._where[name]), framework="pt", device="cpu") as handle:
+                return handle.get_tensor(name).float()
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {name} from {self._where[name]} ({exc})") from exc
+
+    def quantizable(self) -> list[str]:
+        """Names (with ``.weight``) of the tensors PTQ quantizes, in file order (:func:`quantizable_name`)."""
+        return [n for n in self._where if quantizable_name(n, len(self._shape[n]))]
+
+
+class LoraAdapter:
+    """A peft LoRA adapter folder, giving the merged update of each adapted weight.
+
+    Raises CheckpointError for a folder without adapter_config.json / adapter_model.safetensors, a peft type other
+    than LORA, DoRA (its merge rescales columns, not supported), or lora_A / lora_B tensors that do not pair up.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        config_path, weights = self.path / ADAPTER_CONFIG, self.path / ADAPTER_WEIGHTS
+        if not (config_path.is_file() and weights.is_file()):
+            raise CheckpointError(f"{self.path} is not a peft adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+        try:
+            self.config = json.loads(config_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
+        if not isinstance(self.config, dict) or self.config.get("peft_type", "LORA") != "LORA":
+            raise CheckpointError(f"{config_path}: only LoRA adapters are supported, got "
+                                  f"{self.config.get('peft_type') if isinstance(self.config, dict) else self.config!r}")
+        if self.config.get("use_dora"):
+            raise CheckpointError(f"{config_path}: DoRA adapters are not supported (their merge rescales columns)")
+        self.files = [config_path, weights]
+        self.weights = Checkpoint(weights)
+        self._pairs = self._lora_pairs()
+
+    def _lora_pairs(self) -> dict[str, tuple[str, str]]:
+        """Target weight name ('model.layers.0.self_attn.q_proj.weight') -> (lora_A name, lora_B name)."""
+        pairs: dict[str, dict[str, str]] = {}
+        for name in self.weights.names():
+            m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", name)
+            if m:
+                pairs.setdefault(m.group(1) + ".weight", {})[m.group(2)] = name
+        bad = [k for k, v in pairs.items() if set(v) != {"A", "B"}]
+        if bad or not pairs:
+            raise CheckpointError(f"{self.path}: no lora_A / lora_B pairs" if not pairs else
+                                  f"{self.path}: {bad[0]} lacks lora_A or lora_B")
+        return {k: (v["A"], v["B"]) for k, v in pairs.items()}
+
+    def targets(self) -> list[str]:
+        """Names of the adapted weights, as in the base checkpoint."""
+        return list(self._pairs)
+
+    def scaling(self, name: str, rank: int) -> float:
+        """lora_alpha / r (or / sqrt(r) with rsLoRA) for a weight, honouring peft's alpha_pattern."""
+        alpha = self.config.get("lora_alpha", 8)
+        module = name[: -len(".weight")]
+        for pattern, value in (self.config.get("alpha_pattern") or {}).items():
+            if re.match(rf"(.*\.)?({pattern})$", module):
+                alpha = value
+                break
+        return alpha / (rank ** 0.5 if self.config.get("use_rslora") else rank)
+
+    def delta(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """scaling * B @ A for the weight ``name`` of ``shape`` [out, in] (float32); fan_in_fan_out transposes.
+        Raises CheckpointError if the product does not have the weight's shape."""
+        a_name, b_name = self._pairs[name]
+        a, b = self.weights.tensor(a_name), self.weights.tensor(b_name)
+        if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
+            raise CheckpointError(f"{self.path}: {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)} do not pair")
+        update = (b @ a) * self.scaling(name, a.shape[0])
+        if self.config.get("fan_in_fan_out"):
+            update = update.T
+        if tuple(update.shape) != tuple(shape):
+            raise CheckpointError(f"{self.path}: the update of {name} has shape {tuple(update.shape)}, the base "
+                                  f"weight {tuple(shape)}")
+        return update
+
+
+def open_unlearned(path: str | Path) -> Checkpoint | LoraAdapter:
+    """The unlearned side: a LoraAdapter where ``path`` holds adapter_config.json, else a Checkpoint."""
+    p = Path(path).expanduser()
+    return LoraAdapter(p) if (p / ADAPTER_CONFIG).is_file() else Checkpoint(p)
+
+
+def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter) -> Iterator[tuple[str, torch.Tensor,
+                                                                                           torch.Tensor]]:
+    """(module name, W_t, W_u) of every quantizable weight of ``target``, read one pair at a time (float32 [out, in]).
+
+    With an adapter, W_u = W_t + its update where the adapter has one, else W_t; the sum is rounded to the base
+    weight's stored dtype (bf16 / fp16), as peft's merge writes it into the base weight. Raises CheckpointError (before
+    reading any tensor) if the two checkpoints do not hold the same quantizable weights with the same shapes, or an
+    adapter names a weight the target lacks.
+    """
+    names = target.quantizable()
+    if not names:
+        raise CheckpointError(f"{target.path} holds no Linear weights to compare")
+    if isinstance(unlearned, LoraAdapter):
+        unknown = [n for n in unlearned.targets() if n not in target]
+        if unknown:
+            raise CheckpointError(f"the adapter {unlearned.path} adapts {unknown[0]}, which {target.path} lacks")
+    else:
+        other = unlearned.quantizable()
+        if set(other) != set(names):
+            only = sorted(set(names) ^ set(other))
+            raise CheckpointError(f"the checkpoints hold different Linear weights (e.g. {only[0]}): "
+                                  f"{target.path} vs {unlearned.path}")
+        shapes = [n for n in names if target.shape(n) != unlearned.shape(n)]
+        if shapes:
+            n = shapes[0]
+            raise CheckpointError(f"{n} has shape {target.shape(n)} in {target.path} but {unlearned.shape(n)} in "
+                                  f"{unlearned.path}")
+    return _read_pairs(target, unlearned, names)
+
+
+def _read_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter, names: list[str]) -> Iterator[
+        tuple[str, torch.Tensor, torch.Tensor]]:
+    adapted = set(unlearned.targets()) if isinstance(unlearned, LoraAdapter) else set()
+    for name in names:
+        w_t = target.tensor(name)
+        if isinstance(unlearned, LoraAdapter):
+            w_u = (w_t + unlearned.delta(name, target.shape(name))).to(target.dtype(name)).float() \
+                if name in adapted else w_t
+        else:
+            w_u = unlearned.tensor(name)
+        yield name[: -len(".weight")], w_t, w_u
+        del w_t, w_u
+
+
+__all__ = ["Checkpoint", "CheckpointError", "LoraAdapter", "fingerprint", "open_unlearned", "quantizable_name",
+           "stream_pairs"]
