@@ -100,9 +100,16 @@ def picked_runs() -> list[RunInfo]:
     return [i for i in infos if i.state == "done"]
 
 
-def require_runs() -> list[RunInfo]:
-    """The picked finished runs, or stop the page with a hint to pick or start one."""
+def require_runs(metrics: bool = False) -> list[RunInfo]:
+    """The picked finished runs, or stop the page with a hint to pick or start one. With ``metrics``, checkpoint
+    comparisons (``qru deltas``: weight deltas only) are left out with a note."""
     runs = picked_runs()
+    if metrics:
+        compared = [r for r in runs if r.run_id.startswith("deltas-")]
+        if compared:
+            st.caption("Not shown (checkpoint comparisons have weight deltas only, see **Weight deltas**): "
+                       + "; ".join(r.label for r in compared))
+        runs = [r for r in runs if not r.run_id.startswith("deltas-")]
     if not runs:
         st.info("Pick one or more finished runs in the sidebar, or start one on the **Run** page.")
         st.stop()

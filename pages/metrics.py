@@ -9,7 +9,7 @@ from qru.views.metric_tables import (came_back, came_back_cells, changes, compar
 ui.in_frame("metrics")
 
 st.title("Metrics: does the quantized model remember?")
-runs = ui.require_runs()
+runs = ui.require_runs(metrics=True)
 st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs the 32-bit retrain model, % (0 "
            "ideal, -100 still memorized); NLL in nats/token. Red: a quantized model moved toward remembering the "
            f"forget set compared with the same model at 32 bits ({thresholds_text()}).")

@@ -7,7 +7,7 @@ from qru.views.probe_view import SORTS, leak_scores, ordered, output_keys, probe
 ui.in_frame("probes")
 
 st.title("Probes: which completions leak the forgotten text?")
-runs = ui.require_runs()
+runs = ui.require_runs(metrics=True)
 name = ui.names(runs)
 run_id = st.selectbox("Run", [r.run_id for r in runs], format_func=name.get)
 probes = ui.load(run_id, "probes")

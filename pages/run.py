@@ -4,7 +4,8 @@ import streamlit as st
 import ui
 from qru.atomic import LockedError
 from qru.cli import configs_for
-from qru.config import ConfigError
+from qru.config import QUANTIZER_SETS, ConfigError
+from qru.errors import CheckpointError
 from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
 from qru.views.runs import HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds, form_argv, models_built
@@ -22,7 +23,7 @@ st.fragment(ui.jobs_panel, run_every=2)()
 def launch(argv: list[str], title: str) -> None:
     try:
         launch_job(store, argv, title)
-    except (ConfigError, LockedError, OSError) as exc:
+    except (ConfigError, CheckpointError, LockedError, OSError) as exc:
         st.error(f"Could not start: {exc}")
         return
     st.rerun()
@@ -73,13 +74,23 @@ left, mid, right = st.columns(3)
 lr = left.select_slider("Learning rate", LR_GRID, PRESETS[preset][0][adapter], format_func="{:g}".format,
                        key=f"lr-{preset}-{adapter}", help=HELP["lr"] + " Other values: `qru run --lr`.")
 epochs = mid.number_input("Epochs", 1, 100, PRESETS[preset][1], key=f"epochs-{preset}", help=HELP["epochs"])
-bits = right.multiselect("Bit widths", [32, 8, 4], default=[32, 8, 4], help=HELP["bits"])
-quant_type = st.radio("4-bit type", ["fp4", "nf4"], format_func=str.upper, horizontal=True)
+quant_type = st.radio("Quantizer", ["fp4", "nf4", "rtn"], horizontal=True, format_func={
+    "fp4": "bitsandbytes, FP4 at 4 bits", "nf4": "bitsandbytes, NF4 at 4 bits", "rtn": "RTN int-k"}.get)
+widths = [32, 8, 7, 6, 5, 4, 3, 2] if quant_type == "rtn" else [32, 8, 4]
+bits = right.multiselect("Bit widths", widths, default=[32, 4, 3] if quant_type == "rtn" else [32, 8, 4],
+                         key=f"bits-{quant_type == 'rtn'}", help=HELP["bits"])
+group_size, symmetric = 128, False
+if quant_type == "rtn":
+    a, b = st.columns(2)
+    group_size = a.selectbox("Group size", [128, 64, 32, 0], format_func=lambda g: f"{g}" if g else "per channel")
+    symmetric = b.radio("Grid", [False, True], horizontal=True,
+                        format_func=lambda s: "symmetric (absmax)" if s else "asymmetric (min/max)")
+    st.caption(HELP["rtn"])
 st.caption(HELP["quant_type"] + " " + HELP["bits"])
 
 try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
-                     int(lora_alpha), corpus)
+                     int(lora_alpha), corpus, group_size, symmetric)
     config = configs_for(argv)[0]
     check_corpus(config)
 except ConfigError as exc:
@@ -104,3 +115,26 @@ elif store.find(config):
         launch(argv + ["--force"], config.unlearn.label)
 elif st.button(f"Run ({minutes([config])})", type="primary"):
     launch(argv, config.unlearn.label)
+
+st.subheader("Compare two checkpoints")
+st.caption(HELP["compare"])
+a, b = st.columns(2)
+target = a.text_input("Target checkpoint folder", placeholder="/models/llama-2-7b-news-target")
+unlearned = b.text_input("Unlearned checkpoint or LoRA adapter folder", placeholder="/models/npo-gdr")
+chosen = st.radio("Quantizers", list(QUANTIZER_SETS), horizontal=True, format_func=QUANTIZER_SETS.get,
+                  help="the 59-quantizer set takes about 60 times as long as one quantizer")
+if target.strip() and unlearned.strip():
+    compare_argv = ["deltas", target.strip(), unlearned.strip(), "--quantizers", chosen]
+    try:
+        compared = configs_for(compare_argv)[0]
+    except (ConfigError, CheckpointError) as exc:
+        st.error(str(exc))
+        st.stop()
+    st.code("qru " + " ".join(compare_argv), language="bash")
+    if store.find(compared):
+        st.success(f"This comparison is already in the store: {compared.label}")
+        if st.button("Show the comparison"):
+            ui.pick([run_id_of(compared)])
+            st.switch_page("pages/deltas.py")
+    elif st.button("Compare", type="primary"):
+        launch(compare_argv, compared.label)

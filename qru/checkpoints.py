@@ -26,19 +26,28 @@ from typing import Iterator
 import torch
 from safetensors import safe_open
 
+from qru.deltas import MODULE_TYPES
+from qru.errors import CheckpointError
+
 INDEX = "model.safetensors.index.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 SKIPPED = re.compile(r"(^|\.)(lm_head|embed[^.]*|wte|wpe)(\.|$)")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or adapter cannot be read or does not match the other side; the message names the path."""
-
-
 def quantizable_name(name: str, ndim: int) -> bool:
     """Whether a state-dict tensor is a Linear weight that PTQ quantizes (see the module docstring)."""
     return name.endswith(".weight") and ndim == 2 and not SKIPPED.search(name[: -len(".weight")])
+
+
+def model_order(name: str) -> tuple:
+    """Sort key putting tensor names in the order a Llama-style model defines them (safetensors files sort names
+    as text, so layer 10 would precede layer 2): the numbers in the name, then q, k, v, o, gate, up, down, then the
+    name."""
+    parts = name.removesuffix(".weight").split(".")
+    module = parts[-1]
+    rank = MODULE_TYPES.index(module) if module in MODULE_TYPES else len(MODULE_TYPES)
+    return tuple(int(p) for p in parts if p.isdigit()), rank, name
 
 
 def _shard_files(path: Path) -> list[Path]:
@@ -216,7 +225,7 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter) -> Ite
     reading any tensor) if the two checkpoints do not hold the same quantizable weights with the same shapes, or an
     adapter names a weight the target lacks.
     """
-    names = target.quantizable()
+    names = sorted(target.quantizable(), key=model_order)
     if not names:
         raise CheckpointError(f"{target.path} holds no Linear weights to compare")
     if isinstance(unlearned, LoraAdapter):

@@ -17,14 +17,13 @@ import warnings
 import pandas as pd
 
 from qru.atomic import LockedError
-from qru.checkpoints import CheckpointError
-from qru.compare import QUANTIZER_SETS, compare, deltas_config, quantizer_set
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR,
-                        QUANT_TYPES_4BIT, QUANTIZERS, REGULARIZERS, RTN_BITS, RTN_GROUP_SIZES, ConfigError,
-                        CorpusConfig, DeltasConfig, ModelConfig, RunConfig, UnlearnConfig, resolve_source)
+                        QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS, RTN_BITS, RTN_GROUP_SIZES, ConfigError,
+                        CorpusConfig, DeltasConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set,
+                        resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
-from qru.errors import UnlearnError
+from qru.errors import CheckpointError, UnlearnError
 
 # Sizes: "tiny" is the embedded default (design.md "Calibration"); "micro" builds in seconds, for tests and demos.
 SCALES = {
@@ -138,6 +137,7 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig]:
         sub.exit = _raise_config_error
     args = parser.parse_args(argv)
     if args.command == "deltas":
+        from qru.compare import deltas_config
         return [deltas_config(args.target, args.unlearned, quantizer_set(args.quantizers))]
     if args.command not in ("run", "demo"):
         raise ValueError(f"not a run command: {argv!r}")
@@ -163,6 +163,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_deltas(args) -> int:
+    from qru.compare import compare, deltas_config
+
     config = deltas_config(args.target, args.unlearned, quantizer_set(args.quantizers))
     store = RunStore(args.cache)
     if store.find(config) and not args.force:

@@ -10,42 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 from qru.checkpoints import Checkpoint, fingerprint, open_unlearned, stream_pairs
-from qru.config import ConfigError, DeltasConfig, QuantSpec
-from qru.deltas import analysis_grid, deltas_files, scan
+from qru.config import DeltasConfig, QuantSpec
+from qru.deltas import deltas_files, scan
 from qru.store import RunStore, run_id_of
 
 Progress = Callable[[str, int, int, str], None]
-QUANTIZER_SETS = {
-    "all": "32 bits, FP4 and NF4 (block 64), LLM.int8 and RTN int-k 2..8 bits, sym/asym, per channel and g32/64/128",
-    "bnb": "32 bits and the bitsandbytes quantizers the papers use: FP4, NF4 (block 64), LLM.int8",
-    "4bit": "32 bits, FP4, NF4 and RTN int4 asym/sym with every group size",
-}
-
-
-def quantizer_set(names: list[str]) -> list[QuantSpec]:
-    """The quantizers named by ``names``: set names of QUANTIZER_SETS and/or quantizer keys (QuantSpec.key, e.g.
-    ``fp4-b64@4``, ``rtn-asym-g128@3``), in order, without repeats; 32 bits always first.
-    Raises ConfigError naming an unknown name."""
-    grid = analysis_grid()
-    specs = [QuantSpec()]
-    for name in names:
-        if name == "all":
-            specs += grid
-        elif name == "bnb":
-            specs += [s for s in grid if not s.is_rtn]
-        elif name == "4bit":
-            specs += [s for s in grid if s.bits == 4]
-        else:
-            try:
-                specs.append(QuantSpec.from_key(name))
-            except ConfigError as exc:
-                raise ConfigError(f"{exc}; or one of the sets {', '.join(QUANTIZER_SETS)}") from None
-    seen: dict[str, QuantSpec] = {}
-    for spec in specs:
-        seen.setdefault(spec.key, spec)
-    return list(seen.values())
-
-
 def deltas_config(target: str | Path, unlearned: str | Path, specs: list[QuantSpec]) -> DeltasConfig:
     """The DeltasConfig of comparing ``target`` with ``unlearned`` (headers are read, not tensors).
     Raises CheckpointError for an unreadable checkpoint or adapter."""
@@ -90,4 +59,4 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     return writer.run_id
 
 
-__all__ = ["QUANTIZER_SETS", "compare", "deltas_config", "quantizer_set"]
+__all__ = ["compare", "deltas_config"]

@@ -204,6 +204,40 @@ class QuantSpec:
         return cls(int(bits), name)
 
 
+def analysis_grid(blocksize: int = 64) -> list[QuantSpec]:
+    """Every quantizer qru analyses a weight update under, so that a page can switch between them without
+    recomputation: bitsandbytes FP4 and NF4 (absmax block ``blocksize``) at 4 bits, LLM.int8 at 8 bits, and RTN
+    int-k asymmetric and symmetric, per channel and with groups of 32, 64 and 128, at 8..2 bits (59 in all)."""
+    specs = [QuantSpec(4, "fp4", blocksize), QuantSpec(4, "nf4", blocksize), QuantSpec(8, "int8")]
+    specs += [QuantSpec(bits, kind, group_size=g) for kind in RTN_TYPES for g in RTN_GROUP_SIZES for bits in RTN_BITS]
+    return specs
+
+
+QUANTIZER_SETS = {
+    "all": "32 bits, FP4 and NF4 (block 64), LLM.int8 and RTN int-k 2..8 bits, sym/asym, per channel and g32/64/128",
+    "bnb": "32 bits and the bitsandbytes quantizers the papers use: FP4, NF4 (block 64), LLM.int8",
+    "4bit": "32 bits, FP4, NF4 and RTN int4 asym/sym with every group size",
+}
+
+
+def quantizer_set(names: list[str]) -> list[QuantSpec]:
+    """The quantizers named by ``names``: set names of QUANTIZER_SETS and/or quantizer keys (QuantSpec.key, e.g.
+    ``fp4-b64@4``, ``rtn-asym-g128@3``), in order, without repeats; 32 bits always first.
+    Raises ConfigError naming an unknown name."""
+    grid = analysis_grid()
+    sets = {"all": grid, "bnb": [s for s in grid if not s.is_rtn], "4bit": [s for s in grid if s.bits == 4]}
+    specs = [QuantSpec()]
+    for name in names:
+        if name in sets:
+            specs += sets[name]
+            continue
+        try:
+            specs.append(QuantSpec.from_key(name))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or one of the sets {', '.join(QUANTIZER_SETS)}") from None
+    return list({s.key: s for s in specs}.values())  # first occurrence order
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Metric settings (MUSE, design.md "Reference definitions").

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from qru.config import RTN_BITS, RTN_GROUP_SIZES, RTN_TYPES, QuantSpec
+from qru.config import QuantSpec, analysis_grid  # noqa: F401 (analysis_grid: part of this module's API)
 from qru.quant import quantizable_linears, quantize_tensor
 
 # |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
@@ -121,15 +121,6 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
     dw, row, abs_counts = float_delta(w_target, w_unlearned)
     q_row, hists = quantized_delta(w_target, w_unlearned, dw, spec)
     return {**row, **q_row}, {"abs": abs_counts, **hists}
-
-
-def analysis_grid(blocksize: int = 64) -> list[QuantSpec]:
-    """Every quantizer qru analyses a weight update under, so that a page can switch between them without
-    recomputation: bitsandbytes FP4 and NF4 (absmax block ``blocksize``) at 4 bits, LLM.int8 at 8 bits, and RTN
-    int-k asymmetric and symmetric, per channel and with groups of 32, 64 and 128, at 8..2 bits (59 in all)."""
-    specs = [QuantSpec(4, "fp4", blocksize), QuantSpec(4, "nf4", blocksize), QuantSpec(8, "int8")]
-    specs += [QuantSpec(bits, kind, group_size=g) for kind in RTN_TYPES for g in RTN_GROUP_SIZES for bits in RTN_BITS]
-    return specs
 
 
 def weight_pairs(target: torch.nn.Module, unlearned: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from qru.atomic import LockedError, read_json, write_json
 from qru.cli import configs_for
+from qru.config import RunConfig
 from qru.store import RunStore, StoreError, run_id_of
 
 JOBS = "jobs"
@@ -64,7 +65,7 @@ class JobProgress:
 def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
 
-    ``argv`` must be a ``run`` or ``demo`` command; it is validated first (ConfigError names the bad value) so that
+    ``argv`` must be a ``run``, ``demo`` or ``deltas`` command; it is validated first (ConfigError names the bad value) so that
     nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
     """
     run_ids = [run_id_of(c) for c in configs_for(argv)]
@@ -199,7 +200,8 @@ def _stage_fraction(status: dict | None) -> float:
 def _stage_line(store: RunStore, job: Job, i: int, status: dict | None) -> str:
     head = f"run {i + 1}/{len(job.run_ids)}"
     try:
-        head += f" {store.config(job.run_ids[i]).unlearn.label}"
+        config = store.config(job.run_ids[i])
+        head += f" {config.unlearn.label if isinstance(config, RunConfig) else config.label}"
     except StoreError:
         pass
     if not status:

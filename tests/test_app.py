@@ -193,10 +193,50 @@ def test_runs_alike_but_for_the_seed_and_a_32_bit_only_run_are_shown_without_err
     at = _app(root, "deltas")
     picker = at.sidebar.multiselect[0]
     assert len(picker.value) == 4 and len(set(picker.options)) == len(picker.options) == 4
-    at.radio[0].set_value("dq").run()  # two picked runs have no quantized rows: warnings, no exception
-    assert not at.exception and any("32 bits" in w.value or "no" in w.value for w in at.warning)
+    at.radio[0].set_value("dq").run()  # runs evaluated at 32 bits only are still analysed under every quantizer
+    assert not at.exception and len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == 4
     seeds = [r for r in picker.value if r.startswith("ga-gdr-full")]
     at.sidebar.multiselect[0].set_value(seeds[:2]).run()
     assert not at.exception and sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])
     at.run()
     assert sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])  # both kept across reruns
+
+
+def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micro_models, tmp_path):
+    from qru.compare import compare, deltas_config
+    from qru.config import quantizer_set
+
+    root = tmp_path / "store"
+    for part in ("runs", "models", "corpus"):
+        shutil.copytree(store.root / part, root / part)
+    copy = RunStore(root)
+    lora = [r for r in copy.ids() if r.startswith("npo-gdr-lora")][0]
+    target, adapter = str(micro_models.root / "target"), str(copy.path(lora) / "adapter")
+    at = _app(root)
+    quantizer = [r for r in at.radio if r.label == "Quantizer"][0]
+    quantizer.set_value("rtn").run()
+    assert "--quantizer rtn --group-size 128" in at.code[0].value and "--bits 32 4 3" in at.code[0].value
+    [r for r in at.radio if r.label == "Grid"][0].set_value(True).run()
+    assert "--symmetric" in at.code[0].value
+    fields = {t.label: t for t in at.text_input}
+    fields["Target checkpoint folder"].input(target).run()
+    fields = {t.label: t for t in at.text_input}
+    fields["Unlearned checkpoint or LoRA adapter folder"].input(str(tmp_path / "missing")).run()
+    assert any("not found" in e.value for e in at.error) and not at.exception
+    fields = {t.label: t for t in at.text_input}
+    fields["Unlearned checkpoint or LoRA adapter folder"].input(adapter).run()
+    [r for r in at.radio if r.label == "Quantizers"][0].set_value("bnb").run()
+    assert f"qru deltas {target} {adapter} --quantizers bnb" in at.code[-1].value
+    assert [b for b in at.button if b.label == "Compare"]
+    run_id = compare(deltas_config(target, adapter, quantizer_set(["bnb"])), copy)  # as the job would
+    at.run()
+    assert "already in the store" in _texts(at) and [b for b in at.button if b.label == "Show the comparison"]
+    at = _app(root, "metrics")
+    at.session_state["picked"] = [run_id, lora]
+    at.run()
+    assert not at.exception and "checkpoint comparisons" in _texts(at)
+    at = _app(root, "deltas")
+    at.session_state["picked"] = [run_id]
+    at.run()
+    assert not at.exception and "checkpoint deltas" in _texts(at) + " ".join(at.sidebar.multiselect[0].value)
+    assert [o.split(" ")[0] for o in at.selectbox[0].options] == ["FP4", "NF4", "LLM.int8", "none"]

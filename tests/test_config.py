@@ -57,3 +57,40 @@ def test_non_finite_values_are_rejected(kwargs):
 def test_label_names_the_step_cap_corpus_and_model():
     label = RunConfig(unlearn=UnlearnConfig(max_steps=2)).label
     assert "max 2 steps" in label and "[embedded, d256x4]" in label
+
+
+def test_run_ids_stored_before_the_rtn_fields_stay_valid():
+    # keys computed with the code before RunConfig had quantizer / group_size / symmetric
+    assert config_key(RunConfig()) == "9fbcf2e2f70a"
+    lora = RunConfig(bits=(32, 4), quant_type_4bit="nf4", unlearn=UnlearnConfig(adapter="lora"))
+    assert config_key(lora) == "a3fd31df2c9e"
+    assert config_key(RunConfig(quantizer="rtn", bits=(32, 4))) != config_key(RunConfig(bits=(32, 4)))
+
+
+def test_rtn_runs_and_quantizer_keys():
+    config = RunConfig(quantizer="rtn", bits=(32, 3, 8), group_size=32, symmetric=True)
+    assert config.bits == (32, 8, 3)
+    assert [s.key for s in config.quant_specs()] == ["none@32", "rtn-sym-g32@8", "rtn-sym-g32@3"]
+    assert "RTN sym g32" in config.label
+    for bad, needle in (({"quantizer": "rtn", "bits": (1,)}, "1"), ({"bits": (3,)}, "3"),
+                        ({"group_size": 32}, "rtn quantizer only"), ({"quantizer": "gptq"}, "gptq"),
+                        ({"quantizer": "rtn", "group_size": 48}, "48")):
+        with pytest.raises(ConfigError, match=needle):
+            RunConfig(**bad)
+    for spec in (QuantSpec(4, "fp4", 128), QuantSpec(8, "int8"), QuantSpec(2, "rtn-asym", group_size=0), QuantSpec()):
+        assert QuantSpec.from_key(spec.key) == spec
+    for bad in ("fp4@4", "rtn-asym-g48@3", "nf4-b64@3", "x", "int8@4"):
+        with pytest.raises(ConfigError):
+            QuantSpec.from_key(bad)
+    assert QuantSpec(5, "rtn-asym", group_size=0).label == "5-bit RTN asym per-channel"
+
+
+def test_deltas_configs_round_trip_and_name_bad_fields():
+    from qru.config import DeltasConfig, stored_config_from_dict, to_dict
+
+    config = DeltasConfig("/a", "/b", "f00", ("none@32", "fp4-b64@4"))
+    assert stored_config_from_dict(to_dict(config)) == config
+    with pytest.raises(ConfigError, match="fp9"):
+        DeltasConfig("/a", "/b", "f00", ("fp9@4",))
+    with pytest.raises(ConfigError, match="unknown field"):
+        stored_config_from_dict({**to_dict(config), "extra": 1})

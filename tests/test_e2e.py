@@ -68,21 +68,27 @@ def test_samples_probes_and_train_log(full_run):
     assert len(log) > 0 and {"forget_loss", "retain_loss", "loss"} <= set(log[0])
 
 
-def test_deltas_are_pre_binned_per_bit_width(full_run):
+def test_deltas_are_pre_binned_under_every_quantizer(full_run):
     store, run_id = full_run
     deltas = store.deltas(run_id)
-    assert set(deltas["bits"]) == {32, 8, 4}
-    totals = deltas[deltas.tensor == "total"].set_index("bits")
-    assert 0 < totals.loc[4, "code_flip_rate"] <= 1 and totals.loc[4, "median_step"] > totals.loc[8, "median_step"]
+    assert set(deltas["bits"]) == {32, 8, 7, 6, 5, 4, 3, 2}
+    assert deltas["quantizer"].nunique() == 60  # the run's 32 bits + the 59 quantizers of the analysis grid
+    assert list(deltas["quantizer"].unique()[:3]) == ["none@32", "int8@8", "fp4-b64@4"]  # the run's own first
+    totals = deltas[deltas.tensor == "total"].set_index("quantizer")
+    assert 0 < totals.loc["fp4-b64@4", "code_flip_rate"] <= 1
+    assert totals.loc["fp4-b64@4", "median_step"] > totals.loc["int8@8", "median_step"]
+    steps = [totals.loc[f"rtn-asym-g64@{b}", "median_step"] for b in range(2, 9)]
+    assert all(a > b for a, b in zip(steps, steps[1:]))  # one bit more halves the step (about)
     hists = store.histograms(run_id)
-    assert {"abs_edges", "rel_edges", "tensors", "abs", "rel_8", "rel_4", "dq_4", "bnd_4", "bndrel_8"} <= set(hists)
+    assert {"abs_edges", "rel_edges", "tensors", "abs", "rel_int8@8", "rel_fp4-b64@4", "dq_fp4-b64@4",
+            "bnd_rtn-sym-g0@2", "bndrel_rtn-asym-g128@5"} <= set(hists)
     flips = deltas[deltas.bits != 32]
     assert (flips["flips_boundary"] + flips["flips_scale"] == flips["code_flips"]).all()
-    assert hists["bnd_4"][-1].sum() == totals.loc[4, "numel"]  # every target weight has a boundary distance
-    per_bits = deltas[deltas.bits == 4]
-    assert hists["rel_4"].shape == (len(per_bits), len(hists["rel_edges"]) - 1)
-    numel = per_bits.set_index("tensor").loc["total", "numel"]
-    zeros = per_bits.set_index("tensor").loc["total", "zero_delta"]
+    assert hists["bnd_fp4-b64@4"][-1].sum() <= totals.loc["fp4-b64@4", "numel"]  # all but weights on a boundary
+    per = deltas[deltas.quantizer == "fp4-b64@4"]
+    assert hists["rel_fp4-b64@4"].shape == (len(per), len(hists["rel_edges"]) - 1)
+    numel = per.set_index("tensor").loc["total", "numel"]
+    zeros = per.set_index("tensor").loc["total", "zero_delta"]
     assert hists["abs"][-1].sum() + zeros == numel
     delta = load_file(str(store.path(run_id) / "unlearned_delta.safetensors"))
     assert any(v.abs().max() > 0 for v in delta.values())
@@ -113,3 +119,34 @@ def test_lora_run_stores_adapter_not_full_copy(micro_cache, micro_models, capsys
     assert adapter_bytes < (micro_models.root / "target" / "model.safetensors").stat().st_size
     assert set(store.metrics(run_id)["bits"]) == {32, 4}
     assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_qru_deltas_on_a_runs_adapter_matches_the_runs_own_analysis(micro_cache, micro_models, capsys):
+    """The streamed comparison of target + the stored LoRA adapter reproduces the pipeline's in-memory deltas."""
+    from qru.compare import compare, deltas_config
+    from qru.config import quantizer_set
+
+    store = RunStore(micro_cache)
+    run_id = [r for r in store.ids() if r.startswith("npo-gdr-lora-")][0]
+    config = deltas_config(micro_models.root / "target", store.path(run_id) / "adapter",
+                           quantizer_set(["nf4-b64@4", "rtn-asym-g32@3"]))
+    streamed = store.deltas(compare(config, store))
+    stored = store.deltas(run_id)
+    for key in ("nf4-b64@4", "rtn-asym-g32@3"):
+        a = streamed[streamed.quantizer == key].set_index("tensor")
+        b = stored[stored.quantizer == key].set_index("tensor").loc[a.index]
+        assert (a["code_flips"] - b["code_flips"]).abs().max() <= 2, key  # merge rounding may differ by an ulp
+        np.testing.assert_allclose(a["share_kept"], b["share_kept"], rtol=1e-3, atol=1e-3)
+
+
+def test_rtn_run_is_evaluated_at_its_own_bit_widths(micro_cache, micro_models, capsys):
+    out, _ = _cli(capsys, "--cache", str(micro_cache), "run", "--scale", "micro", "--method", "ga",
+                  "--regularizer", "gdr", "--adapter", "full", "--lr", "1e-3", "--epochs", "1", "--quantizer", "rtn",
+                  "--bits", "32", "3", "--group-size", "32", "--symmetric", "--quiet")
+    store = RunStore(micro_cache)
+    run_id = [r for r in store.ids() if getattr(store.config(r), "quantizer", "") == "rtn"][0]
+    metrics = store.metrics(run_id)
+    assert set(metrics["bits"]) == {32, 3} and set(metrics["quant"]) == {"none", "rtn-sym"}
+    assert "RTN sym g32" in out
+    out, _ = _cli(capsys, "--cache", str(micro_cache), "show", run_id)
+    assert "rtn-sym-g32@3" in out

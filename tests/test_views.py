@@ -76,43 +76,47 @@ def test_comparison_lists_target_retrain_once_and_each_run():
     assert comparison_mask(table)["Δ KnowMem-forget"].tolist() == [False, False, True, True]
 
 
+NF4 = "nf4-b64@4"
+
+
 def _hist_run():
     edges = np.logspace(-10, 0, 101)
     counts = np.zeros((2, 100), dtype=np.int64)
     counts[:, 40] = [6, 6]
-    deltas = pd.DataFrame([{"bits": 4, "quant": "nf4", "tensor": "total", "numel": 10, "zero_delta": 4,
+    deltas = pd.DataFrame([{"quantizer": NF4, "bits": 4, "quant": "nf4", "tensor": "total", "numel": 10, "zero_delta": 4,
                             "median_step": 0.02, "below_half_step": 0.7, "layer": -1, "module": "all",
                             "code_flip_rate": 0.3, "code_flips": 3, "flips_scale": 1, "share_kept": 0.9,
                             "mean_abs_delta": 1.0, "cosine": 1.0, "noise_ratio": 2.0}])
     hists = {"abs_edges": edges, "rel_edges": np.logspace(-6, 2, 81), "tensors": np.array(["a", "total"]),
-             "abs": counts, "rel_4": np.zeros((2, 80), dtype=np.int64), "dq_4": counts // 2, "bnd_4": counts}
+             "abs": counts, f"rel_{NF4}": np.zeros((2, 80), dtype=np.int64), f"dq_{NF4}": counts // 2,
+             f"bnd_{NF4}": counts}
     return hists, deltas
 
 
 def test_hist_series_reads_the_stored_view_and_threshold():
     hists, deltas = _hist_run()
-    s = hist_series("run", hists, deltas, "total", "abs", 4)
+    s = hist_series("run", hists, deltas, "total", "abs", NF4)
     assert s.line == pytest.approx(0.01) and s.zeros == 4 and "70.0% of weights below half a step" in s.note
-    assert hist_series("run", hists, deltas, "total", "rel", 4).line == 0.5
-    dq = hist_series("run", hists, deltas, "total", "dq", 4)
+    assert hist_series("run", hists, deltas, "total", "rel", NF4).line == 0.5
+    dq = hist_series("run", hists, deltas, "total", "dq", NF4)
     assert dq.zeros == 7 and "30.0% of weights changed code" in dq.note and "30.0% changed value" in dq.note
-    bnd = hist_series("run", hists, deltas, "total", "bnd", 4)
+    bnd = hist_series("run", hists, deltas, "total", "bnd", NF4)
     assert bnd.line == 1.0 and "≥60.0% of target weights" in bnd.note  # bin 40 (1e-6) lies below mean |dW| 1
     from qru.views.delta_charts import flip_summary
     assert flip_summary(deltas.iloc[0])["flips_by_scale"] == pytest.approx(1 / 3)
     assert np.isnan(flip_summary(deltas.drop(columns="flips_scale").iloc[0])["flips_by_scale"])
-    del hists["dq_4"]
+    del hists[f"dq_{NF4}"]
     with pytest.raises(KeyError, match="dequantized"):
-        hist_series("run", hists, deltas, "total", "dq", 4)
+        hist_series("run", hists, deltas, "total", "dq", NF4)
     fig = histogram_figure([s], "abs", "t")
     assert len(fig.data) == 1 and fig.data[0].y[0] == pytest.approx(60.0)  # % of all weights
     assert len(fig.to_json()) < 50_000
 
 
 def test_layer_table_is_layer_by_module():
-    deltas = pd.DataFrame([{"bits": 4, "tensor": f"l{l}.{m}", "layer": l, "module": m, "code_flip_rate": l / 10}
-                           for l in range(2) for m in ("up_proj", "q_proj")])
-    table = layer_table(deltas, 4, "code_flip_rate")
+    deltas = pd.DataFrame([{"quantizer": NF4, "bits": 4, "tensor": f"l{l}.{m}", "layer": l, "module": m,
+                            "code_flip_rate": l / 10} for l in range(2) for m in ("up_proj", "q_proj")])
+    table = layer_table(deltas, NF4, "code_flip_rate")
     assert list(table.columns) == ["q_proj", "up_proj"] and table.loc[1, "q_proj"] == pytest.approx(0.1)
 
 
@@ -165,3 +169,50 @@ def test_estimate_scales_with_epochs():
     store = RunStore("/nonexistent-store")
     one, ten = (configs_for(["run", "--scale", "micro", "--epochs", str(e)]) for e in (1, 10))
     assert estimate_seconds(store, ten, True) == pytest.approx(10 * estimate_seconds(store, one, True))
+
+
+def test_module_table_splits_flips_and_sums_per_module_type():
+    from qru.views.flip_analysis import module_table
+
+    rows = [{"quantizer": NF4, "tensor": f"l{l}.{m}", "module": m, "numel": 100, "code_flips": 10 * (l + 1),
+             "flips_boundary": 6 * (l + 1), "flips_scale": 4 * (l + 1), "dw_sq": 1.0, "dq_sq": 4.0, "dot": 0.5 * l}
+            for l in range(2) for m in ("up_proj", "q_proj")]
+    rows.append({**rows[0], "tensor": "total", "numel": 10**6})  # the stored total row is not double counted
+    table = module_table(pd.DataFrame(rows), NF4)
+    assert table["module"].tolist() == ["q", "up", "all"]
+    q = table.iloc[0]
+    assert q["weights"] == 200 and q["code_flip_rate"] == pytest.approx(30 / 200)
+    assert q["crossed_boundary"] == pytest.approx(18 / 200) and q["scale_changed"] == pytest.approx(12 / 200)
+    assert q["share_kept"] == pytest.approx(0.5 / 2)
+    assert table.iloc[2]["weights"] == 400 and module_table(pd.DataFrame(rows), "int8@8").empty
+
+
+def test_flip_thresholds_read_the_boundary_distance_histogram():
+    from qru.views.flip_analysis import explain, flip_thresholds
+
+    edges = np.logspace(-10, 0, 101)
+    counts = np.zeros(100, dtype=np.int64)
+    counts[40], counts[60] = 4, 5  # 4 weights within 1.26e-6, 5 more within 1.26e-4; 1 exactly on a boundary
+    limits = flip_thresholds(counts, edges, 10, (0.05, 0.5, 0.9))
+    assert limits[0.05] == pytest.approx(edges[1])  # the weight on a boundary: the first bin's edge
+    assert limits[0.5] == pytest.approx(edges[41]) and limits[0.9] == pytest.approx(edges[61])
+    assert np.isnan(flip_thresholds(counts, edges, 0, (0.5,))[0.5])  # no weights: NaN, not a guess
+    row = pd.Series({"median_step": 0.01, "mean_abs_delta": 1e-4, "below_half_step": 0.99, "numel": 1000,
+                     "code_flips": 10, "flips_boundary": 8, "flips_scale": 2, "share_kept": 0.97, "noise_ratio": 3.0})
+    text = explain(row, "4-bit NF4", limits)
+    assert "0.01 of a step" in text and "kept the update on average" in text and "0.80%" in text
+    assert "erased most" in explain(row.replace(0.97, 0.05), "4-bit NF4")
+    assert "no quantization" in explain(pd.Series({"median_step": float("nan"), "mean_abs_delta": 1e-4}), "32-bit")
+
+
+def test_quantizer_choices_group_stored_keys():
+    from qru.views.quantizers import Choice, available, default_key
+
+    keys = ["none@32", "fp4-b64@4", "int8@8", "rtn-asym-g32@3", "rtn-asym-g0@3", "rtn-asym-g32@8", "junk"]
+    options = available(keys)
+    assert list(options) == ["fp4", "int8", "rtn-asym", "none"]
+    assert list(options["rtn-asym"]) == [8, 3] and options["rtn-asym"][3] == {0: "rtn-asym-g0@3",
+                                                                             32: "rtn-asym-g32@3"}
+    assert Choice.of("fp4-b64@4") == Choice("fp4", 4, 64)
+    assert default_key(keys, ["nf4-b64@4", "int8@8"]) == "int8@8"
+    assert default_key(keys, []) == "fp4-b64@4" and default_key(["none@32"], []) == "none@32"

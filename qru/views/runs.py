@@ -31,7 +31,13 @@ HELP = {
     "lr": "AdamW learning rate, constant schedule.",
     "epochs": "Passes over the forget set.",
     "bits": "Bit widths evaluated: 32 (no quantization), 8 (LLM.int8 weights), 4 (bitsandbytes, block 64).",
-    "quant_type": "4-bit data type: FP4 is bitsandbytes' default and the papers'; NF4 is QLoRA's normal-float grid.",
+    "quant_type": "4-bit data type: FP4 is bitsandbytes' default and the papers'; NF4 is QLoRA's normal-float grid. "
+                  "RTN int-k is the textbook uniform grid at 2..8 bits, per group of weights along a row.",
+    "rtn": "Asymmetric: min/max per group with a zero point; symmetric: absmax. Every run is also analysed under "
+           "all quantizers and bit widths (Weight deltas page); the metrics are computed at the widths picked here.",
+    "compare": "Two Hugging Face checkpoints (folders of safetensors shards, same architecture), or a base checkpoint "
+               "and a peft LoRA adapter folder trained on it: their weight deltas under every quantizer, read tensor "
+               "by tensor (memory stays at a few tensors). Stored like a run; shown on the Weight deltas page.",
 }
 PRESETS = {"paper": (PAPER_LR, PAPER_EPOCHS), "embedded": (EMBEDDED_LR, EMBEDDED_EPOCHS)}  # the papers' first
 # Learning rates offered by the Run page (the papers' and the calibrated defaults among them).
@@ -43,13 +49,17 @@ RUN_SECONDS = {"tiny": 75.0, "micro": 10.0}  # one run of 5 epochs
 
 
 def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float, epochs: int, bits: list[int],
-              quant_type: str, lora_r: int = 32, lora_alpha: int = 32, corpus: str = "") -> list[str]:
+              quant_type: str, lora_r: int = 32, lora_alpha: int = 32, corpus: str = "", group_size: int = 128,
+              symmetric: bool = False) -> list[str]:
     """The ``qru run`` arguments of a Run-page form. ``model`` is a key of MODELS; ``corpus`` the folder for
-    "MUSE-layout folder". Raises ConfigError for an unknown model choice or an empty folder."""
+    "MUSE-layout folder"; ``quant_type`` "fp4" / "nf4" (bitsandbytes) or "rtn" (RTN int-k with ``group_size`` and
+    ``symmetric``). Raises ConfigError for an unknown model choice or an empty folder."""
     if model not in MODELS:
         raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
+    quant = ["--quantizer", "rtn", "--group-size", str(group_size)] + (["--symmetric"] if symmetric else []) \
+        if quant_type == "rtn" else ["--quant-type", quant_type]
     argv = ["run", "--scale", MODELS[model][0], "--method", method, "--regularizer", regularizer,
-            "--adapter", adapter, "--lr", f"{lr:g}", "--epochs", str(epochs), "--quant-type", quant_type,
+            "--adapter", adapter, "--lr", f"{lr:g}", "--epochs", str(epochs), *quant,
             "--bits", *[str(b) for b in bits]]
     if adapter == "lora":
         argv += ["--lora-r", str(lora_r), "--lora-alpha", str(lora_alpha)]
@@ -98,6 +108,8 @@ def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bo
     for run_id in store.ids():
         try:
             config = store.config(run_id)
+            if not isinstance(config, RunConfig):  # a checkpoint comparison: no epochs to time
+                continue
             if scale_of(config) == scale and (s := run_seconds(store.status(run_id))):
                 past.append(s / config.unlearn.epochs)
         except StoreError:

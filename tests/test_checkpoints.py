@@ -1,0 +1,168 @@
+"""`qru deltas`: checkpoints streamed tensor by tensor give exactly the in-memory analysis, and bad input is named."""
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+
+from qru.checkpoints import Checkpoint, LoraAdapter, quantizable_name, stream_pairs
+from qru.cli import main
+from qru.compare import compare, deltas_config
+from qru.config import QuantSpec, quantizer_set
+from qru.deltas import scan, weight_pairs
+from qru.errors import CheckpointError
+from qru.store import RunStore
+
+SPECS = ["fp4-b64@4", "int8@8", "rtn-asym-g32@3", "rtn-sym-g0@8"]
+
+
+def _unlearned(model, scale=1e-3, seed=0):
+    """A copy of ``model`` with every Linear weight moved by Gaussian noise (a stand-in unlearning update)."""
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in other.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return other
+
+
+@pytest.fixture(scope="module")
+def checkpoints(micro_models, tmp_path_factory):
+    """The micro target saved in two shards and an unlearned copy saved as one file, plus both models."""
+    root = tmp_path_factory.mktemp("ckpt")
+    target = micro_models.target
+    unlearned = _unlearned(target)
+    target.save_pretrained(root / "target", max_shard_size="100KB", safe_serialization=True)
+    unlearned.save_pretrained(root / "unlearned", safe_serialization=True)
+    return root, target, unlearned
+
+
+def _in_memory(target, unlearned, keys):
+    return scan(weight_pairs(target, unlearned), [QuantSpec.from_key(k) for k in keys])
+
+
+def _same(stored: pd.DataFrame, hists: dict, rows: list[dict], mem_hists: dict) -> None:
+    frame = pd.DataFrame(rows)
+    assert list(stored["tensor"]) == list(frame["tensor"]) and list(stored["quantizer"]) == list(frame["quantizer"])
+    for col in ("code_flips", "flips_boundary", "flips_scale", "numel", "zero_delta"):
+        assert stored[col].tolist() == frame[col].tolist(), col
+    for col in ("share_kept", "below_half_step", "median_step", "dw_sq", "dot"):
+        np.testing.assert_allclose(stored[col].to_numpy(float), frame[col].to_numpy(float), rtol=1e-12, err_msg=col)
+    for key, counts in mem_hists.items():
+        assert np.array_equal(hists[key], counts), key
+
+
+def test_sharded_checkpoints_stream_to_the_in_memory_result(checkpoints, tmp_path):
+    root, target, unlearned = checkpoints
+    assert len(Checkpoint(root / "target").files) > 1  # really sharded, read through the index
+    store = RunStore(tmp_path)
+    config = deltas_config(root / "target", root / "unlearned", quantizer_set(SPECS))
+    run_id = compare(config, store)
+    assert run_id.startswith("deltas-") and store.status(run_id)["state"] == "done"
+    rows, hists = _in_memory(target, unlearned, ["none@32", *SPECS])
+    _same(store.deltas(run_id), store.histograms(run_id), rows, hists)
+    assert store.config(run_id) == config and "target -> unlearned" in store.config(run_id).label
+    assert compare(config, store) == run_id  # found, not recomputed
+
+
+def test_lora_adapter_is_merged_like_peft(micro_models, tmp_path):
+    target = micro_models.target
+    target.save_pretrained(tmp_path / "base", safe_serialization=True)
+    peft_model = get_peft_model(copy.deepcopy(target), LoraConfig(r=4, lora_alpha=8, target_modules=[
+        "q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload()
+    adapter = LoraAdapter(tmp_path / "adapter")
+    assert len(adapter.targets()) == 3 * micro_models.target.config.num_hidden_layers
+    streamed = list(stream_pairs(Checkpoint(tmp_path / "base"), adapter))
+    memory = list(weight_pairs(target, merged))
+    assert [n for n, _, _ in streamed] == [n for n, _, _ in memory]
+    for (name, wt, wu), (_, mt, mu) in zip(streamed, memory):
+        assert torch.equal(wt, mt), name
+        torch.testing.assert_close(wu, mu, rtol=0, atol=1e-6)
+        assert torch.equal(wu, wt) == ("k_proj" in name or "o_proj" in name or "gate" in name or "up_proj" in name)
+
+
+def test_qru_deltas_cli_stores_a_run_the_pages_can_read(checkpoints, tmp_path, capsys):
+    root, _, _ = checkpoints
+    argv = ["--cache", str(tmp_path), "deltas", str(root / "target"), str(root / "unlearned"), "--quantizers", "bnb",
+            "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fp4-b64@4" in out and "share_kept" in out
+    store = RunStore(tmp_path)
+    (run_id,) = store.ids()
+    assert set(store.deltas(run_id)["quantizer"]) == {"none@32", "fp4-b64@4", "nf4-b64@4", "int8@8"}
+    assert main(["--cache", str(tmp_path), "show", run_id[:10]]) == 0
+    assert "checkpoint deltas" in capsys.readouterr().out
+    assert main(["--cache", str(tmp_path), "ls"]) == 0 and run_id in capsys.readouterr().out
+
+
+def test_a_rewritten_checkpoint_gets_a_new_id(checkpoints, tmp_path):
+    root, target, _ = checkpoints
+    path = tmp_path / "u.safetensors"
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.zeros(4, 8)}, str(path))
+    base = tmp_path / "t.safetensors"
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.ones(4, 8)}, str(base))
+    first = deltas_config(base, path, quantizer_set(["int8@8"]))
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.full((4, 8), 2.0)}, str(path))
+    assert deltas_config(base, path, quantizer_set(["int8@8"])).fingerprint != first.fingerprint
+
+
+def test_bf16_checkpoints_are_widened_and_lm_head_and_embeddings_skipped(tmp_path):
+    w = torch.randn(8, 64)
+    save_file({"model.embed_tokens.weight": torch.randn(10, 8), "lm_head.weight": torch.randn(10, 8),
+               "model.layers.0.self_attn.q_proj.weight": w.bfloat16(), "model.norm.weight": torch.ones(8)},
+              str(tmp_path / "model.safetensors"))
+    ckpt = Checkpoint(tmp_path)
+    assert ckpt.quantizable() == ["model.layers.0.self_attn.q_proj.weight"]
+    t = ckpt.tensor("model.layers.0.self_attn.q_proj.weight")
+    assert t.dtype == torch.float32 and torch.equal(t, w.bfloat16().float())
+    assert not quantizable_name("model.layers.0.mlp.up_proj.bias", 1) and quantizable_name("h.0.mlp.c_fc.weight", 2)
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "not found"), ("empty", "no .safetensors"), ("corrupt", "not a readable safetensors"),
+    ("shape", "has shape"), ("names", "different Linear weights"), ("adapter-unknown", "which"),
+    ("dora", "DoRA"), ("bad-index", "not a safetensors index")])
+def test_mismatched_or_broken_checkpoints_are_named_and_nothing_is_stored(tmp_path, capsys, case, needle):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    save_file({"m.layers.0.q_proj.weight": torch.zeros(4, 8)}, str(a / "model.safetensors"))
+    if case == "missing":
+        b = tmp_path / "nowhere"
+    elif case == "corrupt":
+        (b / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    elif case == "shape":
+        save_file({"m.layers.0.q_proj.weight": torch.zeros(4, 16)}, str(b / "model.safetensors"))
+    elif case == "names":
+        save_file({"m.layers.0.k_proj.weight": torch.zeros(4, 8)}, str(b / "model.safetensors"))
+    elif case in ("adapter-unknown", "dora"):
+        (b / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2,
+                                                           "use_dora": case == "dora"}))
+        save_file({"base_model.model.m.layers.0.v_proj.lora_A.weight": torch.zeros(2, 8),
+                   "base_model.model.m.layers.0.v_proj.lora_B.weight": torch.zeros(4, 2)},
+                  str(b / "adapter_model.safetensors"))
+    elif case == "bad-index":
+        save_file({"m.layers.0.q_proj.weight": torch.zeros(4, 8)}, str(b / "model.safetensors"))
+        (b / "model.safetensors.index.json").write_text("[1, 2]")
+    code = main(["--cache", str(tmp_path / "store"), "deltas", str(a), str(b), "--quantizers", "int8@8"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("qru: error:") and needle in err and "Traceback" not in err
+    assert RunStore(tmp_path / "store").ids() == []
+
+
+def test_bad_quantizer_names_are_refused(checkpoints, tmp_path, capsys):
+    root, _, _ = checkpoints
+    code = main(["--cache", str(tmp_path), "deltas", str(root / "target"), str(root / "unlearned"),
+                 "--quantizers", "fp5@4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "fp5@4" in err
+    with pytest.raises(CheckpointError):
+        list(stream_pairs(Checkpoint(root / "target"), Checkpoint(tmp_path / "missing")))
