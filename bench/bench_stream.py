@@ -63,7 +63,8 @@ PEAK = ("import atexit, resource, sys\n"
 def child(code: str) -> tuple[float, float]:
     """Run ``code`` in a fresh Python; returns (wall seconds, peak resident MiB of that process)."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK + code], check=True, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run([sys.executable, "-c", PEAK + code], check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     peaks = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK ")]
     return seconds, (peaks[-1] / 1024 if peaks else float("nan"))  # ru_maxrss is in KiB on Linux

@@ -91,7 +91,7 @@ def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, dw: torch
         row.update(ratios(row))
         return row, {"rel": None, "dq": None, "bnd": None, "bndrel": None}
     wt, wu = w_target.detach().float(), w_unlearned.detach().float()
-    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec)
+    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec, detail=False)
     step = qt.step.clamp(min=1e-30)
     rel = dw.abs() / step
     flipped = qt.codes != qu.codes

@@ -61,54 +61,46 @@ def _unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack([(flat >> 4) & 0xF, flat & 0xF], dim=1).flatten()[:n].long()
 
 
-def neighbour_gap(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """For normalised values ``x`` (any shape, float32) and sorted ``levels`` [L], the gap between the two levels
-    around each value; values at or beyond the outermost levels get the outermost gap."""
-    idx = torch.searchsorted(levels, x.contiguous()).clamp(1, len(levels) - 1)
-    return levels[idx] - levels[idx - 1]
-
-
 def level_midpoints(levels: torch.Tensor) -> torch.Tensor:
     """The decision boundaries [L-1] of rounding to the nearest of sorted ``levels`` [L]: the midpoints between
     adjacent levels, as bitsandbytes' ``quantize_4bit`` buckets normalised weights."""
     return (levels[1:] + levels[:-1]) / 2
 
 
-def boundary_distance(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """For normalised values ``x`` and sorted ``levels`` [L] of a round-to-nearest-level quantizer, the distance
-    from each value to the nearest decision boundary (:func:`level_midpoints`), in normalised units."""
-    mids = level_midpoints(levels)
-    idx = torch.searchsorted(mids, x.contiguous()).clamp(1, len(mids) - 1)
-    return torch.minimum((x - mids[idx - 1]).abs(), (mids[idx] - x).abs())
-
-
-def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int = 64) -> QuantizedTensor:
+def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int = 64,
+                  detail: bool = True) -> QuantizedTensor:
     """Quantize a float weight [out, in] with bitsandbytes 4-bit absmax block quantization.
 
     Step size: with absmax a of the weight's block and normalised value x = w / a, Δ = a x (gap of the levels
-    around x); boundary distance a times that of x to the nearest midpoint between levels. Raises ValueError for
-    an unknown quant type.
+    around x: above x if x lies above its level, else below); boundary distance a times that of x to the nearest
+    midpoint between levels. Without ``detail`` only codes and dequant are filled (step zero, no boundaries), for
+    a weight that is only compared with another's grid. Raises ValueError for an unknown quant type.
     """
     w = weight.detach().float().contiguous()
     packed, state = bnbf.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type, compress_statistics=False)
     dequant = bnbf.dequantize_4bit(packed, state).float().reshape(w.shape)
-    raw_codes = _unpack_nibbles(packed, w.numel())
     table = bnbf.get_4bit_type(quant_type, device="cpu").float()
     levels = level_table(quant_type)
-    codes = torch.searchsorted(levels, table[raw_codes].contiguous()).reshape(w.shape)
+    level_of_code = torch.searchsorted(levels, table.contiguous())  # 16 raw codes -> index of their level
+    codes = level_of_code[_unpack_nibbles(packed, w.numel())].reshape(w.shape)
+    if not detail:
+        return QuantizedTensor(codes=codes, dequant=dequant, step=torch.zeros_like(w))
     absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
-    x = torch.where(absmax > 0, w / absmax.clamp(min=1e-30), torch.zeros_like(w))
-    step = neighbour_gap(x, levels) * absmax
-    mids = level_midpoints(levels)
     safe = absmax.clamp(min=1e-38)
+    x = torch.where(absmax > 0, w / safe, torch.zeros_like(w))
+    mids = level_midpoints(levels)
+    own = torch.bucketize(x, mids)  # nearest level of x (the code, computed on x itself)
+    upper = (own + (x > levels[own]).long()).clamp(1, len(levels) - 1)  # the level just above x's gap
+    step = (levels[upper] - levels[upper - 1]) * absmax
+    edge = own.clamp(1, len(mids) - 1)  # the midpoints around x: mids[edge - 1], mids[edge]
+    boundary = torch.minimum((x - mids[edge - 1]).abs(), (mids[edge] - x).abs()) * absmax
 
     def grid_codes(v: torch.Tensor) -> torch.Tensor:
         return torch.bucketize(torch.clamp(v.detach().float() / safe, -1, 1), mids)
-    return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary_distance(x, levels) * absmax,
-                           grid_codes=grid_codes)
+    return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary, grid_codes=grid_codes)
 
 
-def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
+def quantize_int8(weight: torch.Tensor, detail: bool = True) -> QuantizedTensor:
     """LLM.int8 weight quantization: per output row, q = round(127 w / absmax_row); Δ = absmax_row / 127.
 
     As bitsandbytes' ``Int8Params`` does, the weight is first cast to float16, so codes equal ``load_in_8bit``'s;
@@ -118,6 +110,8 @@ def quantize_int8(weight: torch.Tensor) -> QuantizedTensor:
     cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
     scale = (scb.float() / 127.0).unsqueeze(1)
     dequant = cb.float() * scale
+    if not detail:
+        return QuantizedTensor(codes=cb.long(), dequant=dequant, step=torch.zeros_like(w))
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     boundary = uniform_boundary(w.half().float() / safe, -127, 127) * scale
 
@@ -137,18 +131,18 @@ def uniform_boundary(t: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:
     return torch.where(q == q_min, low_edge, torch.where(q == q_max, high_edge, inner))
 
 
-def quantize_tensor(weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
+def quantize_tensor(weight: torch.Tensor, spec: QuantSpec, detail: bool = True) -> QuantizedTensor:
     """Quantize one weight [out, in] as ``spec`` says: bitsandbytes FP4/NF4 (:func:`quantize_4bit`), LLM.int8
     (:func:`quantize_int8`) or RTN int-k (:func:`qru.rtn.quantize_rtn`). 32 bits returns the weight itself with
-    step 0 and no boundaries. Raises ValueError where the quantizer cannot take the weight (e.g. an RTN group size
-    that does not divide the row)."""
+    step 0 and no boundaries. Without ``detail``, only codes and dequant are guaranteed (faster: for the side of a
+    comparison whose grid is not used). Raises ValueError where the quantizer cannot take the weight."""
     if spec.is_rtn:
         from qru.rtn import quantize_rtn  # qru.rtn builds on this module's QuantizedTensor
         return quantize_rtn(weight, spec.bits, spec.group_size, symmetric=spec.quant_type == "rtn-sym")
     if spec.quant_type in ("fp4", "nf4"):
-        return quantize_4bit(weight, spec.quant_type, spec.blocksize)
+        return quantize_4bit(weight, spec.quant_type, spec.blocksize, detail)
     if spec.quant_type == "int8":
-        return quantize_int8(weight)
+        return quantize_int8(weight, detail)
     w = weight.detach().float()
     return QuantizedTensor(codes=torch.zeros_like(w, dtype=torch.long), dequant=w.clone(), step=torch.zeros_like(w))
 
