@@ -39,6 +39,7 @@ target: install
 bench: install
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_fakequant.py
+	$(BIN)/python bench/bench_stream.py
 
 clean-venv:
 	rm -rf $(VENV)
