@@ -35,11 +35,12 @@ def frame(default: str = "run") -> None:
         _IN_FRAME.pop()
 
 
-def in_frame(name: str) -> None:
-    """Called first by every page: if streamlit ran pages/<name>.py by itself (its older pages/ folder mode, e.g. a
-    page's URL opened on a freshly started server), run it inside the frame instead, then stop."""
+def in_frame() -> None:
+    """Called first by every page: if streamlit ran a pages/ file by itself (its older pages/ folder mode, e.g. a
+    page's URL opened on a freshly started server), run the frame instead, whose navigation picks the same page from
+    the URL (no "page not found"), then stop."""
     if not _IN_FRAME:
-        frame(default=name)
+        frame()
         st.stop()
 
 

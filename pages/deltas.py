@@ -8,7 +8,7 @@ from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, flip_summary
                                     layer_heatmap, layer_table, shared_zmax)
 from qru.views.flip_analysis import explain, flip_thresholds, module_table
 
-ui.in_frame("deltas")
+ui.in_frame()
 
 st.title("Weight deltas against the quantization step")
 runs = ui.require_runs()

@@ -6,7 +6,7 @@ from qru.reference import SETTING, paper_table
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
 
-ui.in_frame("metrics")
+ui.in_frame()
 
 st.title("Metrics: does the quantized model remember?")
 runs = ui.require_runs(metrics=True)

@@ -4,7 +4,7 @@ import streamlit as st
 import ui
 from qru.views.probe_view import SORTS, leak_scores, ordered, output_keys, probe_html
 
-ui.in_frame("probes")
+ui.in_frame()
 
 st.title("Probes: which completions leak the forgotten text?")
 runs = ui.require_runs(metrics=True)

@@ -10,7 +10,7 @@ from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
 from qru.views.runs import HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds, form_argv, models_built
 
-ui.in_frame("run")
+ui.in_frame()
 
 store = ui.store()
 st.title("Does quantization undo unlearning?")

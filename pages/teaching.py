@@ -10,7 +10,7 @@ from qru.teaching import (BLOCK_SHAPE, CONCENTRATION, QUANTIZERS, STARTS, UPDATE
                           reading)
 from qru.views.teaching_charts import grid_figure, position_figure
 
-ui.in_frame("teaching")
+ui.in_frame()
 
 st.title("Why 4-bit forgets to forget")
 st.markdown(f"A block of {BLOCK_SHAPE[0]} × {BLOCK_SHAPE[1]} target weights W_t drawn like a trained Linear layer's "
@@ -32,10 +32,10 @@ w_t = make_block(start=start, spec=spec)
 w_u = w_t + make_update(w_t, size, kind)
 stats = block_stats(w_t, w_u, spec)
 cells = st.columns(4)
-cells[0].metric("Code flips", f"{stats['code_flips']:,} ({stats['code_flip_rate']:.2%})",
-                help="weights whose quantized code differs between Q(W_t) and Q(W_u)")
-cells[0].caption(f"{stats['flips_boundary']:,} crossed a rounding boundary; {stats['flips_scale']:,} flipped because "
-                 "their block/group scale changed")
+cells[0].metric("Code flips", f"{stats['code_flip_rate']:.2%}",
+                help="share of weights whose quantized code differs between Q(W_t) and Q(W_u)")
+cells[0].caption(f"{stats['code_flips']:,} weights: {stats['flips_boundary']:,} crossed a rounding boundary; "
+                 f"{stats['flips_scale']:,} flipped because their block/group scale changed")
 cells[1].metric("|dW| < Δ/2", f"{stats['below_half_step']:.1%}", help="share of weights moved by less than half "
                 "their step Δ: the most rounding can hide")
 spread = f" ± {stats['share_kept_se']:.2f}" if start == "bin" else ""

@@ -89,11 +89,30 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def test_teaching_page_works_without_any_run(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 2200})
+    page.goto(f"{url}/teaching")  # a fresh server, an empty store, no model
+    _settle(page)
+    assert page.locator("[data-testid=stPlotlyChart]").count() == 2
+    flips = page.get_by_test_id("stMetric").first.inner_text()
+    assert page.get_by_text("Page not found").count() == 0 and page.url.endswith("/teaching")
+    page.get_by_test_id("stSlider").first.get_by_role("slider").focus()
+    for _ in range(5):  # 1e-5 -> 1e-3 on the 1-2-5 log scale
+        page.keyboard.press("ArrowRight")
+    _settle(page)
+    assert page.get_by_test_id("stMetric").first.inner_text() != flips  # the counts follow the slider
+    assert page.get_by_role("button", name="See this in a stored run").is_disabled()
+    _shot(page, "teaching")
+    page.close()
+
+
 def test_launch_a_run_from_the_run_page_and_read_every_page(server, browser):
     url, store = server
     page = browser.new_page(viewport={"width": 1400, "height": 2000})
     page.goto(f"{url}/metrics")  # a page's own URL first, on a fresh server: still inside the frame
     _settle(page)
+    assert page.get_by_text("Page not found").count() == 0 and page.url.endswith("/metrics")
     sidebar = page.get_by_test_id("stSidebar").inner_text()
     assert "Run store" in sidebar and "Weight deltas" in sidebar and "app" not in sidebar.split()
     page.goto(url)
@@ -118,4 +137,10 @@ def test_launch_a_run_from_the_run_page_and_read_every_page(server, browser):
         page.locator(check).first.wait_for(timeout=60_000)  # raises if the page never shows it
         _settle(page)
         _shot(page, name)
+    page.goto(f"{url}/teaching")
+    _settle(page)
+    page.get_by_role("button", name="See this in a stored run").click()  # runs are picked now
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=60_000)
+    _settle(page)
+    assert "Weight deltas against the quantization step" in page.get_by_test_id("stMain").inner_text()
     page.close()
