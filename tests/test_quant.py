@@ -25,6 +25,20 @@ def test_4bit_step_sizes_on_a_hand_made_block(quant_type):
     assert q.step[0, -1].item() == pytest.approx(gaps[-1], rel=1e-5)  # the absmax sits on the top level
     assert torch.all((q.dequant - w).abs() <= q.step / 2 + 1e-6)
     assert q.dequant[0, -1].item() == pytest.approx(2.0)
+    assert q.boundary[0, : len(mids)].abs().max().item() < 1e-6  # each weight sits on a rounding boundary
+    assert q.boundary[0, -1].item() == pytest.approx(gaps[-1] / 2, rel=1e-5)  # the top level: half the top gap
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+def test_4bit_boundaries_on_the_levels_are_half_the_smaller_gap(quant_type):
+    levels = level_table(quant_type)
+    w = torch.cat([levels * 0.5, torch.full((64 - len(levels),), 0.5)]).reshape(1, 64)  # absmax 0.5
+    q = quantize_tensor(w, QuantSpec(4, quant_type))
+    gaps = (levels[1:] - levels[:-1]) * 0.5
+    below, above = torch.cat([gaps[:1], gaps]), torch.cat([gaps, gaps[-1:]])  # the ends have one neighbour
+    expected = torch.minimum(below, above) / 2
+    assert torch.allclose(q.boundary[0, : len(levels)], expected, atol=1e-7)
+    assert torch.equal(q.grid_codes(w), q.codes)  # a weight's code on its own grid is its code
 
 
 @pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
@@ -44,6 +58,14 @@ def test_int8_step_is_row_absmax_over_127():
     assert q.codes.tolist() == [[127, -50, 1], [0, 127, -50]]
     cb, scb, _ = bnbf.int8_vectorwise_quant(w.half())
     assert torch.equal(q.codes, cb.long()) and torch.allclose(q.step[:, 0] * 127, scb.float())
+    # in float16 1.27 is 1.2695, so Δ = 1.2695/127: 1.27 is the top level (0.5 Δ from the boundary below it),
+    # -0.5 is -50.02 Δ (0.48 Δ from -50.5), 0.01 is 1.0004 Δ (0.4996 Δ); row 2: Δ = 2.539/127, -1.0 is -50.018 Δ
+    s1, s2 = 1.26953125 / 127, 2.5390625 / 127
+    hand = [0.5 * s1, (0.5 - (0.5 / s1 - 50)) * s1, (0.5 - (0.0099983215 / s1 - 1)) * s1,
+            0.5 * s2, 0.5 * s2, (0.5 - (1.0 / s2 - 50)) * s2]
+    assert q.boundary.flatten().tolist() == pytest.approx(hand, rel=1e-3)
+    off = quantize_int8(torch.tensor([[1.27, 0.013, -0.0362]]))  # 1.3 and -3.62 steps: 0.2 and 0.12 from a boundary
+    assert off.boundary[0, 1:].tolist() == pytest.approx([0.2 * s1, 0.12 * s1], rel=3e-2)
 
 
 @pytest.mark.parametrize("quant_type", ["fp4", "nf4"])

@@ -74,3 +74,31 @@ def test_boundaries_are_where_the_quantizer_changes_code(name):
     checked = candidates[::5][:12]
     assert len(checked) >= 6
     assert all(_flip_check(quantize, w, i, float(q.boundary.flatten()[i]), margin) for i in checked)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("group_size", [0, 32, 64, 128])
+def test_rtn_matches_torchao_affine_quantization(bits, symmetric, group_size):
+    """torchao's quant primitives (an independent implementation of the same textbook grid) give the same codes and
+    values: symmetric with the restricted range -q_max..q_max, asymmetric min/max with an integer zero point."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prim = pytest.importorskip("torchao.quantization.quant_primitives")
+    torch.manual_seed(bits * 100 + group_size + symmetric)
+    w = torch.randn(6, 256) * 0.02
+    w[0, :40] = 0.0  # an all-zero group where g = 32
+    w[1] = w[1].abs()  # a row without negatives: its zero point is 0
+    q_min, q_max = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)
+    mapping = prim.MappingType.SYMMETRIC if symmetric else prim.MappingType.ASYMMETRIC
+    block = (1, group_size or w.shape[1])
+    scale, zero = prim.choose_qparams_affine(w, mapping, block, torch.int32, q_min, q_max, eps=1e-30,
+                                             scale_dtype=torch.float32, zero_point_dtype=torch.int32)
+    codes = prim.quantize_affine(w, block, scale, zero, torch.int32, q_min, q_max)
+    values = prim.dequantize_affine(codes, block, scale, zero, torch.int32, q_min, q_max,
+                                    output_dtype=torch.float32)
+    ours = quantize_rtn(w, bits, group_size, symmetric)
+    assert torch.equal(ours.codes, codes.long())
+    assert torch.allclose(ours.dequant, values, atol=1e-9)
