@@ -9,6 +9,9 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qru-installed
 
+# `make dashboard PORT=8611` serves on another port
+PORT   ?= 8501
+
 .PHONY: install dashboard test test-browser test-all bench target clean-venv
 
 install: $(STAMP)
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 dashboard: install
-	$(BIN)/streamlit run app.py
+	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q

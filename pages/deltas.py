@@ -19,14 +19,19 @@ data = {k: v for k, v in loaded.items() if v[1] is not None and v[2] is not None
 if not data:
     st.stop()
 keys = sorted({q for _, d, _ in data.values() for q in d["quantizer"].unique()})
-own = [s.key for r in data for s in ui.store().config(r).quant_specs() if s.bits < 32][::-1]
-key = ui.quantizer_picker(keys, own)
+own = sorted({s.key: s for r in data for s in ui.store().config(r).quant_specs() if s.bits < 32}.values(),
+             key=lambda s: (abs(s.bits - 4), s.bits))  # the runs' own quantizers, 4 bits (the papers') first
+key = ui.quantizer_picker(keys, [s.key for s in own])
 if key is None:
     st.warning("The picked runs have no weight-delta rows.")
     st.stop()
 label = QuantSpec.from_key(key).label
-if any(len(d["quantizer"].unique()) <= 3 for _, d, _ in data.values()):
+few = {r: d["quantizer"].nunique() for r, (_, d, _) in data.items() if d["quantizer"].nunique() < 60}
+if any(not r.startswith("deltas-") for r in few):
     st.caption("Runs stored before the quantizer grid hold only their own bit widths; re-run them for all.")
+if any(r.startswith("deltas-") for r in few):
+    st.caption("Some checkpoint comparisons were analysed under a few quantizers only (`qru deltas --quantizers`); "
+               "compare again with `--quantizers all` for every one.")
 left, right = st.columns([1, 2])
 mode = left.radio("Show", list(MODES) if not key.endswith("@32") else ["abs"], format_func=MODES.get,
                   help="|dW| in weight units or in steps Δ, what survives quantization, or how far the target's "

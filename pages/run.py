@@ -1,4 +1,6 @@
 """Run page: choose a method and bit widths, start the run as a CLI job (or load it from the store), follow it."""
+import shlex
+
 import streamlit as st
 
 import ui
@@ -96,9 +98,9 @@ try:
 except ConfigError as exc:
     st.error(str(exc))
     st.stop()
-st.code("qru " + " ".join(argv), language="bash")
+st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv), language="bash")
 if preset == "paper" and "embedded" in model:
-    st.warning("At the papers' learning rates the embedded model barely unlearns (design.md, Calibration): expect "
+    st.warning("At the papers' learning rates the embedded model barely unlearns (measured on this model class: see the README, "Defaults of the embedded model"): expect "
                "little forgetting for quantization to undo. The calibrated preset unlearns visibly.")
 busy = running_jobs(store)
 if busy:
@@ -130,7 +132,7 @@ if target.strip() and unlearned.strip():
     except (ConfigError, CheckpointError) as exc:
         st.error(str(exc))
         st.stop()
-    st.code("qru " + " ".join(compare_argv), language="bash")
+    st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(compare_argv), language="bash")
     if store.find(compared):
         st.success(f"This comparison is already in the store: {compared.label}")
         if st.button("Show the comparison"):

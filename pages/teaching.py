@@ -50,7 +50,8 @@ st.markdown(reading(stats, start))
 drawn = drawn_group(w_t, w_u, spec)
 charts = st.columns(2)
 charts[0].plotly_chart(grid_figure(drawn, f"{spec.label}: row {drawn['row']}, columns {drawn['col']}–"
-                                          f"{drawn['col'] + len(drawn['w_t']) - 1} (the group dW moves most)"))
+                                          f"{drawn['col'] + len(drawn['w_t']) - 1}"))
+charts[0].caption("The block or group that dW moves most.")
 charts[1].plotly_chart(position_figure(*boundary_histogram(w_t, spec), stats["moved_to_step"]))
 
 st.markdown(f"""

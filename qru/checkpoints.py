@@ -2,7 +2,8 @@
 
 A checkpoint is a Hugging Face model folder of safetensors shards (``model.safetensors``, or
 ``model-0000k-of-0000n.safetensors`` with ``model.safetensors.index.json``), or a single ``.safetensors`` file. The
-unlearned side may also be a peft LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``):
+unlearned side may also be a qru run folder (its LoRA ``adapter/`` or its full fine-tuning's
+``unlearned_delta.safetensors``, dW added to the target) or a peft LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``):
 its weight is W_t + scaling * B A per adapted module (scaling = lora_alpha / r, or lora_alpha / sqrt(r) with
 rsLoRA), as peft's ``merge_and_unload`` computes it.
 
@@ -32,6 +33,7 @@ from qru.errors import CheckpointError
 INDEX = "model.safetensors.index.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+DELTA_FILE = "unlearned_delta.safetensors"  # a qru full-fine-tuning run's dW
 SKIPPED = re.compile(r"(^|\.)(lm_head|embed[^.]*|wte|wpe)(\.|$)")
 
 
@@ -210,18 +212,44 @@ class LoraAdapter:
         return update
 
 
-def open_unlearned(path: str | Path) -> Checkpoint | LoraAdapter:
-    """The unlearned side: a LoraAdapter where ``path`` holds adapter_config.json, else a Checkpoint."""
+class DeltaFile(Checkpoint):
+    """A qru full-fine-tuning run's ``unlearned_delta.safetensors`` (dW = W_u - W_t of every weight): the unlearned
+    weight is the target's plus dW. Raises CheckpointError like :class:`Checkpoint`."""
+
+
+def open_target(path: str | Path) -> Checkpoint:
+    """The target side: a Checkpoint. Raises CheckpointError for a LoRA adapter or a qru run folder, which belong on
+    the unlearned side, or an unreadable path."""
     p = Path(path).expanduser()
-    return LoraAdapter(p) if (p / ADAPTER_CONFIG).is_file() else Checkpoint(p)
+    if (p / ADAPTER_CONFIG).is_file() or (p / "adapter" / ADAPTER_CONFIG).is_file() or (p / DELTA_FILE).is_file():
+        raise CheckpointError(f"{p} holds an unlearning update (a LoRA adapter or a qru run), not a target "
+                              "checkpoint: give it as the second argument, UNLEARNED")
+    return Checkpoint(p)
 
 
-def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter) -> Iterator[tuple[str, torch.Tensor,
+def open_unlearned(path: str | Path) -> Checkpoint | LoraAdapter:
+    """The unlearned side: a LoraAdapter where ``path`` (or its ``adapter/`` folder: a qru LoRA run) holds
+    adapter_config.json; a DeltaFile where it holds a qru full-fine-tuning run's unlearned_delta.safetensors (or is
+    that file); else a Checkpoint."""
+    p = Path(path).expanduser()
+    if (p / ADAPTER_CONFIG).is_file():
+        return LoraAdapter(p)
+    if (p / "adapter" / ADAPTER_CONFIG).is_file():
+        return LoraAdapter(p / "adapter")
+    if (p / DELTA_FILE).is_file():
+        return DeltaFile(p / DELTA_FILE)
+    if p.name == DELTA_FILE:
+        return DeltaFile(p)
+    return Checkpoint(p)
+
+
+def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | DeltaFile) -> Iterator[tuple[str, torch.Tensor,
                                                                                            torch.Tensor]]:
     """(module name, W_t, W_u) of every quantizable weight of ``target``, read one pair at a time (float32 [out, in]).
 
     With an adapter, W_u = W_t + its update where the adapter has one, else W_t; the sum is rounded to the base
-    weight's stored dtype (bf16 / fp16), as peft's merge writes it into the base weight. Raises CheckpointError (before
+    weight's stored dtype (bf16 / fp16), as peft's merge writes it into the base weight. With a DeltaFile,
+    W_u = W_t + dW. Raises CheckpointError (before
     reading any tensor) if the two checkpoints do not hold the same quantizable weights with the same shapes, or an
     adapter names a weight the target lacks.
     """
@@ -232,6 +260,14 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter) -> Ite
         unknown = [n for n in unlearned.targets() if n not in target]
         if unknown:
             raise CheckpointError(f"the adapter {unlearned.path} adapts {unknown[0]}, which {target.path} lacks")
+    elif isinstance(unlearned, DeltaFile):
+        missing = [n for n in names if n not in unlearned]
+        if missing:
+            raise CheckpointError(f"the update {unlearned.path} has no {missing[0]}, which {target.path} holds")
+        shapes = [n for n in names if target.shape(n) != unlearned.shape(n)]
+        if shapes:
+            raise CheckpointError(f"{shapes[0]} has shape {target.shape(shapes[0])} in {target.path} but "
+                                  f"{unlearned.shape(shapes[0])} in {unlearned.path}")
     else:
         other = unlearned.quantizable()
         if set(other) != set(names):
@@ -254,11 +290,13 @@ def _read_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter, names: 
         if isinstance(unlearned, LoraAdapter):
             w_u = (w_t + unlearned.delta(name, target.shape(name))).to(target.dtype(name)).float() \
                 if name in adapted else w_t
+        elif isinstance(unlearned, DeltaFile):
+            w_u = w_t + unlearned.tensor(name)
         else:
             w_u = unlearned.tensor(name)
         yield name[: -len(".weight")], w_t, w_u
         del w_t, w_u
 
 
-__all__ = ["Checkpoint", "CheckpointError", "LoraAdapter", "fingerprint", "open_unlearned", "quantizable_name",
-           "stream_pairs"]
+__all__ = ["Checkpoint", "CheckpointError", "DeltaFile", "LoraAdapter", "fingerprint", "open_target", "open_unlearned",
+           "quantizable_name", "stream_pairs"]

@@ -42,6 +42,8 @@ TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + error
+        if "unrecognized arguments" in message and "--cache" in message:
+            message += " (--cache goes before the sub-command: qru --cache DIR run ...)"
         self.exit(2, f"qru: error: {message}\n")
 
 
@@ -171,19 +173,25 @@ def cmd_deltas(args) -> int:
         print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
     run_id = compare(config, store, _progress_printer(args.quiet), force=args.force)
     print(f"\nrun {run_id}: {config.label}")
-    print(delta_summary(store.deltas(run_id), config.quant_specs()))
+    print(delta_summary(store.deltas(run_id), [s.key for s in config.quant_specs()], None if args.all else 9))
     return 0
 
 
-def delta_summary(deltas: pd.DataFrame, specs: list) -> str:
-    """The ``total`` rows of ``specs`` (at most the first 8 beyond 32 bits) as aligned text."""
-    keys = [s.key for s in specs][:9]
-    totals = deltas[(deltas["tensor"] == "total") & deltas["quantizer"].isin(keys)]
+SHOWN_FLIPS = ["flips_boundary", "flips_scale"]
+
+
+def delta_summary(deltas: pd.DataFrame, keys: list[str], limit: int | None = 9) -> str:
+    """The ``total`` rows of the quantizer ``keys`` (the first ``limit``; None = all) as aligned text, with the
+    code flips split into boundary crossings and scale changes."""
+    shown = keys[:limit] if limit else keys
+    totals = deltas[(deltas["tensor"] == "total") & deltas["quantizer"].isin(shown)]
     if totals.empty:
         raise StoreError("deltas.parquet has no total rows")
-    more = len(specs) - len(keys)
-    text = totals[["quantizer", *SUMMARY_COLUMNS[2:]]].to_string(index=False, float_format=lambda v: f"{v:.3g}")
-    return text + (f"\n... and {more} more quantizers (see the dashboard's Weight deltas page)" if more > 0 else "")
+    columns = ["quantizer", *SUMMARY_COLUMNS[2:], *[c for c in SHOWN_FLIPS if c in totals.columns]]
+    text = totals[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    more = len(keys) - len(shown)
+    return text + (f"\n... and {more} more quantizers: add --all, or see the dashboard's Weight deltas page"
+                   if more > 0 else "")
 
 
 def cmd_ls(args) -> int:
@@ -221,6 +229,8 @@ def cmd_show(args) -> int:
     config, status = store.config(args.run_id), store.status(args.run_id)
     stage = f" (stage: {status['stage']})" if status.get("stage") and status["state"] != "done" else ""
     print(f"run {args.run_id}: {config.label}\nstate: {status['state']}{stage}")
+    if isinstance(config, DeltasConfig):
+        print(f"target: {config.target}\nunlearned: {config.unlearned}")
     if status.get("error"):
         print(f"error: {status['error']}")
     if status["state"] != "done":
@@ -228,7 +238,9 @@ def cmd_show(args) -> int:
     if isinstance(config, RunConfig):
         print(metric_table(store.metrics(args.run_id)))
     print("\nweight deltas (all quantized Linear layers):")
-    print(delta_summary(store.deltas(args.run_id), config.quant_specs()))
+    deltas = store.deltas(args.run_id)
+    keys = list(deltas["quantizer"].unique()) if args.all else [s.key for s in config.quant_specs()]
+    print(delta_summary(deltas, keys, None if args.all else 9))
     return 0
 
 
@@ -298,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ". Or quantizer keys such as fp4-b64@4, nf4-b64@4, int8@8, rtn-asym-g128@3, "
                         "rtn-sym-g0@8 (g0 = per channel). Default: all")
     p.add_argument("--force", action="store_true", help="recompute even if the store has this comparison")
+    p.add_argument("--all", action="store_true", help="print every quantizer's totals, not the first 9")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_deltas)
 
@@ -306,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a run's metric table and delta summary")
     p.add_argument("run_id", help="a run id (or its unique beginning, e.g. ga-gdr-lora)")
+    p.add_argument("--all", action="store_true", help="the totals under every analysed quantizer, not only the "
+                                                      "run's own bit widths")
     p.set_defaults(func=cmd_show)
     return parser
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from qru.checkpoints import Checkpoint, fingerprint, open_unlearned, stream_pairs
+from qru.checkpoints import Checkpoint, fingerprint, open_target, open_unlearned, stream_pairs
 from qru.config import DeltasConfig, QuantSpec
 from qru.deltas import deltas_files, scan
 from qru.store import RunStore, run_id_of
@@ -18,7 +18,7 @@ Progress = Callable[[str, int, int, str], None]
 def deltas_config(target: str | Path, unlearned: str | Path, specs: list[QuantSpec]) -> DeltasConfig:
     """The DeltasConfig of comparing ``target`` with ``unlearned`` (headers are read, not tensors).
     Raises CheckpointError for an unreadable checkpoint or adapter."""
-    base, other = Checkpoint(target), open_unlearned(unlearned)
+    base, other = open_target(target), open_unlearned(unlearned)
     return DeltasConfig(target=str(base.path), unlearned=str(other.path),
                         fingerprint=fingerprint(base.files + other.files), quantizers=tuple(s.key for s in specs))
 
@@ -41,10 +41,11 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     specs = config.quant_specs()
     with store.open_run(config) as writer:
         writer.set_status("running", stage="starting")
-        writer.log(f"{writer.run_id}: {config.label} ({n} tensors, {len(specs)} quantizers)")
+        quantized = sum(s.bits < 32 for s in specs)
+        writer.log(f"{writer.run_id}: {config.target} -> {config.unlearned} ({n} tensors, {quantized} quantizers)")
         try:
             def step(i: int, name: str) -> None:
-                stage = f"scanning {n} tensors under {len(specs)} quantizers"
+                stage = f"scanning {n} tensors under {quantized} quantizers"
                 writer.set_status("running", stage=stage, done=i, total=n, message=name)
                 progress(stage, i, n, name)
             rows, hists = scan(pairs, specs, progress=step)

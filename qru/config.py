@@ -435,7 +435,9 @@ class DeltasConfig:
 
     @property
     def label(self) -> str:
-        return f"checkpoint deltas {Path(self.target).name} -> {Path(self.unlearned).name}"
+        """``checkpoint deltas <parent>/<target> -> <parent>/<unlearned>`` (the full paths are the fields)."""
+        short = lambda p: "/".join(Path(p).parts[-2:])  # noqa: E731
+        return f"checkpoint deltas {short(self.target)} -> {short(self.unlearned)}"
 
 
 def to_dict(config: Any) -> dict:

@@ -47,7 +47,7 @@ def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, con
         write_json(writer.folder / "adapter" / "adapter_config.json", {
             "peft_type": "LORA", "r": config.unlearn.lora_r, "lora_alpha": config.unlearn.lora_alpha,
             "lora_dropout": config.unlearn.lora_dropout, "target_modules": LORA_TARGETS, "bias": "none",
-            "task_type": "CAUSAL_LM", "base_model": str(pair.root / "target")})
+            "task_type": "CAUSAL_LM", "base_model_name_or_path": str(pair.root / "target")})
         return
     target = pair.target.state_dict()
     delta = {k: (v.detach() - target[k]).contiguous() for k, v in result.model.state_dict().items()
@@ -96,8 +96,9 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
     specs = analysis_specs(config)
     n_tensors = len(quantizable_linears(pair.target))
+    quantized = sum(s.bits < 32 for s in specs)
     delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
-        f"analysing deltas under {len(specs)} quantizers", i, n_tensors, name))
+        f"analysing deltas under {quantized} quantizers", i, n_tensors, name))
     write_deltas(writer, delta_rows, hists)
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
 

@@ -276,13 +276,19 @@ def reading(stats: dict, start: str) -> str:
     kept, flips = stats["share_kept"], stats["code_flip_rate"]
     if not math.isfinite(kept):
         return "The update is zero: there is nothing to keep."
-    verdict = ("quantization kept the update" if kept >= 0.8 else "quantization erased most of the update"
-               if kept <= 0.2 else "quantization kept part of the update")
-    text = (f"**{verdict}** (share kept {kept:.2f}); {flips:.1%} of the codes flipped, against "
-            f"{stats['expected_flip_rate']:.1%} expected if the weights sat uniformly inside their bins.")
-    if start == "bin" and stats["share_kept_se"] > 0.2:
-        text += (f" Few weights flipped, so this block's share kept is noisy (± {stats['share_kept_se']:.2f}): a "
-                 "whole model's millions of weights average it out.")
+    noisy = start == "bin" and stats["share_kept_se"] > 0.2
+    if noisy:
+        verdict = "too few codes flipped in one block to tell"
+    else:
+        verdict = ("quantization kept the update" if kept >= 0.8 else "quantization erased most of the update"
+                   if kept <= 0.2 else "quantization kept part of the update")
+    text = (f"**{verdict}** (share kept {kept:.2f}); {flips:.3%} of the codes flipped, against "
+            f"{stats['expected_flip_rate']:.3%} expected if the weights sat uniformly inside their bins.")
+    if noisy:
+        text += (f" This block's share kept is noisy (± {stats['share_kept_se']:.2f}): a whole model's millions of "
+                 "weights average it out, and on average rounding keeps an update of weights anywhere in their bins.")
+    elif kept > 1.2:
+        text += " Above 1: the flips overshoot the update (each moves a whole step), more than the noise explains."
     return text
 
 

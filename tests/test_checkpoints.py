@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 
-from qru.checkpoints import Checkpoint, LoraAdapter, quantizable_name, stream_pairs
+from qru.checkpoints import Checkpoint, LoraAdapter, open_unlearned, quantizable_name, stream_pairs
 from qru.cli import main
 from qru.compare import compare, deltas_config
 from qru.config import QuantSpec, quantizer_set
@@ -66,7 +66,7 @@ def test_sharded_checkpoints_stream_to_the_in_memory_result(checkpoints, tmp_pat
     assert run_id.startswith("deltas-") and store.status(run_id)["state"] == "done"
     rows, hists = _in_memory(target, unlearned, ["none@32", *SPECS])
     _same(store.deltas(run_id), store.histograms(run_id), rows, hists)
-    assert store.config(run_id) == config and "target -> unlearned" in store.config(run_id).label
+    assert store.config(run_id) == config and "/target -> " in store.config(run_id).label
     assert compare(config, store) == run_id  # found, not recomputed
 
 
@@ -166,3 +166,27 @@ def test_bad_quantizer_names_are_refused(checkpoints, tmp_path, capsys):
     assert code == 2 and "fp5@4" in err
     with pytest.raises(CheckpointError):
         list(stream_pairs(Checkpoint(root / "target"), Checkpoint(tmp_path / "missing")))
+
+
+def test_a_full_fine_tuning_run_folder_adds_its_delta_and_an_adapter_first_is_refused(checkpoints, tmp_path, capsys):
+    root, target, unlearned = checkpoints
+    run = tmp_path / "runs" / "ga-gdr-full-x"
+    run.mkdir(parents=True)
+    delta = {f"{n}.weight": (wu - wt).contiguous() for n, wt, wu in weight_pairs(target, unlearned)}
+    save_file(delta, str(run / "unlearned_delta.safetensors"))  # as a qru full fine-tuning run stores dW
+    streamed = list(stream_pairs(Checkpoint(root / "target"), open_unlearned(run)))
+    for (name, wt, wu), (_, mt, mu) in zip(streamed, weight_pairs(target, unlearned)):
+        torch.testing.assert_close(wu, mu, rtol=0, atol=1e-7)  # W_t + dW, not dW
+    code = main(["--cache", str(tmp_path / "store"), "deltas", str(run), str(root / "target")])
+    err = capsys.readouterr().err
+    assert code == 2 and "second argument" in err
+
+
+def test_identical_checkpoints_read_as_no_update(checkpoints, tmp_path):
+    from qru.views.flip_analysis import explain
+
+    root, _, _ = checkpoints
+    store = RunStore(tmp_path)
+    run_id = compare(deltas_config(root / "target", root / "target", quantizer_set(["int8@8"])), store)
+    total = store.deltas(run_id).set_index(["quantizer", "tensor"]).loc[("int8@8", "total")]
+    assert total["code_flips"] == 0 and "identical" in explain(total, "8-bit int8")

@@ -54,6 +54,8 @@ def explain(row: pd.Series, label: str, thresholds: dict[float, float] | None = 
         return (f"**{label}**: no quantization, so nothing is rounded away; the chart shows the update itself "
                 f"(mean |dW| {row['mean_abs_delta']:.2g}).")
     step, mean = float(row["median_step"]), float(row["mean_abs_delta"])
+    if mean == 0:
+        return f"**{label}**: the two models' weights are identical here: there is no update to keep or erase."
     numel = max(int(row["numel"]), 1)
     flips, boundary, scale = int(row["code_flips"]), int(row.get("flips_boundary", 0)), int(row.get("flips_scale", 0))
     kept = float(row["share_kept"])
