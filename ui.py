@@ -220,6 +220,8 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     sizes = list(options[family][state["q_bits"]])
     if state.get("q_size") not in sizes:
         state["q_size"] = sizes[-1]
+    for name in ("q_family", "q_bits", "q_size"):  # written in this run: the browser shows these values even for
+        state[name] = state[name]  # a widget that was not drawn in the last run (else it shows its first option)
     left, mid, right = st.columns([3, 2, 2])
     left.selectbox("Quantizer", list(options), format_func=FAMILIES.get, key="q_family",
                    help="every quantizer the run was analysed under")

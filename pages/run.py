@@ -100,7 +100,7 @@ except ConfigError as exc:
     st.stop()
 st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv), language="bash")
 if preset == "paper" and "embedded" in model:
-    st.warning("At the papers' learning rates the embedded model barely unlearns (measured on this model class: see the README, "Defaults of the embedded model"): expect "
+    st.warning("At the papers' learning rates the embedded model barely unlearns (measured on this model class: see the README, 'Defaults of the embedded model'): expect "
                "little forgetting for quantization to undo. The calibrated preset unlearns visibly.")
 busy = running_jobs(store)
 if busy:
@@ -126,14 +126,16 @@ unlearned = b.text_input("Unlearned checkpoint or LoRA adapter folder", placehol
 chosen = st.radio("Quantizers", list(QUANTIZER_SETS), horizontal=True, format_func=QUANTIZER_SETS.get,
                   help="the 59-quantizer set takes about 60 times as long as one quantizer")
 if target.strip() and unlearned.strip():
-    compare_argv = ["deltas", target.strip(), unlearned.strip(), "--quantizers", chosen]
+    compare_argv = ["deltas", "--quantizers", chosen, "--", target.strip(), unlearned.strip()]
     try:
         compared = configs_for(compare_argv)[0]
     except (ConfigError, CheckpointError) as exc:
         st.error(str(exc))
         st.stop()
     st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(compare_argv), language="bash")
-    if store.find(compared):
+    if running_job(store, [run_id_of(compared)], running_jobs(store)):
+        st.info(f"This comparison is running now (progress above): {compared.label}")
+    elif store.find(compared):
         st.success(f"This comparison is already in the store: {compared.label}")
         if st.button("Show the comparison"):
             ui.pick([run_id_of(compared)])

@@ -34,6 +34,7 @@ INDEX = "model.safetensors.index.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DELTA_FILE = "unlearned_delta.safetensors"  # a qru full-fine-tuning run's dW
+FLOAT_TYPES = ("F64", "F32", "F16", "BF16")
 SKIPPED = re.compile(r"(^|\.)(lm_head|embed[^.]*|wte|wpe)(\.|$)")
 
 
@@ -130,18 +131,27 @@ class Checkpoint:
 
     def tensor(self, name: str) -> torch.Tensor:
         """One tensor as float32 (bf16/fp16 are widened; the file is closed again). Raises CheckpointError for an
-        unknown name or a read error."""
+        unknown name, a read error, or a tensor holding NaN or infinity (a diverged model cannot be compared)."""
         if name not in self._where:
             raise CheckpointError(f"no tensor {name} in {self.path}")
         try:
             with safe_open(str(self._where[name]), framework="pt", device="cpu") as handle:
-                return handle.get_tensor(name).float()
+                tensor = handle.get_tensor(name).float()
         except Exception as exc:
             raise CheckpointError(f"cannot read {name} from {self._where[name]} ({exc})") from exc
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{name} in {self._where[name]} holds NaN or infinite values")
+        return tensor
 
     def quantizable(self) -> list[str]:
-        """Names (with ``.weight``) of the tensors PTQ quantizes, in file order (:func:`quantizable_name`)."""
-        return [n for n in self._where if quantizable_name(n, len(self._shape[n]))]
+        """Names (with ``.weight``) of the non-empty tensors PTQ quantizes, in file order (:func:`quantizable_name`).
+        Raises CheckpointError for one stored as integers (an already quantized checkpoint)."""
+        names = [n for n in self._where if quantizable_name(n, len(self._shape[n])) and all(self._shape[n])]
+        ints = [n for n in names if self._dtype[n] not in FLOAT_TYPES]
+        if ints:
+            raise CheckpointError(f"{ints[0]} in {self.path} is stored as {self._dtype[ints[0]]}: qru compares "
+                                  "unquantized (float) checkpoints")
+        return names
 
 
 class LoraAdapter:
@@ -170,12 +180,17 @@ class LoraAdapter:
         self._pairs = self._lora_pairs()
 
     def _lora_pairs(self) -> dict[str, tuple[str, str]]:
-        """Target weight name ('model.layers.0.self_attn.q_proj.weight') -> (lora_A name, lora_B name)."""
+        """Target weight name ('model.layers.0.self_attn.q_proj.weight') -> (lora_A name, lora_B name). Full weights
+        saved beside them (peft's ``modules_to_save``) go to ``self.saved``: target name -> stored name."""
         pairs: dict[str, dict[str, str]] = {}
+        self.saved: dict[str, str] = {}
         for name in self.weights.names():
             m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", name)
             if m:
                 pairs.setdefault(m.group(1) + ".weight", {})[m.group(2)] = name
+            elif name.endswith(".weight") and ".lora_" not in name:
+                plain = re.sub(r"^base_model\.model\.", "", name)
+                self.saved[re.sub(r"\.modules_to_save(\.[^.]+)?\.", ".", plain)] = name
         bad = [k for k, v in pairs.items() if set(v) != {"A", "B"}]
         if bad or not pairs:
             raise CheckpointError(f"{self.path}: no lora_A / lora_B pairs" if not pairs else
@@ -257,9 +272,16 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | Delta
     if not names:
         raise CheckpointError(f"{target.path} holds no Linear weights to compare")
     if isinstance(unlearned, LoraAdapter):
-        unknown = [n for n in unlearned.targets() if n not in target]
+        unknown = [n for n in unlearned.targets() + list(unlearned.saved) if n not in target
+                   and quantizable_name(n, 2)]  # an adapted lm_head or embedding is never compared
         if unknown:
             raise CheckpointError(f"the adapter {unlearned.path} adapts {unknown[0]}, which {target.path} lacks")
+        bad = [n for n in unlearned.saved if n in target and unlearned.weights.shape(unlearned.saved[n])
+               != target.shape(n)]
+        if bad:
+            raise CheckpointError(f"the adapter {unlearned.path} saves {bad[0]} with shape "
+                                  f"{unlearned.weights.shape(unlearned.saved[bad[0]])}, the target's is "
+                                  f"{target.shape(bad[0])}")
     elif isinstance(unlearned, DeltaFile):
         missing = [n for n in names if n not in unlearned]
         if missing:
@@ -287,7 +309,9 @@ def _read_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter, names: 
     adapted = set(unlearned.targets()) if isinstance(unlearned, LoraAdapter) else set()
     for name in names:
         w_t = target.tensor(name)
-        if isinstance(unlearned, LoraAdapter):
+        if isinstance(unlearned, LoraAdapter) and name in unlearned.saved:  # modules_to_save: a replaced weight
+            w_u = unlearned.weights.tensor(unlearned.saved[name])
+        elif isinstance(unlearned, LoraAdapter):
             w_u = (w_t + unlearned.delta(name, target.shape(name))).to(target.dtype(name)).float() \
                 if name in adapted else w_t
         elif isinstance(unlearned, DeltaFile):

@@ -89,10 +89,14 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
                             alpha=args.alpha, beta=args.beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                             batch_size=args.batch_size, max_steps=args.max_steps)
     rtn = args.quantizer == "rtn"
+    if not rtn and (args.group_size is not None or args.symmetric):
+        raise ConfigError("--group-size and --symmetric apply to --quantizer rtn only")
+    if rtn and (args.quant_type is not None or args.blocksize is not None):
+        raise ConfigError("--quant-type and --blocksize apply to the bitsandbytes quantizer only")
     return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits or BIT_WIDTHS),
-                     quant_type_4bit=args.quant_type, blocksize=args.blocksize, seed=args.seed,
-                     quantizer=args.quantizer, group_size=args.group_size if rtn else 128,
-                     symmetric=args.symmetric and rtn)
+                     quant_type_4bit=args.quant_type or "fp4", blocksize=args.blocksize or 64, seed=args.seed,
+                     quantizer=args.quantizer, group_size=args.group_size if args.group_size is not None else 128,
+                     symmetric=args.symmetric)
 
 
 def metric_table(frame: pd.DataFrame) -> str:
@@ -260,11 +264,11 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="bitsandbytes: LLM.int8 at 8 bits, FP4/NF4 at 4 (the papers'); rtn: RTN int-k at 2..8 bits")
     p.add_argument("--bits", type=int, nargs="+", choices=sorted(set(BIT_WIDTHS + RTN_BITS), reverse=True),
                    default=None, help="bit widths (default 32 8 4; rtn allows 32 and 8..2)")
-    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default="fp4", help="bitsandbytes 4-bit type "
-                                                                                 "(papers: fp4)")
-    p.add_argument("--blocksize", type=int, default=64, help="bitsandbytes 4-bit absmax block size")
-    p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=128,
-                   help="RTN weights per group along a row (0 = per channel)")
+    p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default=None, help="bitsandbytes 4-bit type "
+                                                                                 "(default fp4, the papers')")
+    p.add_argument("--blocksize", type=int, default=None, help="bitsandbytes 4-bit absmax block size (default 64)")
+    p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=None,
+                   help="RTN weights per group along a row (0 = per channel; default 128)")
     p.add_argument("--symmetric", action="store_true", help="RTN absmax grid instead of min/max with a zero point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute even if the store has this config")

@@ -12,6 +12,7 @@ from typing import Callable
 from qru.checkpoints import Checkpoint, fingerprint, open_target, open_unlearned, stream_pairs
 from qru.config import DeltasConfig, QuantSpec
 from qru.deltas import deltas_files, scan
+from qru.errors import CheckpointError
 from qru.store import RunStore, run_id_of
 
 Progress = Callable[[str, int, int, str], None]
@@ -28,7 +29,8 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     """Scan the two checkpoints of ``config`` tensor by tensor under its quantizers and store the result; return
     the run id. A finished comparison of the same config (same files, unchanged) is reused unless ``force``.
 
-    Raises CheckpointError where the checkpoints do not match (nothing is stored then), LockedError if another
+    Raises CheckpointError where the checkpoints do not match (nothing is stored then) or a file changed during the
+    scan (recorded as a failed run), LockedError if another
     process computes the same comparison; an error during the scan is recorded in the run's status and re-raised.
     """
     store = store or RunStore()
@@ -49,6 +51,9 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
                 writer.set_status("running", stage=stage, done=i, total=n, message=name)
                 progress(stage, i, n, name)
             rows, hists = scan(pairs, specs, progress=step)
+            if fingerprint(base.files + other.files) != config.fingerprint:
+                raise CheckpointError("a checkpoint file changed during the scan (its size or modification time): "
+                                      "the result would mix two versions; run it again")
             frame, arrays = deltas_files(rows, hists)
             writer.write_npz("deltas_hist.npz", arrays)
             writer.write_parquet("deltas.parquet", frame)  # last: with it the comparison is complete

@@ -155,6 +155,9 @@ class QuantSpec:
     group_size: int = 128
 
     def __post_init__(self) -> None:
+        for name in ("bits", "blocksize", "group_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, got {value!r}")
         _require(self.bits in BIT_WIDTHS + RTN_BITS,
                  f"bit width must be one of {sorted(set(BIT_WIDTHS + RTN_BITS))}, got {self.bits!r}")
         allowed = {32: ("none",), 8: ("int8",) + RTN_TYPES, 4: QUANT_TYPES_4BIT + RTN_TYPES}.get(self.bits, RTN_TYPES)
@@ -194,11 +197,12 @@ class QuantSpec:
     def from_key(cls, key: str) -> "QuantSpec":
         """The inverse of :attr:`key`. Raises ConfigError for a malformed key."""
         name, sep, bits = str(key).partition("@")
-        _require(sep == "@" and bits.isdigit(), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
+        digits = lambda t: t.isascii() and t.isdigit()  # noqa: E731 (int() also reads other scripts' digits)
+        _require(sep == "@" and digits(bits), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
         kind, _, size = name.rpartition("-")
-        if kind in RTN_TYPES and size[:1] == "g" and size[1:].isdigit():
+        if kind in RTN_TYPES and size[:1] == "g" and digits(size[1:]):
             return cls(int(bits), kind, group_size=int(size[1:]))
-        if kind in QUANT_TYPES_4BIT and size[:1] == "b" and size[1:].isdigit():
+        if kind in QUANT_TYPES_4BIT and size[:1] == "b" and digits(size[1:]):
             return cls(int(bits), kind, blocksize=int(size[1:]))
         _require(name in ("none", "int8"), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
         return cls(int(bits), name)
@@ -362,6 +366,12 @@ class RunConfig:
         bits = tuple(self.bits)
         _require(len(bits) > 0, "at least one bit width is needed")
         _require(self.quantizer in QUANTIZERS, f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        for b in bits:
+            _require(isinstance(b, int) and not isinstance(b, bool), f"bit widths must be integers, got {b!r}")
+        _require(isinstance(self.group_size, int) and not isinstance(self.group_size, bool),
+                 f"group_size must be an integer, got {self.group_size!r}")
+        _require(self.quantizer == "bitsandbytes" or (self.quant_type_4bit == "fp4" and self.blocksize == 64),
+                 "quant_type_4bit and blocksize apply to the bitsandbytes quantizer only")
         allowed = BIT_WIDTHS if self.quantizer == "bitsandbytes" else (32,) + RTN_BITS
         for b in bits:
             _require(b in allowed, f"bit width must be one of {allowed} with {self.quantizer}, got {b!r}")

@@ -99,7 +99,7 @@ class RunStore:
         missing, corrupt or invalid."""
         try:
             return stored_config_from_dict(self.read_json(run_id, "config.json"))
-        except ConfigError as exc:
+        except (ConfigError, ValueError, TypeError) as exc:
             raise StoreError(f"run {run_id}: config.json is invalid ({exc})") from exc
 
     def rerun_path(self, run_id: str) -> Path:

@@ -226,7 +226,7 @@ def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micr
     fields = {t.label: t for t in at.text_input}
     fields["Unlearned checkpoint or LoRA adapter folder"].input(adapter).run()
     [r for r in at.radio if r.label == "Quantizers"][0].set_value("bnb").run()
-    assert f"qru --cache {root} deltas {target} {adapter} --quantizers bnb" in at.code[-1].value
+    assert f"qru --cache {root} deltas --quantizers bnb -- {target} {adapter}" in at.code[-1].value
     assert [b for b in at.button if b.label == "Compare"]
     run_id = compare(deltas_config(target, adapter, quantizer_set(["bnb"])), copy)  # as the job would
     at.run()

@@ -1,5 +1,6 @@
 """`qru deltas`: checkpoints streamed tensor by tensor give exactly the in-memory analysis, and bad input is named."""
 import copy
+import shutil
 import json
 
 import numpy as np
@@ -190,3 +191,71 @@ def test_identical_checkpoints_read_as_no_update(checkpoints, tmp_path):
     run_id = compare(deltas_config(root / "target", root / "target", quantizer_set(["int8@8"])), store)
     total = store.deltas(run_id).set_index(["quantizer", "tensor"]).loc[("int8@8", "total")]
     assert total["code_flips"] == 0 and "identical" in explain(total, "8-bit int8")
+
+
+def test_diverged_quantized_or_empty_tensors_and_odd_adapters(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    w = torch.randn(4, 8)
+    save_file({"m.layers.0.q_proj.weight": w, "m.layers.0.k_proj.weight": torch.zeros(0, 8)}, str(a))
+    save_file({"m.layers.0.q_proj.weight": w.clone().index_put_((torch.tensor([0]), torch.tensor([0])),
+                                                                torch.tensor(float("nan"))),
+               "m.layers.0.k_proj.weight": torch.zeros(0, 8)}, str(b))
+    assert Checkpoint(a).quantizable() == ["m.layers.0.q_proj.weight"]  # the empty weight is left out
+    with pytest.raises(CheckpointError, match="NaN"):
+        list(stream_pairs(Checkpoint(a), Checkpoint(b)))
+    save_file({"m.layers.0.q_proj.weight": torch.zeros(4, 8, dtype=torch.int8)}, str(b))
+    with pytest.raises(CheckpointError, match="I8"):
+        stream_pairs(Checkpoint(a), Checkpoint(b))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+    save_file({"base_model.model.m.layers.0.q_proj.lora_A.weight": torch.ones(2, 8),
+               "base_model.model.m.layers.0.q_proj.lora_B.weight": torch.ones(4, 2),
+               "base_model.model.lm_head.lora_A.weight": torch.ones(2, 8),  # an adapted head: never compared
+               "base_model.model.lm_head.lora_B.weight": torch.ones(5, 2)}, str(adapter / "adapter_model.safetensors"))
+    ((name, wt, wu),) = list(stream_pairs(Checkpoint(a), LoraAdapter(adapter)))
+    assert torch.allclose(wu - wt, torch.full((4, 8), 2 * 2.0))  # B A = 2 everywhere, scaling 4 / 2
+
+
+def test_modules_to_save_replace_their_weight_as_peft_merges(micro_models, tmp_path):
+    target = micro_models.target
+    target.save_pretrained(tmp_path / "base", safe_serialization=True)
+    peft_model = get_peft_model(copy.deepcopy(target), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
+                                                                  modules_to_save=["o_proj"],
+                                                                  init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                p.add_(0.01)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload()
+    streamed = dict((n, wu) for n, _, wu in stream_pairs(Checkpoint(tmp_path / "base"),
+                                                          LoraAdapter(tmp_path / "adapter")))
+    for name, _, mu in weight_pairs(target, merged):
+        torch.testing.assert_close(streamed[name], mu, rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_changed_during_the_scan_fails_the_run(checkpoints, tmp_path):
+    import os
+
+    root, _, _ = checkpoints
+    other = tmp_path / "u"
+    shutil.copytree(root / "unlearned", other)
+    store = RunStore(tmp_path / "store")
+    config = deltas_config(root / "target", other, quantizer_set(["int8@8"]))
+
+    def touch(stage, done, total, message):
+        if done == 1:
+            os.utime(next(other.glob("*.safetensors")), ns=(1, 1))
+    with pytest.raises(CheckpointError, match="changed during the scan"):
+        compare(config, store, progress=touch)
+    assert store.status(store.ids()[0])["state"] == "failed"
+
+
+def test_quantizer_keys_with_other_scripts_digits_are_refused(capsys, tmp_path):
+    from qru.config import ConfigError
+
+    for key in ("fp4-b64@²", "fp4-b64@٤", "rtn-asym-g١٢٨@4"):
+        with pytest.raises(ConfigError):
+            QuantSpec.from_key(key)
+    assert main(["--cache", str(tmp_path), "deltas", "a", "b", "--quantizers", "fp4-b64@²"]) == 2

@@ -94,3 +94,17 @@ def test_deltas_configs_round_trip_and_name_bad_fields():
         DeltasConfig("/a", "/b", "f00", ("fp9@4",))
     with pytest.raises(ConfigError, match="unknown field"):
         stored_config_from_dict({**to_dict(config), "extra": 1})
+
+
+def test_rtn_and_bitsandbytes_options_do_not_mix():
+    from qru.cli import configs_for
+
+    with pytest.raises(ConfigError, match="rtn only"):
+        configs_for(["run", "--group-size", "64"])
+    with pytest.raises(ConfigError, match="bitsandbytes quantizer only"):
+        configs_for(["run", "--quantizer", "rtn", "--quant-type", "nf4"])
+    with pytest.raises(ConfigError, match="integer"):
+        RunConfig(quantizer="rtn", group_size=False)
+    with pytest.raises(ConfigError, match="integer"):
+        RunConfig(bits=(32.0, 4))
+    assert configs_for(["run", "--quantizer", "rtn"])[0].quant_specs()[-1].key == "rtn-asym-g128@4"

@@ -57,14 +57,16 @@ def explain(row: pd.Series, label: str, thresholds: dict[float, float] | None = 
     if mean == 0:
         return f"**{label}**: the two models' weights are identical here: there is no update to keep or erase."
     numel = max(int(row["numel"]), 1)
-    flips, boundary, scale = int(row["code_flips"]), int(row.get("flips_boundary", 0)), int(row.get("flips_scale", 0))
+    flips = int(row["code_flips"])
     kept = float(row["share_kept"])
+    split = (f"{int(row['flips_boundary']) / numel:.2%} because the weight crossed a rounding boundary, "
+             f"{int(row['flips_scale']) / numel:.2%} because its block's scale changed"
+             if pd.notna(row.get("flips_boundary")) and pd.notna(row.get("flips_scale"))
+             else "this run was stored before qru told boundary crossings from scale changes")
     text = [f"Under **{label}** the median step is Δ = {step:.2g}; the unlearning moved the weights by "
             f"{mean:.2g} on average, **{mean / step:.2g} of a step**. {row['below_half_step']:.1%} of the weights "
             f"moved less than half a step.",
-            f"**{flips / numel:.2%}** of the quantized codes differ between target and unlearned model: "
-            f"{boundary / numel:.2%} because the weight crossed a rounding boundary, {scale / numel:.2%} because its "
-            f"block's scale changed."]
+            f"**{flips / numel:.2%}** of the quantized codes differ between target and unlearned model: {split}."]
     if thresholds:
         parts = [f"{p:.0%} within {d:.2g}" for p, d in thresholds.items() if np.isfinite(d)]
         if parts:
