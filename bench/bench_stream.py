@@ -56,8 +56,10 @@ def build(folder: Path, n_layers: int, dtype: str, noise: float, seed: int) -> i
     return total
 
 
-PEAK = ("import atexit, resource, sys\n"
-        "atexit.register(lambda: print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n")
+# The process's own peak resident memory (VmHWM, KiB) at exit; ru_maxrss would include the parent's, inherited at fork.
+PEAK = ("import atexit, sys\n"
+        "atexit.register(lambda: print('PEAK', [l.split()[1] for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM')][0], file=sys.stderr))\n")
 
 
 def child(code: str) -> tuple[float, float]:
@@ -67,7 +69,7 @@ def child(code: str) -> tuple[float, float]:
                           stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     peaks = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK ")]
-    return seconds, (peaks[-1] / 1024 if peaks else float("nan"))  # ru_maxrss is in KiB on Linux
+    return seconds, (peaks[-1] / 1024 if peaks else float("nan"))
 
 
 PLAIN = """
