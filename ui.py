@@ -10,7 +10,7 @@ import streamlit as st
 
 from qru.jobs import Job, JobProgress, job_progress, list_jobs
 from qru.store import RunInfo, RunStore, StoreError
-from qru.views.quantizers import FAMILIES, Choice, available, default_key, size_label
+from qru.views.quantizers import FAMILIES, Choice, available, choice_of, default_key, size_label
 from qru.views.runs import picker_labels
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
@@ -208,7 +208,7 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     request = state.pop("deltas_request", None)
     wanted = request.get("quantizer") if isinstance(request, dict) else None
     if wanted or "q_family" not in state:  # first draw on this page visit, or a request: widgets from the key
-        start = _choice(wanted) or _choice(state.get("quantizer")) or Choice.of(default_key(keys, preferred))
+        start = choice_of(wanted) or choice_of(state.get("quantizer")) or Choice.of(default_key(keys, preferred))
         if wanted and wanted not in keys:
             st.warning(f"The picked runs were not analysed under {wanted}; showing the closest stored quantizer.")
         state["q_family"], state["q_bits"], state["q_size"] = start.family, start.bits, start.size
@@ -236,10 +236,3 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     key = options[family][state["q_bits"]][state["q_size"]]
     state["quantizer"] = key
     return key
-
-
-def _choice(key) -> Choice | None:
-    try:
-        return Choice.of(key) if key else None
-    except ValueError:
-        return None

@@ -55,25 +55,22 @@ def size_label(family: str, size: int) -> str:
 
 
 def default_key(keys, preferred: list[str]) -> str | None:
-    """The first of ``preferred`` among ``keys``, else the first quantized key (4-bit first), else any, else None."""
-    keys = list(dict.fromkeys(keys))
+    """The first of ``preferred`` among the well-formed ``keys``, else the quantized key nearest to 4 bits, else
+    any well-formed key, else None."""
+    valid = [k for k in dict.fromkeys(keys) if choice_of(k)]
     for key in preferred:
-        if key in keys:
+        if key in valid:
             return key
-    quantized = [k for k in keys if not k.endswith("@32")]
-    quantized.sort(key=lambda k: abs(Choice.of(k).bits - 4) if k in _valid(keys) else 99)
-    return (quantized or keys or [None])[0]
+    quantized = sorted((k for k in valid if not k.endswith("@32")), key=lambda k: abs(Choice.of(k).bits - 4))
+    return (quantized or valid or [None])[0]
 
 
-def _valid(keys) -> set[str]:
-    out = set()
-    for key in keys:
-        try:
-            Choice.of(key)
-            out.add(key)
-        except ValueError:
-            pass
-    return out
+def choice_of(key) -> Choice | None:
+    """:meth:`Choice.of`, or None for a malformed key."""
+    try:
+        return Choice.of(key)
+    except ValueError:
+        return None
 
 
-__all__ = ["FAMILIES", "Choice", "available", "default_key", "size_label"]
+__all__ = ["FAMILIES", "Choice", "available", "choice_of", "default_key", "size_label"]
