@@ -264,9 +264,8 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | Delta
 
     With an adapter, W_u = W_t + its update where the adapter has one, else W_t; the sum is rounded to the base
     weight's stored dtype (bf16 / fp16), as peft's merge writes it into the base weight. With a DeltaFile,
-    W_u = W_t + dW. Raises CheckpointError (before
-    reading any tensor) if the two checkpoints do not hold the same quantizable weights with the same shapes, or an
-    adapter names a weight the target lacks.
+    W_u = W_t + dW. Raises CheckpointError (before reading any tensor) if the two checkpoints do not hold the same
+    quantizable weights with the same shapes, or an adapter names a weight the target lacks.
     """
     names = sorted(target.quantizable(), key=model_order)
     if not names:
@@ -282,25 +281,20 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | Delta
             raise CheckpointError(f"the adapter {unlearned.path} saves {bad[0]} with shape "
                                   f"{unlearned.weights.shape(unlearned.saved[bad[0]])}, the target's is "
                                   f"{target.shape(bad[0])}")
-    elif isinstance(unlearned, DeltaFile):
+        return _read_pairs(target, unlearned, names)
+    if isinstance(unlearned, DeltaFile):
         missing = [n for n in names if n not in unlearned]
         if missing:
             raise CheckpointError(f"the update {unlearned.path} has no {missing[0]}, which {target.path} holds")
-        shapes = [n for n in names if target.shape(n) != unlearned.shape(n)]
-        if shapes:
-            raise CheckpointError(f"{shapes[0]} has shape {target.shape(shapes[0])} in {target.path} but "
-                                  f"{unlearned.shape(shapes[0])} in {unlearned.path}")
-    else:
-        other = unlearned.quantizable()
-        if set(other) != set(names):
-            only = sorted(set(names) ^ set(other))
-            raise CheckpointError(f"the checkpoints hold different Linear weights (e.g. {only[0]}): "
-                                  f"{target.path} vs {unlearned.path}")
-        shapes = [n for n in names if target.shape(n) != unlearned.shape(n)]
-        if shapes:
-            n = shapes[0]
-            raise CheckpointError(f"{n} has shape {target.shape(n)} in {target.path} but {unlearned.shape(n)} in "
-                                  f"{unlearned.path}")
+    elif set(other := unlearned.quantizable()) != set(names):
+        only = sorted(set(names) ^ set(other))
+        raise CheckpointError(f"the checkpoints hold different Linear weights (e.g. {only[0]}): "
+                              f"{target.path} vs {unlearned.path}")
+    shapes = [n for n in names if target.shape(n) != unlearned.shape(n)]
+    if shapes:
+        n = shapes[0]
+        raise CheckpointError(f"{n} has shape {target.shape(n)} in {target.path} but {unlearned.shape(n)} in "
+                              f"{unlearned.path}")
     return _read_pairs(target, unlearned, names)
 
 

@@ -16,6 +16,8 @@ from qru.errors import CheckpointError
 from qru.store import RunStore, run_id_of
 
 Progress = Callable[[str, int, int, str], None]
+
+
 def deltas_config(target: str | Path, unlearned: str | Path, specs: list[QuantSpec]) -> DeltasConfig:
     """The DeltasConfig of comparing ``target`` with ``unlearned`` (headers are read, not tensors).
     Raises CheckpointError for an unreadable checkpoint or adapter."""
@@ -30,8 +32,8 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     the run id. A finished comparison of the same config (same files, unchanged) is reused unless ``force``.
 
     Raises CheckpointError where the checkpoints do not match (nothing is stored then) or a file changed during the
-    scan (recorded as a failed run), LockedError if another
-    process computes the same comparison; an error during the scan is recorded in the run's status and re-raised.
+    scan, LockedError if another process computes the same comparison; an error during the scan is recorded in the
+    run's status and re-raised.
     """
     store = store or RunStore()
     progress = progress or (lambda *a: None)
@@ -54,9 +56,7 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
             if fingerprint(base.files + other.files) != config.fingerprint:
                 raise CheckpointError("a checkpoint file changed during the scan (its size or modification time): "
                                       "the result would mix two versions; run it again")
-            frame, arrays = deltas_files(rows, hists)
-            writer.write_npz("deltas_hist.npz", arrays)
-            writer.write_parquet("deltas.parquet", frame)  # last: with it the comparison is complete
+            writer.write_deltas(*deltas_files(rows, hists))
         except BaseException as exc:
             writer.fail(exc)
             raise

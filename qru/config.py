@@ -155,9 +155,7 @@ class QuantSpec:
     group_size: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("bits", "blocksize", "group_size"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, got {value!r}")
+        _integers(self, ("bits", "blocksize", "group_size"), minimum=0)
         _require(self.bits in BIT_WIDTHS + RTN_BITS,
                  f"bit width must be one of {sorted(set(BIT_WIDTHS + RTN_BITS))}, got {self.bits!r}")
         allowed = {32: ("none",), 8: ("int8",) + RTN_TYPES, 4: QUANT_TYPES_4BIT + RTN_TYPES}.get(self.bits, RTN_TYPES)
@@ -368,8 +366,7 @@ class RunConfig:
         _require(self.quantizer in QUANTIZERS, f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         for b in bits:
             _require(isinstance(b, int) and not isinstance(b, bool), f"bit widths must be integers, got {b!r}")
-        _require(isinstance(self.group_size, int) and not isinstance(self.group_size, bool),
-                 f"group_size must be an integer, got {self.group_size!r}")
+        _integers(self, ("group_size",), minimum=0)
         _require(self.quantizer == "bitsandbytes" or (self.quant_type_4bit == "fp4" and self.blocksize == 64),
                  "quant_type_4bit and blocksize apply to the bitsandbytes quantizer only")
         allowed = BIT_WIDTHS if self.quantizer == "bitsandbytes" else (32,) + RTN_BITS

@@ -1,7 +1,7 @@
 """Background jobs: ``qru`` CLI commands started as separate processes (the dashboard never computes in its own
 script thread), and their progress read back from the run store.
 
-A job is one CLI command that computes one or more runs (``qru run ...`` or ``qru demo``). Launching it writes
+A job is one CLI command that computes one or more runs (``qru run ...``, ``qru demo`` or ``qru deltas ...``). Launching it writes
 ``<store>/jobs/<job_id>.json`` (the command, its process id and the run ids it will compute, known in advance from
 the config keys) and sends its output to ``<store>/jobs/<job_id>.log``. Its progress is read from the status files of
 its runs, so any page, tab or browser refresh sees the same state.
@@ -65,8 +65,8 @@ class JobProgress:
 def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
 
-    ``argv`` must be a ``run``, ``demo`` or ``deltas`` command; it is validated first (ConfigError names the bad value) so that
-    nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
+    ``argv`` must be a ``run``, ``demo`` or ``deltas`` command; it is validated first (ConfigError names the bad
+    value) so that nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
     """
     run_ids = [run_id_of(c) for c in configs_for(argv)]
     busy = running_job(store, run_ids)

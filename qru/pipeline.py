@@ -99,7 +99,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     quantized = sum(s.bits < 32 for s in specs)
     delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
         f"analysing deltas under {quantized} quantizers", i, n_tensors, name))
-    write_deltas(writer, delta_rows, hists)
+    writer.write_deltas(*deltas_files(delta_rows, hists))
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
 
 
@@ -116,14 +116,6 @@ def analysis_specs(config: RunConfig) -> list[QuantSpec]:
     own = config.quant_specs()
     keys = {s.key for s in own}
     return own + [s for s in analysis_grid(config.blocksize) if s.key not in keys]
-
-
-def write_deltas(writer: RunWriter, delta_rows: list[dict], hists: dict) -> None:
-    """deltas.parquet (one row per quantizer and tensor, see :func:`qru.deltas.scan`) and deltas_hist.npz
-    (histogram rows in the order of ``tensors``)."""
-    frame, arrays = deltas_files(delta_rows, hists)
-    writer.write_parquet("deltas.parquet", frame)
-    writer.write_npz("deltas_hist.npz", arrays)
 
 
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,

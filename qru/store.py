@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
-from qru.config import (ConfigError, DeltasConfig, QuantSpec, RunConfig, config_key, stored_config_from_dict,
-                        to_dict)
+from qru.config import ConfigError, DeltasConfig, RunConfig, config_key, stored_config_from_dict, to_dict
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
@@ -294,6 +293,12 @@ class RunWriter:
             with open(path, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
         atomic_write(self.folder / name, _save)
+
+    def write_deltas(self, frame: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
+        """deltas_hist.npz, then deltas.parquet (one of FINISHED_FILES: written last), from
+        :func:`qru.deltas.deltas_files`."""
+        self.write_npz("deltas_hist.npz", arrays)
+        self.write_parquet("deltas.parquet", frame)
 
     def log(self, line: str) -> None:
         """Append a time-stamped line to log.txt (rewritten atomically)."""
