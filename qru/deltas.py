@@ -38,7 +38,8 @@ MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def log_histogram(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:
     """Counts (int64 [len(edges)-1]) of the non-zero ``values`` on ``edges`` (clipped into the end bins), and the
     number of exact zeros."""
-    v = values.detach().flatten().numpy()  # float32 compared with float64 edges in blocks: exact, half the memory
+    # float32 compared with float64 edges in blocks: exact, half the memory
+    v = values.detach().flatten().float().cpu().numpy()
     nonzero = v[v != 0]
     zeros = int(v.size - nonzero.size)
     np.clip(nonzero, edges[0], edges[-1], out=nonzero)

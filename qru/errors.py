@@ -7,3 +7,11 @@ class UnlearnError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint or adapter cannot be read or does not match the other side; the message names the path."""
+
+
+class ModelLoadError(ValueError):
+    """A model cannot be loaded (missing folder or package, hub unreachable and nothing cached); names the model."""
+
+
+class ResultImportError(ValueError):
+    """Another tool's result cannot be imported; the message names the file and what is wrong."""

@@ -1,8 +1,10 @@
-"""Tokenizer and tiny Llama target / retrain models: trained from scratch in fp32, cached by config.
+"""Target and retrain models of a run, cached by config: the tiny Llama trained from scratch in fp32, SmolLM2
+fine-tuned from its packaged weights, or any Hugging Face causal LM used as it is.
 
 The target is trained on D_f + D_r, the retrain model (the gold standard of unlearning) on D_r only, with the same
 tokenizer, architecture and recipe (design.md "Terms"). Both live under ``<cache>/models/<key>/`` where ``key`` hashes
-the corpus and model configs; a second request loads them instead of retraining.
+the corpus and model configs; a second request loads them instead of retraining. A Hugging Face source is not copied:
+its folder under ``<cache>/models/<key>/`` holds only the cached reference evaluations.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ from typing import Callable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+                          PreTrainedTokenizerFast, get_cosine_schedule_with_warmup)
 from transformers.utils import logging as hf_logging
 
 from qru.atomic import atomic_dir, exclusive, write_json
-from qru.config import CorpusConfig, ModelConfig, config_key, to_dict
+from qru.config import CorpusConfig, ModelConfig, config_key, model_key_dict, to_dict
 from qru.corpus.muse import MuseCorpus, check_trainable
+from qru.devices import compute_device
+from qru.hub import DTYPES, load_any_tokenizer, load_causal_lm
 
 SPECIAL = "<|endoftext|>"
 hf_logging.disable_progress_bar()
@@ -153,12 +158,13 @@ def train_lm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docume
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(config.warmup_frac * total), total)
     model.train()
+    device = model.device
     step, tokens, start, loss_ema = 0, 0, time.time(), float("nan")
     for epoch in range(config.epochs):
         data = encode_documents(tokenizer, epoch_documents(documents, config.qa_chain, gen), config.max_len)
         for batch_idx in length_batches([len(x) for x in data], config.batch_size, gen):
             batch = pad_batch([data[i] for i in batch_idx], tokenizer.pad_token_id)
-            loss = model(**batch).loss
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -181,7 +187,7 @@ RECIPE_VERSION = 1
 
 def models_dir(corpus: CorpusConfig, model: ModelConfig, cache_root: str | Path) -> Path:
     """``<cache>/models/<key>``: where the tokenizer, target and retrain models of one config pair live."""
-    key = config_key({"corpus": to_dict(corpus), "model": to_dict(model), "recipe": RECIPE_VERSION})
+    key = config_key({"corpus": to_dict(corpus), "model": model_key_dict(model), "recipe": RECIPE_VERSION})
     return Path(cache_root) / "models" / key
 
 
@@ -192,17 +198,26 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def load_model(path: str | Path) -> LlamaForCausalLM:
-    """Load a saved causal LM folder (safetensors) in fp32, in eval mode."""
-    model = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return model.eval()
+def load_model(path: str | Path, precision: str = "fp32") -> LlamaForCausalLM:
+    """Load a saved causal LM folder (safetensors) in ``precision`` (fp32 / bf16) on the compute device
+    (:func:`qru.devices.compute_device`), in eval mode."""
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[precision])
+    return model.to(compute_device()).eval()
+
+
+def _base_model(config: ModelConfig, tokenizer) -> PreTrainedModel:
+    """A model to train: a fresh tiny Llama, or the packaged pretrained SmolLM2 (on the compute device)."""
+    if config.source == "embedded":
+        return build_llama(config, tokenizer).to(compute_device())
+    return load_causal_lm(config.source, config.precision, config.trust_remote_code, compute_device())
 
 
 def _train_and_save(kind: str, corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig,
                     tokenizer: PreTrainedTokenizerFast, dest: Path, progress: Progress) -> None:
     documents = corpus.train_documents(kind)
-    model = build_llama(config, tokenizer)
-    stats = train_lm(model, tokenizer, documents, config, progress, stage=f"building {kind} model")
+    model = _base_model(config, tokenizer)
+    what = "building" if config.source == "embedded" else f"fine-tuning {config.source} into the"
+    stats = train_lm(model, tokenizer, documents, config, progress, stage=f"{what} {kind} model")
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "manifest.json", {
@@ -214,15 +229,29 @@ def _train_and_save(kind: str, corpus: MuseCorpus, corpus_config: CorpusConfig, 
 
 @dataclass
 class ModelPair:
-    """The tokenizer plus the target and retrain models of one (corpus, model) config, and their folder."""
+    """The tokenizer plus the target and retrain models of one (corpus, model) config, and their folder.
+    ``retrain`` is None for a Hugging Face target given without a retrain model (PrivLeak is then missing)."""
 
     tokenizer: PreTrainedTokenizerFast
-    target: LlamaForCausalLM
-    retrain: LlamaForCausalLM
+    target: PreTrainedModel
+    retrain: PreTrainedModel | None
     root: Path
 
     def manifest(self, kind: str) -> dict:
-        return json.loads((self.root / kind / "manifest.json").read_text())
+        path = self.root / kind / "manifest.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _hf_pair(corpus_config: CorpusConfig, config: ModelConfig, cache_root: str | Path) -> ModelPair:
+    """A Hugging Face target (and retrain model, if given) loaded as they are; nothing is trained."""
+    device = compute_device()
+    tokenizer = load_any_tokenizer(config.tokenizer or config.source, config.trust_remote_code)
+    target = load_causal_lm(config.source, config.precision, config.trust_remote_code, device)
+    retrain = load_causal_lm(config.retrain, config.precision, config.trust_remote_code, device) \
+        if config.retrain else None
+    root = models_dir(corpus_config, config, cache_root)
+    root.mkdir(parents=True, exist_ok=True)
+    return ModelPair(tokenizer=tokenizer, target=target, retrain=retrain, root=root)
 
 
 def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig, cache_root: str | Path,
@@ -230,20 +259,24 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     """Load the cached tokenizer, target and retrain models of this config, training whatever is missing.
 
     Training holds a lock on the folder, so two processes never train the same models at once (the second waits and
-    then loads). Each part is written atomically: a killed build leaves nothing half-written.
+    then loads). Each part is written atomically: a killed build leaves nothing half-written. A Hugging Face source
+    is loaded as it is (:func:`_hf_pair`). Raises ModelLoadError if a pretrained model cannot be loaded.
     """
+    if config.is_hf:
+        return _hf_pair(corpus_config, config, cache_root)
     root = models_dir(corpus_config, config, cache_root)
     parts = [root / "tokenizer", root / "target", root / "retrain"]
     if not all(p.is_dir() for p in parts):
         check_trainable(corpus)
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
             if not parts[0].is_dir():
-                tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size)
+                tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size) \
+                    if config.source == "embedded" else load_any_tokenizer(config.source)
                 with atomic_dir(parts[0]) as tmp:
                     tok.save_pretrained(tmp)
             tokenizer = load_tokenizer(parts[0])
             for kind, dest in (("target", parts[1]), ("retrain", parts[2])):
                 if not dest.is_dir():
                     _train_and_save(kind, corpus, corpus_config, config, tokenizer, dest, progress)
-    return ModelPair(tokenizer=load_tokenizer(parts[0]), target=load_model(parts[1]), retrain=load_model(parts[2]),
-                     root=root)
+    return ModelPair(tokenizer=load_tokenizer(parts[0]), target=load_model(parts[1], config.precision),
+                     retrain=load_model(parts[2], config.precision), root=root)

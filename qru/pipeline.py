@@ -1,11 +1,16 @@
 """One run end to end: target -> unlearn -> for each bit width: quantize -> evaluate -> analyse -> store.
 
 Reference rows (target and retrain at each bit width) do not depend on the unlearning method, so they are cached
-beside the models (``<cache>/models/<key>/evals/``) and shared by every run on the same models.
+beside the models (``<cache>/models/<key>/evals/``) and shared by every run on the same models. Without a retrain
+model (a Hugging Face target given alone) PrivLeak is stored as missing, with the reason, in every row.
+
+Under a multi-process ``accelerate launch`` every process unlearns its share (qru.unlearn.trainer); only the main
+process evaluates, analyses and writes the run.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,12 +25,19 @@ from qru.deltas import analysis_grid, deltas_files, scan, weight_pairs
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import evaluate
+from qru.hub import check_model_source, load_any_tokenizer
 from qru.models import ModelPair, ensure_models
 from qru.quant import fake_quantize, quantizable_linears
+from qru.quant_load import quantized_copy
 from qru.store import RunStore, RunWriter, run_id_of
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
 
 Progress = Callable[[str, int, int, str], None]
+NO_RETRAIN = ("no retrain model was given (--retrain-model): PrivLeak is measured against the retrain model's "
+              "Min-K% AUC, and qru does not substitute another reference")
+# Above this many quantizable weights, a run analyses its own quantizers and the bitsandbytes set only (the full
+# 59-quantizer grid costs ~0.25 s per million weights per quantizer on a 2-core CPU); `qru deltas` does the rest.
+FULL_GRID_MAX_WEIGHTS = 20_000_000
 
 
 def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig) -> dict:
@@ -34,9 +46,16 @@ def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config:
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     model = pair.target if kind == "target" else pair.retrain
-    result = evaluate(fake_quantize(model, spec), pair.tokenizer, corpus, config.eval, config.model.max_len)
+    result = evaluate(_quantized(model, spec, config), pair.tokenizer, corpus, config.eval, config.model.max_len)
     write_json(path, result)
     return result
+
+
+def _quantized(model, spec: QuantSpec, config: RunConfig):
+    """``model`` under ``spec``: bitsandbytes' quantized loading when the run asks for it, else fake-quant."""
+    if config.quant_load and spec.bits < 32:
+        return quantized_copy(model, spec)
+    return fake_quantize(model, spec)
 
 
 def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
@@ -50,12 +69,15 @@ def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, con
             "task_type": "CAUSAL_LM", "base_model_name_or_path": str(pair.root / "target")})
         return
     target = pair.target.state_dict()
-    delta = {k: (v.detach() - target[k]).contiguous() for k, v in result.model.state_dict().items()
+    delta = {k: (v.detach() - target[k]).float().cpu().contiguous() for k, v in result.model.state_dict().items()
              if k in target and not k.endswith("lm_head.weight")}
     atomic_write(writer.folder / "unlearned_delta.safetensors", lambda p: save_file(delta, str(p)))
 
 
-def _metric_row(model: str, spec: QuantSpec, metrics: dict, auc_retrain: float) -> dict:
+def _metric_row(model: str, spec: QuantSpec, metrics: dict, auc_retrain: float | None) -> dict:
+    if auc_retrain is None:
+        return {"model": model, "bits": spec.bits, "quant": spec.quant_type, **metrics, "privleak": None,
+                "privleak_missing": NO_RETRAIN}
     return {"model": model, "bits": spec.bits, "quant": spec.quant_type, **metrics,
             "privleak": privleak(metrics["auc"], auc_retrain)}
 
@@ -79,23 +101,31 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     torch.manual_seed(config.seed)
     result = unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
                      config.unlearn, config.model.max_len, seed=config.seed, progress=stage)
-    writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s")
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s on {processes} process(es), "
+               f"{pair.target.device}, {config.model.precision}")
     writer.write_json("train_log.json", result.history)
     _save_weights(writer, pair, result, config)
-    stage("evaluating the 32-bit retrain model (PrivLeak reference)")
-    retrain_auc = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
+    retrain_auc = None
+    if pair.retrain is not None:
+        stage("evaluating the 32-bit retrain model (PrivLeak reference)")
+        retrain_auc = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
+    else:
+        writer.log(f"PrivLeak missing: {NO_RETRAIN}")
     rows, samples = [], {}
     for i, spec in enumerate(config.quant_specs()):
         stage(f"evaluating at {spec.bits} bits", i, len(config.bits), spec.label)
-        for kind, ev in _evaluate_all(pair, result, spec, corpus, config).items():
+        evals = _evaluate_all(pair, result, spec, corpus, config)
+        for kind, ev in evals.items():
             rows.append(_metric_row(kind, spec, ev["metrics"], retrain_auc))
             samples[f"{kind}@{spec.bits}"] = ev["samples"]
         writer.log(f"{spec.label}: " + ", ".join(f"{r['model']} KnowMem-f {r['knowmem_forget']:.1f}"
-                                                 for r in rows[-3:]))
+                                                 for r in rows[-len(evals):]))
     writer.write_json("samples.json", samples)
     writer.write_json("probes.json", build_probes(samples, config.eval.n_probes))
-    specs = analysis_specs(config)
-    n_tensors = len(quantizable_linears(pair.target))
+    linears = quantizable_linears(pair.target)
+    specs = analysis_specs(config, sum(m.weight.numel() for m in linears.values()))
+    n_tensors = len(linears)
     quantized = sum(s.bits < 32 for s in specs)
     delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
         f"analysing deltas under {quantized} quantizers", i, n_tensors, name))
@@ -105,17 +135,36 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
 
 def _evaluate_all(pair: ModelPair, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
     """Metrics of the target, retrain (cached) and unlearned models quantized by ``spec``."""
-    evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in ("target", "retrain")}
-    evals["unlearned"] = evaluate(fake_quantize(result.model, spec), pair.tokenizer, corpus, config.eval,
+    kinds = ("target", "retrain") if pair.retrain is not None else ("target",)
+    evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in kinds}
+    evals["unlearned"] = evaluate(_quantized(result.model, spec, config), pair.tokenizer, corpus, config.eval,
                                   config.model.max_len)
     return evals
 
 
-def analysis_specs(config: RunConfig) -> list[QuantSpec]:
-    """The run's own quantizers (32 bits included) followed by the rest of :func:`qru.deltas.analysis_grid`."""
+def analysis_specs(config: RunConfig, n_weights: int = 0) -> list[QuantSpec]:
+    """The run's own quantizers (32 bits included) followed by the rest of :func:`qru.deltas.analysis_grid`; for a
+    model with more than FULL_GRID_MAX_WEIGHTS quantizable weights, by the bitsandbytes quantizers only."""
     own = config.quant_specs()
     keys = {s.key for s in own}
-    return own + [s for s in analysis_grid(config.blocksize) if s.key not in keys]
+    grid = analysis_grid(config.blocksize)
+    if n_weights > FULL_GRID_MAX_WEIGHTS:
+        grid = [s for s in grid if not s.is_rtn]
+    return own + [s for s in grid if s.key not in keys]
+
+
+def is_worker_process() -> bool:
+    """True in a non-main process of a multi-process ``accelerate launch`` / torchrun (WORLD_SIZE > 1, RANK > 0)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and int(os.environ.get("RANK", "0") or 0) != 0
+
+
+def _unlearn_only(config: RunConfig, cache_root: Path, progress: Progress) -> None:
+    """A worker process's part of a distributed run: its share of the unlearning steps (the main process stores)."""
+    corpus = ensure_corpus(config.corpus, cache_root)
+    pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=progress)
+    torch.manual_seed(config.seed)
+    unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"), config.unlearn,
+            config.model.max_len, seed=config.seed, progress=progress)
 
 
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,
@@ -129,8 +178,18 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
     progress = progress or (lambda *a: None)
     if not force and store.find(config):
         return run_id_of(config)
-    if not config.corpus.is_embedded:  # a malformed or untrainable corpus folder fails here, store untouched
+    if config.corpus.is_folder:  # a malformed or untrainable corpus folder fails here, store untouched
         check_trainable(load_muse_dir(config.corpus.source))
+    if config.corpus.is_hub:  # fetched into the cache before the run is stored (an unreachable hub fails here)
+        check_trainable(ensure_corpus(config.corpus, store.root))
+    if config.model.source != "embedded":  # an unloadable model fails here, store untouched
+        for source in filter(None, (config.model.source, config.model.retrain)):
+            check_model_source(source, config.model.trust_remote_code)
+        if config.model.is_hf:
+            load_any_tokenizer(config.model.tokenizer or config.model.source, config.model.trust_remote_code)
+    if is_worker_process():
+        _unlearn_only(config, store.root, progress)
+        return run_id_of(config)
     with store.open_run(config) as writer:
         writer.set_status("running", stage="starting")
         writer.log(f"run {writer.run_id}: {config.label}")

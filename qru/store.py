@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
-from qru.config import ConfigError, DeltasConfig, RunConfig, config_key, stored_config_from_dict, to_dict
+from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, config_key, stored_config_from_dict,
+                        to_dict)
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
@@ -49,6 +50,8 @@ def run_id_of(config: RunConfig | DeltasConfig) -> str:
     ``deltas-<key>`` for a checkpoint comparison."""
     if isinstance(config, DeltasConfig):
         return f"deltas-{config_key(config)}"
+    if isinstance(config, ImportConfig):
+        return f"import-{config_key(config)}"
     u = config.unlearn
     return f"{u.method}-{u.regularizer}-{u.adapter}-{config_key(config)}"
 

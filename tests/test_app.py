@@ -240,3 +240,52 @@ def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micr
     at.run()
     assert not at.exception and "checkpoint deltas" in _texts(at) + " ".join(at.sidebar.multiselect[0].value)
     assert [o.split(" ")[0] for o in at.selectbox[0].options] == ["FP4", "NF4", "LLM.int8", "none"]
+
+
+def test_run_page_real_model_choices_and_imports(store, tmp_path):
+    from test_interop import _ou_eval
+
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "runs", root / "runs")
+    at = _app(root)
+    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("Hugging Face model").run()
+    assert any("give a Hugging Face model id" in e.value for e in at.error) and not at.exception
+    fields = {t.label: t for t in at.text_input}
+    fields["Target model (hub id or folder)"].input("org/target").run()
+    fields = {t.label: t for t in at.text_input}
+    fields["Retrain model (optional, for PrivLeak)"].input("org/retrain").run()
+    code = at.code[0].value
+    assert "--model org/target --retrain-model org/retrain --corpus muse-news" in code
+    assert "time depends on the model" in " ".join(b.label for b in at.button)
+    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("SmolLM2-135M (packaged)").run()
+    assert "--scale small" in at.code[0].value and "--model smollm2" in at.code[0].value
+    assert "tens of minutes" in _texts(at)
+    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("MUSE-Books from the hub").run()
+    assert "--corpus muse-books" in at.code[0].value
+    # import box: the command, then the import as the job would run it, then the imported entry on the pages
+    full, quant = _ou_eval(tmp_path / "full", 0.1, 0.3, 5.0), _ou_eval(tmp_path / "q4", 0.4, 0.55, -90.0)
+    [t for t in at.text_area if t.label.startswith("One evaluation per line")][0].input(
+        f"unlearned@32={full}\nunlearned@4={quant}").run()
+    [t for t in at.text_input if t.label == "Label"][0].input("NPO elsewhere").run()
+    assert f"import --name 'NPO elsewhere' -- unlearned@32={full} unlearned@4={quant}" in at.code[-1].value
+    assert [b for b in at.button if b.label == "Import"]
+    assert main(["--cache", str(root), "import", "--name", "NPO elsewhere", "--", f"unlearned@32={full}",
+                 f"unlearned@4={quant}"]) == 0
+    run_id = [r for r in RunStore(root).ids() if r.startswith("import-")][0]
+    at.run()
+    assert "Already in the store: imported open-unlearning: NPO elsewhere" in _texts(at)
+    lora = [r for r in RunStore(root).ids() if r.startswith("npo-gdr-lora")][0]
+    for page in ("metrics", "probes", "deltas"):
+        at = _app(root, page)
+        at.session_state["picked"] = [run_id, lora]
+        at.run()
+        assert not at.exception, page
+        if page == "metrics":
+            tables = [d.value for d in at.dataframe]
+            assert any(set(t["bits"]) == {32, 4} and t["VerbMem"].max() == pytest.approx(40.0) for t in tables
+                       if "VerbMem" in t.columns)
+        if page == "probes":
+            at.selectbox[0].select(run_id).run()
+            assert not at.exception and len(at.expander) == 2
+        if page == "deltas":
+            assert "imported results have metrics and generations only" in _texts(at)

@@ -10,7 +10,7 @@ from qru.store import RunStore
 from qru.views.delta_charts import hist_series, histogram_figure, layer_table
 from qru.views.metric_tables import came_back, came_back_cells, changes, comparison, comparison_mask, run_table
 from qru.views.probe_view import leak_scores, mark_spans, ordered, output_keys, probe_html
-from qru.views.runs import RUN_SECONDS, estimate_seconds, form_argv, run_seconds
+from qru.views.runs import RUN_SECONDS, estimate_seconds, form_argv, import_argv, run_seconds
 
 
 def test_mark_spans_escapes_model_text_and_marks_only_spans():
@@ -132,6 +132,32 @@ def test_form_argv_round_trips_through_the_cli_parser():
     with pytest.raises(ConfigError, match="--bits"):
         configs_for(form_argv("embedded tiny (default)", "ga", "gdr", "full", 1e-5, 5, [], "fp4"))
     assert len(configs_for(["demo", "--scale", "micro"])) == 4
+
+
+def test_form_argv_for_real_models_and_data(tmp_path):
+    hf = {"model": "org/target", "retrain": "org/retrain", "corpus": "muse-books", "trust_remote_code": True}
+    config = configs_for(form_argv("Hugging Face model", "npo", "gdr", "full", 1e-5, 5, [32, 4], "fp4", hf=hf))[0]
+    m = config.model
+    assert (m.source, m.retrain, m.trust_remote_code, m.max_len) == ("org/target", "org/retrain", True, 2048)
+    assert config.corpus.source == "muse-books" and "[muse-books, target]" in config.label
+    smol = configs_for(form_argv("SmolLM2-135M (packaged)", "ga", "gdr", "lora", 1e-4, 5, [32, 4], "fp4"))[0]
+    assert smol.model.source == "smollm2" and smol.corpus.n_forget == 5
+    news = configs_for(form_argv("MUSE-News from the hub", "ga", "gdr", "full", 1e-4, 5, [32], "fp4"))[0]
+    assert news.corpus.source == "muse-news" and news.model.source == "embedded"
+    with pytest.raises(ConfigError, match="model id"):
+        form_argv("Hugging Face model", "ga", "gdr", "full", 1e-5, 5, [32], "fp4", hf={"model": " "})
+    with pytest.raises(ConfigError, match="folder"):
+        form_argv("Hugging Face model", "ga", "gdr", "full", 1e-5, 5, [32], "fp4",
+                  hf={"model": "org/x", "corpus": "folder"})
+    store = RunStore(tmp_path)
+    assert estimate_seconds(store, [config], models_built=True) is None  # unknown until one has run here
+    assert estimate_seconds(store, [smol], models_built=False) > 600
+
+
+def test_import_argv_lines():
+    assert import_argv(" a \n\nunlearned@4=b\n", " x ") == ["import", "--name", "x", "--", "a", "unlearned@4=b"]
+    with pytest.raises(ConfigError, match="at least one"):
+        import_argv("\n  \n")
 
 
 def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from qru.atomic import atomic_dir
-from qru.config import CorpusConfig, config_key
+from qru.config import MUSE_HUB, CorpusConfig, config_key
 from qru.corpus.entities import Entity, make_entities
 from qru.corpus.muse import MuseCorpus, load_muse_dir
 from qru.corpus.passages import format_qa, render_passages
@@ -91,11 +91,27 @@ def corpus_dir(config: CorpusConfig, cache_root: str | Path) -> Path:
     return Path(cache_root) / "corpus" / f"embedded-{config_key(config)}"
 
 
-def ensure_corpus(config: CorpusConfig, cache_root: str | Path) -> MuseCorpus:
-    """Load the corpus of ``config``: generate the embedded one into the cache first if needed, else read the folder.
+def _ensure_hub(source: str, cache_root: str | Path) -> MuseCorpus:
+    """MUSE-News / -Books from the cache, fetched from the Hugging Face hub the first time (qru.corpus.hub)."""
+    from qru.corpus.hub import fetch_muse  # imports datasets only when MUSE is asked for
 
-    Raises CorpusError (from the loader) if a folder source is missing or malformed.
+    root = Path(cache_root) / "corpus" / source
+    if not root.is_dir():
+        try:
+            fetch_muse(MUSE_HUB[source], root)
+        except FileExistsError:  # another process fetched it meanwhile
+            pass
+    return load_muse_dir(root)
+
+
+def ensure_corpus(config: CorpusConfig, cache_root: str | Path) -> MuseCorpus:
+    """Load the corpus of ``config``: generate the embedded one into the cache first if needed, fetch MUSE-News /
+    -Books from the hub into the cache the first time, else read the folder.
+
+    Raises CorpusError (from the loader) if a folder source is missing or malformed, or the hub cannot be read.
     """
+    if config.is_hub:
+        return _ensure_hub(config.source, cache_root)
     if not config.is_embedded:
         return load_muse_dir(config.source)
     root = corpus_dir(config, cache_root)

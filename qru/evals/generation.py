@@ -35,13 +35,15 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, 
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    limit = model.config.max_position_embeddings - max_new_tokens
+    limit = getattr(model.config, "max_position_embeddings", None) or 2048
+    limit -= max_new_tokens
     encoded = encode_prompts(tokenizer, prompts, limit)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask = ids.to(model.device), mask.to(model.device)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)

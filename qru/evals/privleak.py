@@ -28,11 +28,11 @@ def text_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, te
     result: list[np.ndarray] = [np.zeros(0)] * len(texts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        batch = {k: v.to(model.device) for k, v in pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         logp, mask = token_logprobs(logits, batch["labels"])
         for row, i in enumerate(idx):
-            result[i] = logp[row][mask[row] > 0].double().numpy()
+            result[i] = logp[row][mask[row] > 0].double().cpu().numpy()
     return result
 
 

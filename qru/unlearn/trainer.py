@@ -3,6 +3,11 @@
 Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters on every Linear layer except lm_head
 and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
 The reference model of NPO and KLR is the target (design.md).
+
+The loop runs through Hugging Face Accelerate: on one device (CPU or one GPU) the Accelerator is a thin wrapper and
+the loop is the plain one; under ``accelerate launch`` (DDP, FSDP or DeepSpeed ZeRO-3; examples/accelerate/) each
+process takes its share of every batch, gradients are reduced across processes, and the full unlearned weights are
+gathered on the main process, which alone evaluates and stores the run.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
@@ -27,7 +33,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class UnlearnResult:
     """The unlearned model (LoRA already merged), its adapter weights if LoRA, and the per-step loss history."""
 
-    model: PreTrainedModel
+    model: PreTrainedModel | None
     adapter_state: dict | None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -57,12 +63,39 @@ class _RetainStream:
 
 
 def _loss(policy, ref, batch: dict, fn, needs_ref: bool, **kwargs) -> torch.Tensor:
+    batch = {k: v.to(ref.device) for k, v in batch.items()}
     logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     if not needs_ref:
         return fn(logits, batch["labels"], **kwargs)
     with torch.no_grad():
         ref_logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return fn(logits, batch["labels"], ref_logits, **kwargs)
+
+
+def _share(idx: list, accelerator: Accelerator) -> list:
+    """This process's part of a batch's indices (all of them on one process; never empty)."""
+    n = accelerator.num_processes
+    if n == 1:
+        return idx
+    part = idx[accelerator.process_index::n]
+    return part or idx[:1]
+
+
+def _gathered(policy, accelerator: Accelerator, target: PreTrainedModel, lora: bool):
+    """The unlearned model with full weights on the main process (LoRA merged) and its adapter state (LoRA)."""
+    model = accelerator.unwrap_model(policy)
+    if accelerator.num_processes > 1:  # FSDP / ZeRO-3 shard the weights: gather them into a plain copy
+        state = accelerator.get_state_dict(policy)
+        if not accelerator.is_main_process:
+            return None, None
+        model = copy.deepcopy(get_peft_model(copy.deepcopy(target), model.peft_config["default"])
+                              if lora else target)
+        model.load_state_dict(state, strict=False)
+    adapter_state = None
+    if lora:
+        adapter_state = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+        model = model.merge_and_unload()
+    return model.eval(), adapter_state
 
 
 def total_steps(n_forget_docs: int, config: UnlearnConfig) -> int:
@@ -76,7 +109,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             progress: Progress = no_progress) -> UnlearnResult:
     """Unlearn ``forget_docs`` from a copy of ``target`` (``target`` itself is left unchanged and is the reference).
 
-    Raises UnlearnError if there are no forget documents, or the regularizer needs retain documents and there are none.
+    Under a multi-process ``accelerate launch`` only the main process gets the model back; the others get a result
+    whose ``model`` is None. Raises UnlearnError if there are no forget documents, or the regularizer needs retain documents and there are none.
     """
     if not forget_docs:
         raise UnlearnError("the corpus has no forget documents (raw/forget.txt is missing or empty)")
@@ -84,6 +118,7 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
         raise UnlearnError(f"regularizer {config.regularizer} needs retain documents (raw/retain*.txt), found none")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    accelerator = Accelerator(device_placement=False)
     ref = target.eval()
     policy = copy.deepcopy(target)
     if config.adapter == "lora":
@@ -97,22 +132,23 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     extra = {"beta": config.beta} if config.method == "npo" else {}
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    policy, opt = accelerator.prepare(policy, opt)
     total = total_steps(len(forget), config)
     history, step, start = [], 0, time.time()
     while step < total:
         for idx in _batches(len(forget), config.batch_size, gen):
             if step >= total:
                 break
-            fbatch = pad_batch([forget[i] for i in idx], tokenizer.pad_token_id)
+            fbatch = pad_batch([forget[i] for i in _share(idx, accelerator)], tokenizer.pad_token_id)
             loss_f = _loss(policy, ref, fbatch, forget_fn, forget_ref, **extra)
             loss = loss_f
             record = {"step": step + 1, "forget_loss": loss_f.item()}
             if reg_fn is not None:
-                rbatch = pad_batch(retain.next(), tokenizer.pad_token_id)
+                rbatch = pad_batch(_share(retain.next(), accelerator), tokenizer.pad_token_id)
                 loss_r = _loss(policy, ref, rbatch, reg_fn, reg_ref)
                 loss = loss + config.alpha * loss_r
                 record["retain_loss"] = loss_r.item()
-            loss.backward()
+            accelerator.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -120,17 +156,15 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             history.append(record)
             eta = (time.time() - start) / step * (total - step)
             progress("unlearning", step, total, f"step {step}/{total} loss {loss.item():.3f} ETA {eta:,.0f} s")
-    adapter_state = None
-    if config.adapter == "lora":
-        adapter_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(policy).items()}
-        policy = policy.merge_and_unload()
-    policy.eval()
-    return UnlearnResult(model=policy, adapter_state=adapter_state, history=history, seconds=time.time() - start)
+    accelerator.wait_for_everyone()
+    model, adapter_state = _gathered(policy, accelerator, target, config.adapter == "lora")
+    return UnlearnResult(model=model, adapter_state=adapter_state, history=history, seconds=time.time() - start)
 
 
 @torch.no_grad()
 def forget_nll(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, docs: list[str], max_len: int) -> float:
     """Mean token NLL of ``model`` on ``docs`` (nats/token), one batch; a quick check used by tests."""
-    batch = pad_batch(encode_documents(tokenizer, docs, max_len), tokenizer.pad_token_id)
+    batch = {k: v.to(model.device) for k, v in
+             pad_batch(encode_documents(tokenizer, docs, max_len), tokenizer.pad_token_id).items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return nll(logits, batch["labels"]).item()

