@@ -7,11 +7,12 @@ import ui
 from qru.atomic import LockedError
 from qru.cli import configs_for
 from qru.config import QUANTIZER_SETS, ConfigError
-from qru.errors import CheckpointError, ModelLoadError
+from qru.errors import CheckpointError, ModelLoadError, ResultImportError
+from qru.interop import validate as validate_import
 from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
-from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, check_corpus, estimate_seconds,
-                            form_argv, import_argv, models_built)
+from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, check_corpus, check_models,
+                            estimate_seconds, form_argv, import_argv, models_built)
 
 ui.in_frame()
 
@@ -30,6 +31,21 @@ def launch(argv: list[str], title: str) -> None:
         st.error(f"Could not start: {exc}")
         return
     st.rerun()
+
+
+def job_box(argv: list[str], config, what: str, page: str, start: str) -> None:
+    """The command of a comparison or import job, and its state: running, in the store (with a button to show it on
+    ``page``) or a button that starts it."""
+    st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv), language="bash")
+    if running_job(store, [run_id_of(config)], running_jobs(store)):
+        st.info(f"This {what} is running now (progress above): {config.label}")
+    elif store.find(config):
+        st.success(f"This {what} is already in the store: {config.label}")
+        if st.button(f"Show the {what}"):
+            ui.pick([run_id_of(config)])
+            st.switch_page(page)
+    elif st.button(start, type="primary"):
+        launch(argv, config.label)
 
 
 def minutes(configs) -> str:
@@ -107,6 +123,7 @@ try:
                      int(lora_alpha), corpus, group_size, symmetric, hf)
     config = configs_for(argv)[0]
     check_corpus(config)
+    check_models(config)
 except (ConfigError, ModelLoadError) as exc:
     st.error(str(exc))
     st.stop()
@@ -144,16 +161,7 @@ if target.strip() and unlearned.strip():
     except (ConfigError, CheckpointError) as exc:
         st.error(str(exc))
         st.stop()
-    st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(compare_argv), language="bash")
-    if running_job(store, [run_id_of(compared)], running_jobs(store)):
-        st.info(f"This comparison is running now (progress above): {compared.label}")
-    elif store.find(compared):
-        st.success(f"This comparison is already in the store: {compared.label}")
-        if st.button("Show the comparison"):
-            ui.pick([run_id_of(compared)])
-            st.switch_page("pages/deltas.py")
-    elif st.button("Compare", type="primary"):
-        launch(compare_argv, compared.label)
+    job_box(compare_argv, compared, "comparison", "pages/deltas.py", "Compare")
 
 st.subheader("Import other tools' results")
 st.caption(IMPORT_HELP)
@@ -164,14 +172,8 @@ if entries.strip():
     try:
         import_args = import_argv(entries, label)
         imported = configs_for(import_args)[0]
-    except ConfigError as exc:
+        validate_import(imported)
+    except (ConfigError, ResultImportError) as exc:
         st.error(str(exc))
         st.stop()
-    st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(import_args), language="bash")
-    if store.find(imported):
-        st.success(f"Already in the store: {imported.label}")
-        if st.button("Show the imported results"):
-            ui.pick([run_id_of(imported)])
-            st.switch_page("pages/metrics.py")
-    elif st.button("Import", type="primary"):
-        launch(import_args, imported.label)
+    job_box(import_args, imported, "import", "pages/metrics.py", "Import")

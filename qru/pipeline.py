@@ -95,7 +95,8 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
 
     stage("loading corpus")
     corpus = ensure_corpus(config.corpus, cache_root)
-    stage("loading target and retrain models")
+    stage("loading target and retrain models" if config.model.retrain or not config.model.is_hf
+          else "loading the target model (no retrain model given)")
     pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=stage)
     writer.log(f"models: {pair.root}")
     torch.manual_seed(config.seed)
@@ -183,8 +184,9 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
     if config.corpus.is_hub:  # fetched into the cache before the run is stored (an unreachable hub fails here)
         check_trainable(ensure_corpus(config.corpus, store.root))
     if config.model.source != "embedded":  # an unloadable model fails here, store untouched
-        for source in filter(None, (config.model.source, config.model.retrain)):
-            check_model_source(source, config.model.trust_remote_code)
+        for source, role in ((config.model.source, "model"), (config.model.retrain, "retrain model")):
+            if source:
+                check_model_source(source, config.model.trust_remote_code, role)
         if config.model.is_hf:
             load_any_tokenizer(config.model.tokenizer or config.model.source, config.model.trust_remote_code)
     if is_worker_process():

@@ -273,7 +273,8 @@ def test_run_page_real_model_choices_and_imports(store, tmp_path):
                  f"unlearned@4={quant}"]) == 0
     run_id = [r for r in RunStore(root).ids() if r.startswith("import-")][0]
     at.run()
-    assert "Already in the store: imported open-unlearning: NPO elsewhere" in _texts(at)
+    assert "This import is already in the store: imported open-unlearning: NPO elsewhere" in _texts(at)
+    assert [b for b in at.button if b.label == "Show the import"]
     lora = [r for r in RunStore(root).ids() if r.startswith("npo-gdr-lora")][0]
     for page in ("metrics", "probes", "deltas"):
         at = _app(root, page)

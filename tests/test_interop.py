@@ -52,7 +52,7 @@ def test_import_shows_on_metrics_and_probes(tmp_path, capsys):
     assert main(["--cache", str(cache), "import", "--name", "NPO from open-unlearning", f"unlearned@32={full}",
                  f"unlearned@4={quant}"]) == 0
     out = capsys.readouterr().out
-    assert "imported open-unlearning: NPO from open-unlearning" in out
+    assert "imported open-unlearning: NPO from open-unlearning (unlearned@32, unlearned@4)" in out
     store = RunStore(cache)
     (run_id,) = store.ids()
     assert run_id.startswith("import-")
@@ -128,9 +128,62 @@ def test_bad_results_are_named_and_nothing_is_stored(tmp_path, capsys, make, nee
     assert RunStore(cache).ids() == []
 
 
+@pytest.mark.parametrize("content, needle", [
+    ('{"forget_verbmem_ROUGE": {"agg_value": 1' + "0" * 400 + '}}', "expected a finite number"),
+    ('{"z": ' + "[" * 100000 + "]" * 100000 + "}", "not readable JSON"),
+    ('{"forget_verbmem_ROUGE": {"agg_value": 42.0}}', "outside 0..1"),
+    ('{"forget_verbmem_ROUGE": {"agg_value": 0.5}, "mia_min_k": {"agg_value": 7}}', "outside 0..1"),
+    ('{"forget_verbmem_ROUGE": {"agg_value": 0.5, "value_by_index": {"0": {"generation": ["a", null], '
+     '"rougeL_f1": 0.5}}}}', "expected text"),
+    ('{"forget_verbmem_ROUGE": {"agg_value": 0.5, "value_by_index": {"0": {"generation": "a", "rougeL_f1": 0.5, '
+     '"rougeL_recall": "high"}}}}', "expected a finite number"),
+])
+def test_malformed_values_are_refused_in_one_line(tmp_path, capsys, content, needle):
+    (tmp_path / "ou").mkdir()
+    (tmp_path / "ou" / "MUSE_EVAL.json").write_text(content)
+    assert main(["--cache", str(tmp_path / "store"), "import", str(tmp_path / "ou")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qru: error:") and needle in err and err.count("\n") == 1, err
+    assert RunStore(tmp_path / "store").ids() == []
+
+
+def test_csv_rows_named_like_missing_values_duplicates_and_bad_cells(tmp_path, capsys):
+    csv = tmp_path / "OUT.CSV"
+    csv.write_text("name,verbmem_f,knowmem_f,knowmem_r,privleak\nNA,1,2,3,4\nnpo,5,6,7,8\nnpo,9,9,9,9\n"
+                   "bad,abc,1,2,3\nbig,150,1,2,3\n")
+    store = RunStore(tmp_path / "store")
+    frame = store.metrics(import_results(import_config([f"{csv}::NA"]), store))
+    assert frame.iloc[0]["verbmem"] == pytest.approx(1.0)  # "NA" is a row's name, not a missing value
+    for row, needle in (("npo", "ambiguous"), ("bad", "expected a number, got 'abc'"), ("big", "outside 0..100"),
+                        ("zzz", "no row named 'zzz'")):
+        assert main(["--cache", str(tmp_path / "s2"), "import", f"{csv}::{row}"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+
+
+def test_privleak_reasons_paths_with_separators_and_mixed_formats(tmp_path):
+    ou = _ou_eval(tmp_path / "odd::name", 0.2, 0.3)  # '::' inside a folder name is a path, not a CSV row
+    data = json.loads((ou / "MUSE_EVAL.json").read_text())
+    del data["mia_min_k"]
+    (ou / "MUSE_EVAL.json").write_text(json.dumps(data))
+    muse = _muse_temp(tmp_path / "muse", 0.5, 0.4)
+    config = import_config([f"unlearned@32={ou}", f"unlearned@4={muse}"])
+    assert config.tool == "auto" and "both formats" in config.label
+    store = RunStore(tmp_path / "store")
+    frame = store.metrics(import_results(config, store)).set_index("bits")
+    assert "neither PrivLeak nor the Min-K% AUC" in frame.loc[32, "privleak_missing"]
+    assert "no retrain model was imported" in frame.loc[4, "privleak_missing"]
+    assert set(frame["quant"]) == {"none", "imported"}  # qru cannot know another tool's 4-bit type
+    # an entry lacking a metric exports without it and reads back
+    dest = tmp_path / "export"
+    export_run(store, store.ids()[0], dest)
+    back = read_open_unlearning(dest / "unlearned_32bit")
+    assert back["metrics"]["verbmem"] == pytest.approx(20.0) and "knowmem_forget" in back["metrics"]
+
+
 def test_bad_entries_are_named(tmp_path, capsys):
     for entry, needle in (("student@32=x", "imported model must be"), ("unlearned@9=x", "bit width"),
-                          (f"unlearned@4={tmp_path / 'none'}", "not found")):
+                          (f"unlearned@4={tmp_path / 'none'}", "not found"), ("", "empty")):
         assert main(["--cache", str(tmp_path / "s"), "import", entry]) == 2
         assert needle in capsys.readouterr().err
 
@@ -142,7 +195,8 @@ def test_export_round_trips_through_import(micro_models, micro_cache, tmp_path, 
     run_id = [r for r in store.ids() if r.startswith("npo-gdr-full")][0]
     dest = tmp_path / "export"
     assert main(["--cache", str(micro_cache), "export", run_id, str(dest)]) == 0
-    assert "unlearned_4bit/MUSE_EVAL.json" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exported 3 evaluation(s)" in out and "unlearned_4bit/MUSE_EVAL.json" in out
     data = json.loads((dest / "unlearned_4bit" / "MUSE_EVAL.json").read_text())
     assert set(data) >= {"forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "privleak"}
     assert 0 <= data["forget_verbmem_ROUGE"]["agg_value"] <= 1
@@ -155,3 +209,6 @@ def test_export_round_trips_through_import(micro_models, micro_cache, tmp_path, 
         assert theirs[col].to_dict() == pytest.approx(ours[col].to_dict()), col
     with pytest.raises(Exception, match="already exists"):
         export_run(store, run_id, dest)
+    with pytest.raises(Exception, match="checkpoint comparison"):
+        export_run(store, "deltas-0123456789ab", tmp_path / "d")
+    assert main(["--cache", str(micro_cache), "import", "--name", "two\nlines", str(dest / "unlearned_4bit")]) == 2

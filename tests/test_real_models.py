@@ -59,6 +59,8 @@ def test_hf_target_without_retrain_reports_privleak_missing(hf_folders, micro_mo
     assert frame["privleak"].isna().all()
     assert frame["privleak_missing"].str.contains("no retrain model").all()
     assert "PrivLeak missing" in (store.path(run_id) / "log.txt").read_text()
+    assert "PrivLeak missing: no retrain model" in capsys.readouterr().out
+    assert ", no retrain]" in store.info(run_id).label
     # the folder's target is the micro target itself: same weights, same tokenizer, same metrics
     embedded = main(["--cache", str(micro_cache), "run", *MICRO_RUN])
     assert embedded == 0
@@ -90,6 +92,25 @@ def test_bad_model_sources_fail_in_one_line_with_nothing_stored(tmp_path, capsys
                          (["--precision", "bf16"], "bf16 needs a CUDA GPU")):
         if "bf16" in argv and torch.cuda.is_available():
             continue
+        assert main(["--cache", str(cache), "run", *argv, *MICRO_RUN]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("qru: error:") and needle in err and err.count("\n") == 1, err
+    assert not (cache / "runs").exists() or not any((cache / "runs").iterdir())
+
+
+def test_folders_without_readable_weights_fail_before_anything_is_stored(hf_folders, tmp_path, capsys):
+    cache = tmp_path / "store"
+    empty = shutil.copytree(hf_folders[0], tmp_path / "noweights", ignore=shutil.ignore_patterns("*.safetensors"))
+    bad = shutil.copytree(hf_folders[0], tmp_path / "badweights")
+    (bad / "model.safetensors").write_text("garbage")
+    broken = shutil.copytree(hf_folders[0], tmp_path / "badconfig")
+    (broken / "config.json").write_text("{{")
+    for argv, needle in ((["--model", str(empty)], "has no weights"),
+                         (["--model", str(bad)], "cannot be read"),
+                         (["--model", str(broken)], "cannot load the config of the model folder"),
+                         (["--model", str(hf_folders[0]), "--retrain-model", str(tmp_path / "gone")],
+                          "retrain model folder not found"),
+                         (["--trust-remote-code"], "Hugging Face models only")):
         assert main(["--cache", str(cache), "run", *argv, *MICRO_RUN]) == 2
         err = capsys.readouterr().err
         assert err.startswith("qru: error:") and needle in err and err.count("\n") == 1, err

@@ -139,7 +139,7 @@ def test_form_argv_for_real_models_and_data(tmp_path):
     config = configs_for(form_argv("Hugging Face model", "npo", "gdr", "full", 1e-5, 5, [32, 4], "fp4", hf=hf))[0]
     m = config.model
     assert (m.source, m.retrain, m.trust_remote_code, m.max_len) == ("org/target", "org/retrain", True, 2048)
-    assert config.corpus.source == "muse-books" and "[muse-books, target]" in config.label
+    assert config.corpus.source == "muse-books" and "[muse-books, target, retrain retrain]" in config.label
     smol = configs_for(form_argv("SmolLM2-135M (packaged)", "ga", "gdr", "lora", 1e-4, 5, [32, 4], "fp4"))[0]
     assert smol.model.source == "smollm2" and smol.corpus.n_forget == 5
     news = configs_for(form_argv("MUSE-News from the hub", "ga", "gdr", "full", 1e-4, 5, [32], "fp4"))[0]

@@ -38,6 +38,11 @@ def muse_files(repo_id: str, load_dataset: Callable | None = None) -> dict[str, 
     naming the dataset when it cannot be read (hub unreachable and not cached, or another layout)."""
     if load_dataset is None:
         import datasets
+
+        from qru.hub import hub_reachable
+        if not Path(repo_id).exists() and not hub_reachable():
+            raise CorpusError(f"cannot fetch {repo_id}: the Hugging Face hub cannot be reached. Without the hub, "
+                              "give a MUSE-layout folder with --corpus PATH")
         datasets.disable_progress_bars()
         load_dataset = datasets.load_dataset
     files = {}

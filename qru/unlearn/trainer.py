@@ -90,7 +90,7 @@ def _gathered(policy, accelerator: Accelerator, target: PreTrainedModel, lora: b
             return None, None
         model = copy.deepcopy(get_peft_model(copy.deepcopy(target), model.peft_config["default"])
                               if lora else target)
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(state, strict=True)  # a key mismatch must fail, not silently keep the target
     adapter_state = None
     if lora:
         adapter_state = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
@@ -132,6 +132,10 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     extra = {"beta": config.beta} if config.method == "npo" else {}
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:  # DeepSpeed wants its micro batch up front (qru batches without a DataLoader)
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(
+            1, math.ceil(config.batch_size / accelerator.num_processes))
     policy, opt = accelerator.prepare(policy, opt)
     total = total_steps(len(forget), config)
     history, step, start = [], 0, time.time()

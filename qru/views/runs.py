@@ -14,7 +14,7 @@ from qru.store import RunInfo, RunStore, StoreError
 MODELS = {
     "embedded tiny (default)": ("tiny", "a 3.6M-parameter Llama trained on 135 fictitious biographies; ~5 min to "
                                         "build once, then about a minute per run"),
-    "embedded micro (seconds)": ("micro", "a 0.1M-parameter model on 12 biographies; builds in seconds, for trying "
+    "embedded micro (seconds)": ("micro", "a 0.1M-parameter model on 12 biographies; builds in about a minute, for trying "
                                           "the controls; its metrics mean little"),
     "MUSE-layout folder": ("tiny", "your own data in MUSE's layout (knowmem/, verbmem/, privleak/, raw/), with the "
                                    "tiny model trained on it"),
@@ -134,6 +134,24 @@ def check_corpus(config: RunConfig) -> None:
         raise ConfigError(str(exc)) from exc
 
 
+def check_models(config: RunConfig) -> None:
+    """For a Hugging Face target given as local folders: raise ModelLoadError unless the model, retrain and
+    tokenizer folders load (hub ids are checked when the run starts, which may need the network)."""
+    from pathlib import Path
+
+    from qru.hub import check_model_source, load_any_tokenizer
+
+    if not config.model.is_hf:
+        return
+    local = lambda name: bool(name) and Path(name).is_absolute()  # noqa: E731 (the CLI makes local paths absolute)
+    for source, role in ((config.model.source, "model"), (config.model.retrain, "retrain model")):
+        if local(source):
+            check_model_source(source, config.model.trust_remote_code, role)
+    tokenizer = config.model.tokenizer or config.model.source
+    if local(tokenizer):
+        load_any_tokenizer(tokenizer, config.model.trust_remote_code)
+
+
 def scale_of(config: RunConfig) -> str:
     """The SCALES name whose model recipe ``config`` uses ("tiny" for anything else), ``"smollm2"`` for the packaged
     model and ``"hub"`` for a Hugging Face model (whose time qru cannot know in advance)."""
@@ -189,7 +207,7 @@ def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
     return {r: text if counts[text] == 1 else f"{text} · {r}" for r, text in labels.items()}
 
 
-__all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "import_argv", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS",
+__all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "check_models", "import_argv", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS",
            "estimate_seconds", "form_argv", "picker_labels", "run_seconds", "scale_of"]
 
 
