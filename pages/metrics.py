@@ -3,12 +3,50 @@ import streamlit as st
 
 import ui
 from qru.reference import SETTING, paper_table
+from qru.stats import CONFIDENCE
+from qru.sweeps import PRESETS, list_sweeps
+from qru.views.metric_tables import COLUMNS
+from qru.views.paper_table import load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
 
 ui.in_frame()
 
 st.title("Metrics: does the quantized model remember?")
+
+
+def show_paper_table() -> None:
+    """A recorded sweep laid out like the papers' tables, mean and bootstrap interval over seeds."""
+    sweeps = list_sweeps(ui.store())
+    if not sweeps:
+        st.info("No sweep recorded yet: start one on the **Run** page (Sweeps) or with `qru sweep --preset zhang2025`.")
+        return
+    a, b = st.columns([3, 2])
+    info = a.selectbox("Sweep", sweeps, format_func=lambda i: i.label)
+    metric = b.selectbox("Metric", list(COLUMNS), format_func=COLUMNS.get)
+    frame, missing = load_sweep(ui.store(), info.run_ids)
+    if missing:
+        st.caption(f"{len(missing)} of {len(info.run_ids)} runs not finished yet (left out); the sweep resumes "
+                   "where it stopped when started again.")
+    if frame.empty:
+        return
+    rows = PRESETS[info.preset].rows if info.preset in PRESETS else "method"
+    st.caption(f"Unlearned models: mean [{CONFIDENCE:.0%} percentile bootstrap interval of the mean over seeds "
+               f"{', '.join(map(str, info.seeds))}] (scipy); target and retrain rows do not depend on the seed. "
+               "Columns: adapter @ bit width.")
+    table = sweep_table(frame, metric, rows, digits=3 if metric.startswith("nll") else 1)
+    st.dataframe(table, hide_index=True)
+    st.download_button("Download CSV", table.to_csv(index=False), f"{info.sweep_id}-{metric}.csv", "text/csv")
+    reference = reference_layout(metric)
+    if not reference.empty:
+        st.caption(f"Beside it, the papers' numbers for {COLUMNS[metric]}: {SETTING}. 4-bit = bitsandbytes FP4.")
+        st.dataframe(reference, hide_index=True)
+
+
+if st.radio("Show", ["runs picked in the sidebar", "paper table of a sweep"], horizontal=True,
+            key="metrics-mode") == "paper table of a sweep":
+    show_paper_table()
+    st.stop()
 runs = ui.require_runs(metrics=True)
 st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs the 32-bit retrain model, % (0 "
            "ideal, -100 still memorized); NLL in nats/token. Red: a quantized model moved toward remembering the "

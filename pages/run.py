@@ -11,8 +11,9 @@ from qru.errors import CheckpointError, ModelLoadError, ResultImportError
 from qru.interop import validate as validate_import
 from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
+from qru.sweeps import PRESETS as SWEEP_PRESETS, list_sweeps
 from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, check_corpus, check_models,
-                            estimate_seconds, form_argv, import_argv, models_built)
+                            estimate_seconds, form_argv, import_argv, method_argv, models_built, sweep_argv)
 
 ui.in_frame()
 
@@ -83,10 +84,12 @@ if model == "Hugging Face model":
 folder = model == "MUSE-layout folder" or hf.get("corpus") == "folder"
 corpus = st.text_input("MUSE-layout folder", placeholder="/path/to/muse-news") if folder else ""
 left, mid, right = st.columns(3)
-method = left.radio("Method", ["ga", "npo"], format_func=str.upper, horizontal=True)
+method = left.radio("Method", ["ga", "npo", "simnpo", "rmu"], horizontal=True,
+                    format_func={"ga": "GA", "npo": "NPO", "simnpo": "SimNPO", "rmu": "RMU"}.get)
 left.caption(HELP["method"])
-regularizer = mid.radio("Regularizer", ["gdr", "klr", "none"], format_func=str.upper, horizontal=True)
-mid.caption(HELP["regularizer"])
+regularizer = mid.radio("Regularizer", ["none"] if method == "rmu" else ["gdr", "klr", "none"], format_func=str.upper,
+                        horizontal=True, key=f"regularizer-{method == 'rmu'}")
+mid.caption(HELP["regularizer"] + (" RMU has its own retain term." if method == "rmu" else ""))
 adapter = right.radio("Adapter", ["full", "lora"], horizontal=True,
                       format_func={"full": "full fine-tuning", "lora": "LoRA"}.get)
 right.caption(HELP["adapter"])
@@ -104,23 +107,36 @@ left, mid, right = st.columns(3)
 lr = left.select_slider("Learning rate", LR_GRID, PRESETS[preset][0][adapter], format_func="{:g}".format,
                        key=f"lr-{preset}-{adapter}", help=HELP["lr"] + " Other values: `qru run --lr`.")
 epochs = mid.number_input("Epochs", 1, 100, PRESETS[preset][1], key=f"epochs-{preset}", help=HELP["epochs"])
-quant_type = st.radio("Quantizer", ["fp4", "nf4", "rtn"], horizontal=True, format_func={
-    "fp4": "bitsandbytes, FP4 at 4 bits", "nf4": "bitsandbytes, NF4 at 4 bits", "rtn": "RTN int-k"}.get)
-widths = [32, 8, 7, 6, 5, 4, 3, 2] if quant_type == "rtn" else [32, 8, 4]
-bits = right.multiselect("Bit widths", widths, default=[32, 4, 3] if quant_type == "rtn" else [32, 8, 4],
-                         key=f"bits-{quant_type == 'rtn'}", help=HELP["bits"])
+with st.expander("More method options: SURE, loss forms, MUSE-like target"):
+    a, b, c = st.columns(3)
+    sure = a.slider("SURE: share of rows updated", 0.0, 0.5, 0.0, 0.05, disabled=adapter != "full",
+                    help=HELP["sure"] + " 0 = off.")
+    loss_form = b.radio("Loss forms", ["faithful", "muse"], horizontal=True, help=HELP["loss_form"],
+                        format_func={"faithful": "faithful", "muse": "muse_bench's reference forms"}.get)
+    target_recipe = c.radio("Embedded target", ["scratch", "pretrain-finetune"], help=HELP["target_recipe"],
+                            format_func={"scratch": "trained from scratch",
+                                         "pretrain-finetune": "base + fine-tuning (MUSE-like)"}.get)
+quant_type = st.radio("Quantizer", ["fp4", "nf4", "rtn", "gptq"], horizontal=True, format_func={
+    "fp4": "bitsandbytes, FP4 at 4 bits", "nf4": "bitsandbytes, NF4 at 4 bits", "rtn": "RTN int-k",
+    "gptq": "GPTQ int-k (calibrated)"}.get)
+grid = quant_type in ("rtn", "gptq")
+widths = [32, 8, 7, 6, 5, 4, 3, 2] if grid else [32, 8, 4]
+bits = right.multiselect("Bit widths", widths, default=[32, 4, 3] if quant_type == "rtn" else [32, 4] if grid
+                         else [32, 8, 4], key=f"bits-{quant_type}", help=HELP["bits"])
 group_size, symmetric = 128, False
-if quant_type == "rtn":
+if grid:
     a, b = st.columns(2)
-    group_size = a.selectbox("Group size", [128, 64, 32, 0], format_func=lambda g: f"{g}" if g else "per channel")
+    group_size = a.selectbox("Group size", [128, 64, 32, 0] if quant_type == "rtn" else [0, 128, 64, 32],
+                             format_func=lambda g: f"{g}" if g else "per channel", key=f"group-{quant_type}")
     symmetric = b.radio("Grid", [False, True], horizontal=True,
                         format_func=lambda s: "symmetric (absmax)" if s else "asymmetric (min/max)")
-    st.caption(HELP["rtn"])
+    st.caption(HELP[quant_type])
 st.caption(HELP["quant_type"] + " " + HELP["bits"])
 
 try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
                      int(lora_alpha), corpus, group_size, symmetric, hf)
+    argv += method_argv(sure if adapter == "full" else 0.0, loss_form, target_recipe)
     config = configs_for(argv)[0]
     check_corpus(config)
     check_models(config)
@@ -146,6 +162,34 @@ elif store.find(config):
         launch(argv + ["--force"], config.unlearn.label)
 elif st.button(f"Run ({minutes([config])})", type="primary"):
     launch(argv, config.unlearn.label)
+
+st.subheader("Sweeps: the papers' experiments over several seeds")
+st.caption(HELP["sweep"])
+a, b, c = st.columns([2, 1, 2])
+sweep_preset = a.selectbox("Preset", list(SWEEP_PRESETS), format_func=lambda p: f"{p}: {SWEEP_PRESETS[p].description}")
+seeds = b.multiselect("Seeds", list(range(10)), default=[0, 1, 2])
+sweep_model = c.selectbox("Model", [m for m in MODELS if m.startswith("embedded")], key="sweep-model")
+try:
+    sweep_args = sweep_argv(sweep_preset, seeds, sweep_model)
+    sweep_runs = configs_for(sweep_args)
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(sweep_args), language="bash")
+finished = sum(store.find(c) is not None for c in sweep_runs)
+sweep_ids = [run_id_of(c) for c in sweep_runs]
+if running_job(store, sweep_ids, running_jobs(store)):
+    st.info(f"This sweep is running now (progress above): {finished}/{len(sweep_runs)} runs finished")
+elif finished == len(sweep_runs):
+    st.success(f"All {len(sweep_runs)} runs of this sweep are in the store: see the paper table on the Metrics page")
+    if st.button("Show the paper table"):
+        st.switch_page("pages/metrics.py")
+elif st.button(f"Run the sweep ({len(sweep_runs) - finished} of {len(sweep_runs)} runs to compute, "
+               f"{minutes([c for c in sweep_runs if store.find(c) is None])})", type="primary"):
+    launch(sweep_args, f"sweep {sweep_preset} ({len(sweep_runs)} runs)")
+recorded = list_sweeps(store)
+if recorded:
+    st.caption("Recorded sweeps: " + "; ".join(info.label for info in recorded))
 
 st.subheader("Compare two checkpoints")
 st.caption(HELP["compare"])

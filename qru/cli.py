@@ -1,4 +1,4 @@
-"""The ``qru`` command line: build-target, run, demo, deltas, import, export, ls, show.
+"""The ``qru`` command line: build-target, run, demo, sweep, deltas, import, export, ls, show.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
@@ -17,12 +17,13 @@ import warnings
 import pandas as pd
 
 from qru.atomic import LockedError
-from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, IMPORT_MODELS, IMPORT_TOOLS, METHODS,
-                        PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS, RTN_BITS,
-                        RTN_GROUP_SIZES, ConfigError, CorpusConfig, DeltasConfig, ImportConfig, ModelConfig, RunConfig,
-                        UnlearnConfig, quantizer_set, resolve_source)
+from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, IMPORT_MODELS, IMPORT_TOOLS, LOSS_FORMS,
+                        METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS,
+                        RTN_BITS, RTN_GROUP_SIZES, TARGET_RECIPES, ConfigError, CorpusConfig, DeltasConfig,
+                        ImportConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set, resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
+from qru.sweeps import PRESETS
 from qru.errors import CheckpointError, ModelLoadError, ResultImportError, UnlearnError
 
 # Sizes: "tiny" is the embedded default (design.md "Calibration"); "small" has a quarter of its entities (for the
@@ -42,10 +43,17 @@ HF_MAX_LEN = 2048  # MUSE's evaluation length for Hugging Face models
 SMOLLM2_NOTE = ("note: SmolLM2-135M: on a 2-core CPU, fine-tuning the target and retrain models takes ~10 minutes "
                 "once (cached after that) at --scale small, and each run tens of minutes; the progress lines give "
                 "each stage's ETA")
+# GPTQ's default group: per channel (the GPTQ paper's main setting; the embedded model's MLP width, 688, is not a
+# multiple of 32, 64 or 128).
+GPTQ_GROUP_SIZE = 0
+# beta of the preference-style losses when --beta is not given: NPO's 0.1 (Zhang et al. 2024); SimNPO works on
+# per-token log-probabilities, so its beta is larger (Fan et al. 2024 tune it per benchmark; qru's default 2.5).
+DEFAULT_BETA = {"npo": 0.1, "simnpo": 2.5}
 # The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
 # The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
 DEMO_SET = (("ga", "gdr", "full"), ("ga", "gdr", "lora"), ("npo", "gdr", "full"), ("npo", "gdr", "lora"))
+SWEEP_TABLE_METRICS = ("knowmem_forget", "nll_forget", "verbmem", "privleak", "knowmem_retain")
 TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem_retain", "privleak", "nll_forget",
                  "nll_retain"]
 
@@ -107,6 +115,8 @@ def _model_config(args, scale_model: ModelConfig) -> ModelConfig:
                                 precision=precision, tokenizer=tokenizer)
     if args.max_len is not None:
         model = dataclasses.replace(model, max_len=args.max_len)
+    if args.target_recipe != "scratch":
+        model = dataclasses.replace(model, target_recipe=args.target_recipe)
     return model
 
 
@@ -125,15 +135,18 @@ def _base_configs(args) -> tuple[CorpusConfig, ModelConfig]:
 
 def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
     corpus, model = _base_configs(args)
-    paper = args.preset == "paper"
-    lr = args.lr if args.lr is not None else (PAPER_LR if paper else EMBEDDED_LR)[adapter]
-    epochs = args.epochs if args.epochs is not None else (PAPER_EPOCHS if paper else EMBEDDED_EPOCHS)
+    paper = getattr(args, "preset", "embedded") == "paper"
+    lr = getattr(args, "lr", None) or (PAPER_LR if paper else EMBEDDED_LR)[adapter]
+    epochs = getattr(args, "epochs", None) or (PAPER_EPOCHS if paper else EMBEDDED_EPOCHS)
+    beta = args.beta if args.beta is not None else DEFAULT_BETA.get(method, 0.1)
     unlearn = UnlearnConfig(method=method, regularizer=regularizer, adapter=adapter, lr=lr, epochs=epochs,
-                            alpha=args.alpha, beta=args.beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-                            batch_size=args.batch_size, max_steps=args.max_steps)
-    rtn = args.quantizer == "rtn"
+                            alpha=args.alpha, beta=beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                            batch_size=args.batch_size, max_steps=args.max_steps, loss_form=args.loss_form,
+                            gamma=args.gamma, sure_share=args.sure, rmu_layer=args.rmu_layer,
+                            rmu_coeff=args.rmu_coeff)
+    rtn = args.quantizer in ("rtn", "gptq")
     if not rtn and (args.group_size is not None or args.symmetric):
-        raise ConfigError("--group-size and --symmetric apply to --quantizer rtn only")
+        raise ConfigError("--group-size and --symmetric apply to --quantizer rtn and gptq only")
     if rtn and (args.quant_type is not None or args.blocksize is not None):
         raise ConfigError("--quant-type and --blocksize apply to the bitsandbytes quantizer only")
     if args.quant_load:
@@ -142,8 +155,10 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
             raise ConfigError("--quant-load (bitsandbytes' quantized loading) needs a CUDA GPU; without one qru "
                               "evaluates the same quantizers by fake-quant")
     return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(args.bits or BIT_WIDTHS),
-                     quant_type_4bit=args.quant_type or "fp4", blocksize=args.blocksize or 64, seed=args.seed,
-                     quantizer=args.quantizer, group_size=args.group_size if args.group_size is not None else 128,
+                     quant_type_4bit=args.quant_type or "fp4", blocksize=args.blocksize or 64,
+                     seed=getattr(args, "seed", 0),
+                     quantizer=args.quantizer, group_size=args.group_size if args.group_size is not None
+                     else GPTQ_GROUP_SIZE if args.quantizer == "gptq" else 128,
                      symmetric=args.symmetric, quant_load=args.quant_load)
 
 
@@ -183,7 +198,8 @@ def run_configs(args) -> list[RunConfig]:
     if args.command == "demo":
         combos = DEMO_SET
     elif any(v is not None for v in (args.method, args.regularizer, args.adapter)):
-        combos = [(args.method or "ga", args.regularizer or "gdr", args.adapter or "full")]
+        method = args.method or "ga"
+        combos = [(method, args.regularizer or ("none" if method == "rmu" else "gdr"), args.adapter or "full")]
     else:
         combos = DEFAULT_PAIR
     return [_run_config(args, *combo) for combo in combos]
@@ -207,9 +223,18 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig]:
     if args.command == "import":
         from qru.interop import import_config
         return [import_config(args.entries, args.name, args.tool)]
+    if args.command == "sweep":
+        return sweep_run_configs(args)
     if args.command not in ("run", "demo"):
         raise ValueError(f"not a run command: {argv!r}")
     return run_configs(args)
+
+
+def sweep_run_configs(args) -> list[RunConfig]:
+    """The RunConfigs of a parsed ``sweep`` command, in the order they run (raises ConfigError)."""
+    from qru.sweeps import sweep_configs
+
+    return sweep_configs(args.preset, _run_config(args, "ga", "gdr", "full"), tuple(args.seeds))
 
 
 def _raise_config_error(status: int = 0, message: str | None = None):
@@ -234,6 +259,31 @@ def cmd_run(args) -> int:
             print(metric_table(store.metrics(run_id)))
             print(_missing_note(store.metrics(run_id)), end="")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from qru.sweeps import PRESETS, record, run_sweep
+    from qru.views.paper_table import paper_table, sweep_frame
+
+    configs = sweep_run_configs(args)
+    store = RunStore(args.cache)
+    print(f"sweep {args.preset}: {PRESETS[args.preset].description}; seeds {' '.join(map(str, args.seeds))}; "
+          f"{len(configs)} runs, {sum(store.find(c) is not None for c in configs)} already in the store",
+          file=sys.stderr, flush=True)
+    print(f"sweep record: {record(store, args.preset, configs, tuple(args.seeds))}", file=sys.stderr, flush=True)
+
+    def announce(i: int, n: int, config: RunConfig, found: bool) -> None:
+        state = "found in the store" if found else "running"
+        print(f"[sweep {i + 1}/{n}] {state}: {config.label} seed {config.seed}", file=sys.stderr, flush=True)
+
+    ids, failures = run_sweep(args.preset, configs, tuple(args.seeds), store, _progress_printer(args.quiet), announce)
+    frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids})
+    for metric in SWEEP_TABLE_METRICS:
+        print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, args.seeds))})")
+        print(paper_table(frame, metric, PRESETS[args.preset].rows).to_string(index=False))
+    for config, exc in failures:
+        print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_deltas(args) -> int:
@@ -349,33 +399,46 @@ def cmd_show(args) -> int:
     return 0
 
 
-def run_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``run`` and ``demo``: hyper-parameters, bit widths and quantizer."""
-    p.add_argument("--preset", choices=("embedded", "paper"), default="embedded",
-                   help="default lr/epochs: embedded (full 1e-4, LoRA 5e-4, 5 epochs) or paper (1e-5 / 1e-4, 5)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (overrides the preset)")
-    p.add_argument("--epochs", type=int, help="epochs over the forget set (overrides the preset)")
-    p.add_argument("--alpha", type=float, default=1.0, help="regularizer weight")
-    p.add_argument("--beta", type=_positive_float, default=0.1, help="NPO beta")
+def run_args(p: argparse.ArgumentParser, single: bool = True) -> None:
+    """Options shared by ``run``, ``demo`` and (``single=False``: without preset, lr, epochs, seed and force)
+    ``sweep``: hyper-parameters, bit widths and quantizer."""
+    if single:
+        p.add_argument("--preset", choices=("embedded", "paper"), default="embedded",
+                       help="default lr/epochs: embedded (full 1e-4, LoRA 5e-4, 5 epochs) or paper (1e-5 / 1e-4, 5)")
+        p.add_argument("--lr", type=_positive_float, help="learning rate (overrides the preset)")
+        p.add_argument("--epochs", type=int, help="epochs over the forget set (overrides the preset)")
+    p.add_argument("--alpha", type=float, default=1.0, help="regularizer weight (RMU: weight of its retain term)")
+    p.add_argument("--beta", type=_positive_float, default=None, help="NPO / SimNPO beta (default 0.1 / 2.5)")
+    p.add_argument("--gamma", type=float, default=0.0, help="SimNPO reward margin gamma (default 0)")
+    p.add_argument("--sure", type=float, default=0.0, metavar="SHARE",
+                   help="SURE (Zhang et al. 2025): update only this share of weight rows, those with the largest "
+                        "forget-loss gradient (e.g. 0.1; full fine-tuning; default 0 = off)")
+    p.add_argument("--rmu-layer", type=int, default=-1, help="RMU: hidden state steered (default -1 = middle layer)")
+    p.add_argument("--rmu-coeff", type=_positive_float, default=6.5, help="RMU steering coefficient c (default 6.5)")
+    p.add_argument("--loss-form", choices=LOSS_FORMS, default="faithful",
+                   help="faithful losses (default) or muse: muse_bench's reference forms (NPO and KLR on raw logits)")
     p.add_argument("--lora-r", type=int, default=32)
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-steps", type=int, default=0, help="cap on unlearning steps (0 = none)")
     p.add_argument("--quantizer", choices=QUANTIZERS, default="bitsandbytes",
-                   help="bitsandbytes: LLM.int8 at 8 bits, FP4/NF4 at 4 (the papers'); rtn: RTN int-k at 2..8 bits")
+                   help="bitsandbytes: LLM.int8 at 8 bits, FP4/NF4 at 4 (the papers'); rtn: RTN int-k at 2..8 bits; "
+                        "gptq: GPTQ int-k at 2..8 bits, calibrated on the retain set (llm-compressor)")
     p.add_argument("--bits", type=int, nargs="+", choices=sorted(set(BIT_WIDTHS + RTN_BITS), reverse=True),
                    default=None, help="bit widths (default 32 8 4; rtn allows 32 and 8..2)")
     p.add_argument("--quant-type", choices=QUANT_TYPES_4BIT, default=None, help="bitsandbytes 4-bit type "
                                                                                  "(default fp4, the papers')")
     p.add_argument("--blocksize", type=int, default=None, help="bitsandbytes 4-bit absmax block size (default 64)")
     p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=None,
-                   help="RTN weights per group along a row (0 = per channel; default 128)")
-    p.add_argument("--symmetric", action="store_true", help="RTN absmax grid instead of min/max with a zero point")
+                   help="RTN / GPTQ weights per group along a row (0 = per channel; default 128 for RTN, 0 for GPTQ)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="RTN / GPTQ symmetric grid instead of min/max with a zero point")
     p.add_argument("--quant-load", action="store_true",
                    help="evaluate 8/4 bits by loading the merged model with bitsandbytes (BitsAndBytesConfig "
                         "load_in_8bit / load_in_4bit), as the papers do; CUDA only (default: fake-quant)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
+    if single:
+        p.add_argument("--seed", type=int, default=0, help="seed of unlearning (data order, LoRA init, RMU vector)")
+        p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weights and compute: auto = bf16 on a CUDA GPU that supports it, else fp32")
         p.add_argument("--max-len", type=int, default=None,
                        help="longest training / scoring sequence in tokens (default 512; 2048 for hub models)")
+        p.add_argument("--target-recipe", choices=TARGET_RECIPES, default="scratch",
+                       help="embedded model: scratch (target and retrain trained from scratch) or pretrain-finetune "
+                            "(MUSE-like: a base trained on D_r, then target and retrain fine-tuned from it)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("build-target", help="build (or load) the tokenizer, target and retrain models")
@@ -426,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p)
     run_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="a preset of runs (the papers' experiments) over several seeds; resumable: "
+                                     "finished runs are not redone")
+    data_args(p)
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS),
+                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="unlearning seeds (default 0 1 2)")
+    run_args(p, single=False)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("deltas", help="compare two checkpoints' weights under the quantizers, streamed tensor by "
                                       "tensor, and store the result like a run")

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-METHODS = ("ga", "npo")
+METHODS = ("ga", "npo", "simnpo", "rmu")
+LOSS_FORMS = ("faithful", "muse")  # design.md "Unlearning losses": faithful forms, or muse_bench's raw-logit forms
+TARGET_RECIPES = ("scratch", "pretrain-finetune")  # how qru builds the embedded target (ModelConfig)
 REGULARIZERS = ("none", "gdr", "klr")
 ADAPTERS = ("full", "lora")
 BIT_WIDTHS = (32, 8, 4)  # bitsandbytes: none, LLM.int8, 4-bit FP4/NF4
 QUANT_TYPES_4BIT = ("fp4", "nf4")
-QUANTIZERS = ("bitsandbytes", "rtn")  # the quantizer family of a run
+QUANTIZERS = ("bitsandbytes", "rtn", "gptq")  # the quantizer family of a run
 RTN_BITS = (8, 7, 6, 5, 4, 3, 2)
 RTN_TYPES = ("rtn-asym", "rtn-sym")  # RTN int-k: min/max with zero point, or absmax
+GPTQ_TYPES = ("gptq-asym", "gptq-sym")  # GPTQ int-k (qru.gptq, calibrated on D_r): with a zero point, or symmetric
 RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 PRECISIONS = ("fp32", "bf16")  # weights and compute; bf16 needs CUDA (bf16 compute on CPU is ~16x slower)
@@ -132,6 +135,13 @@ class ModelConfig:
         qa_chain: QA documents are shown in chains of this many pairs joined by a blank line, regrouped at random
             every epoch, so the model sees the shape of the few-shot KnowMem prompt (1 = each pair alone).
         seed: torch seed for initialisation and shuffling.
+        target_recipe: ``"scratch"``: target (D_f + D_r) and retrain (D_r) models each trained from scratch with the
+            recipe above; ``"pretrain-finetune"`` (MUSE-like: memorization is a small update on pretrained weights):
+            a base model is trained on D_r with the recipe above, then the target is fine-tuned from it on D_f + D_r
+            and the retrain model on D_r, each for ``finetune_epochs`` at peak ``finetune_lr`` (warm-up and cosine
+            decay as above; embedded model only).
+        finetune_epochs: epochs of the fine-tuning stage of ``"pretrain-finetune"``.
+        finetune_lr: peak learning rate of that stage (warm-up and cosine decay as above).
     """
 
     vocab_size: int = 2048
@@ -152,6 +162,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     precision: str = "fp32"
     tokenizer: str = ""
+    target_recipe: str = "scratch"
+    finetune_epochs: int = 10
+    finetune_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source.strip() != "",
@@ -178,6 +191,13 @@ class ModelConfig:
         _positive("model lr", self.lr)
         _require(_finite(self.warmup_frac) and 0 <= self.warmup_frac < 1,
                  f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        _require(self.target_recipe in TARGET_RECIPES,
+                 f"unknown target recipe {self.target_recipe!r} (choose from {', '.join(TARGET_RECIPES)})")
+        _require(self.target_recipe == "scratch" or self.source == "embedded",
+                 f"target recipe {self.target_recipe!r} builds the embedded model only; {self.source!r} is "
+                 f"pretrained already")
+        _integers(self, ("finetune_epochs",))
+        _positive("fine-tuning lr", self.finetune_lr)
 
     @property
     def is_hf(self) -> bool:
@@ -188,7 +208,8 @@ class ModelConfig:
     def label(self) -> str:
         """``d256x4`` for the embedded model, else the source's short name (``smollm2``, ``Llama-2-7b-hf``)."""
         if self.source == "embedded":
-            return f"d{self.hidden_size}x{self.n_layers}"
+            staged = ", pretrain+finetune" if self.target_recipe != "scratch" else ""
+            return f"d{self.hidden_size}x{self.n_layers}{staged}"
         short = lambda name: name.rstrip("/").split("/")[-1]  # noqa: E731
         retrain = f", retrain {short(self.retrain)}" if self.retrain else (", no retrain" if self.is_hf else "")
         return short(self.source) + retrain + ("" if self.precision == "fp32" else f", {self.precision}")
@@ -202,7 +223,8 @@ class QuantSpec:
         bits: 32 (no quantization); 8 or 4 for bitsandbytes; 2..8 for RTN int-k.
         quant_type: ``"none"`` for 32; bitsandbytes ``"int8"`` (LLM.int8 weights, per-row absmax, 8 bits) or
             ``"fp4"`` / ``"nf4"`` (4-bit absmax blocks); ``"rtn-asym"`` (min/max with a zero point) or ``"rtn-sym"``
-            (absmax) round-to-nearest int-k per group (qru.rtn).
+            (absmax) round-to-nearest int-k per group (qru.rtn); ``"gptq-asym"`` / ``"gptq-sym"``: GPTQ int-k per
+            group, calibrated on the retain set (qru.gptq; in runs only, as it needs the model's activations).
         blocksize: weights per absmax block for bitsandbytes 4-bit (its default 64); unused otherwise.
         group_size: weights per RTN group along a row (32, 64, 128, or 0 = the whole row, per channel); unused
             otherwise.
@@ -217,7 +239,8 @@ class QuantSpec:
         _integers(self, ("bits", "blocksize", "group_size"), minimum=0)
         _require(self.bits in BIT_WIDTHS + RTN_BITS,
                  f"bit width must be one of {sorted(set(BIT_WIDTHS + RTN_BITS))}, got {self.bits!r}")
-        allowed = {32: ("none",), 8: ("int8",) + RTN_TYPES, 4: QUANT_TYPES_4BIT + RTN_TYPES}.get(self.bits, RTN_TYPES)
+        grids = RTN_TYPES + GPTQ_TYPES
+        allowed = {32: ("none",), 8: ("int8",) + grids, 4: QUANT_TYPES_4BIT + grids}.get(self.bits, grids)
         _require(self.quant_type in allowed,
                  f"quant type {self.quant_type!r} does not fit {self.bits} bits (allowed: {', '.join(allowed)})")
         _require(self.blocksize in BLOCKSIZES, f"blocksize must be a power of two in 64..4096, got {self.blocksize!r}")
@@ -229,16 +252,21 @@ class QuantSpec:
         return self.quant_type in RTN_TYPES
 
     @property
+    def is_gptq(self) -> bool:
+        return self.quant_type in GPTQ_TYPES
+
+    @property
     def label(self) -> str:
-        if self.is_rtn:
+        if self.is_rtn or self.is_gptq:
             group = f"g{self.group_size}" if self.group_size else "per-channel"
-            return f"{self.bits}-bit RTN {self.quant_type[4:]} {group}"
+            name, _, kind = self.quant_type.partition("-")
+            return f"{self.bits}-bit {name.upper()} {kind} {group}"
         return {32: "32-bit", 8: "8-bit int8"}.get(self.bits, f"4-bit {self.quant_type.upper()}")
 
     @property
     def key(self) -> str:
         """A short unique name, e.g. ``fp4-b64@4``, ``int8@8``, ``rtn-asym-g128@3``, ``none@32``."""
-        if self.is_rtn:
+        if self.is_rtn or self.is_gptq:
             return f"{self.quant_type}-g{self.group_size}@{self.bits}"
         if self.quant_type in QUANT_TYPES_4BIT:
             return f"{self.quant_type}-b{self.blocksize}@{self.bits}"
@@ -257,7 +285,7 @@ class QuantSpec:
         digits = lambda t: t.isascii() and t.isdigit()  # noqa: E731 (int() also reads other scripts' digits)
         _require(sep == "@" and digits(bits), f"not a quantizer key: {key!r} (e.g. fp4-b64@4, rtn-asym-g128@3)")
         kind, _, size = name.rpartition("-")
-        if kind in RTN_TYPES and size[:1] == "g" and digits(size[1:]):
+        if kind in RTN_TYPES + GPTQ_TYPES and size[:1] == "g" and digits(size[1:]):
             return cls(int(bits), kind, group_size=int(size[1:]))
         if kind in QUANT_TYPES_4BIT and size[:1] == "b" and digits(size[1:]):
             return cls(int(bits), kind, blocksize=int(size[1:]))
@@ -293,7 +321,10 @@ def quantizer_set(names: list[str]) -> list[QuantSpec]:
             specs += sets[name]
             continue
         try:
-            specs.append(QuantSpec.from_key(name))
+            spec = QuantSpec.from_key(name)
+            _require(not spec.is_gptq, f"{name}: GPTQ needs the model's activations on calibration text, so it is "
+                                       f"analysed in runs (qru run --quantizer gptq), not between two checkpoints")
+            specs.append(spec)
         except ConfigError as exc:
             raise ConfigError(f"{exc}; or one of the sets {', '.join(QUANTIZER_SETS)}") from None
     return list({s.key: s for s in specs}.values())  # first occurrence order
@@ -340,6 +371,17 @@ class UnlearnConfig:
         epochs: passes over the forget set.
         batch_size: forget documents per step (and as many retain documents for the regularizer).
         max_steps: stop after this many optimizer steps (0 = no cap).
+        loss_form: ``"faithful"`` (design.md "Unlearning losses") or ``"muse"``: muse_bench's iterative.py forms,
+            NPO's log-sigmoid averaged over raw logits per vocabulary entry and KLR's kl_div applied to raw logits
+            (qru.unlearn.losses, "reference forms"); changes NPO and KLR only.
+        gamma: SimNPO reward margin gamma (Fan et al. 2024, arXiv 2410.07163, eq. 4); SimNPO's beta is ``beta``.
+        sure_share: SURE (Zhang et al. 2025, arXiv 2410.16454, sec. 5): the share of rows of every weight matrix
+            (ranked together by the L2 norm of their forget-loss gradient row) that unlearning may update; the others
+            stay exactly as in the target. 0 = no saliency mask. Full fine-tuning only.
+        rmu_layer: RMU (Li et al. 2024, "The WMDP benchmark", arXiv 2403.03218): index into the model's hidden
+            states (0 = embeddings, i = output of decoder layer i) that is steered; -1 = the middle layer.
+        rmu_coeff: RMU steering coefficient c: forget activations are pushed toward c * u, u a fixed random unit
+            vector (seeded by the run's seed).
     """
 
     method: str = "ga"
@@ -354,6 +396,11 @@ class UnlearnConfig:
     epochs: int = 5
     batch_size: int = 4
     max_steps: int = 0
+    loss_form: str = "faithful"
+    gamma: float = 0.0
+    sure_share: float = 0.0
+    rmu_layer: int = -1
+    rmu_coeff: float = 6.5
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
@@ -367,10 +414,35 @@ class UnlearnConfig:
         _integers(self, ("max_steps",), minimum=0)
         _require(_finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
                  f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        self._check_methods()
+
+    def _check_methods(self) -> None:
+        """The method-specific fields: loss form, SimNPO margin, SURE share, RMU layer and coefficient."""
+        _require(self.loss_form in LOSS_FORMS,
+                 f"unknown loss form {self.loss_form!r} (choose from {', '.join(LOSS_FORMS)})")
+        _require(self.loss_form == "faithful" or self.method == "npo" or self.regularizer == "klr",
+                 f"loss_form 'muse' changes NPO and KLR only; {self.method} with regularizer {self.regularizer} "
+                 f"has neither")
+        _require(_finite(self.gamma), f"SimNPO gamma must be a finite number, got {self.gamma!r}")
+        _require(self.gamma == 0.0 or self.method == "simnpo", "gamma (the SimNPO margin) applies to simnpo only")
+        _require(_finite(self.sure_share) and 0 <= self.sure_share < 1,
+                 f"SURE share must be in [0, 1) (0 = no saliency mask), got {self.sure_share!r}")
+        _require(self.sure_share == 0 or self.adapter == "full",
+                 "SURE's saliency mask selects rows of the full weights: it applies to full fine-tuning only")
+        _require(isinstance(self.rmu_layer, int) and not isinstance(self.rmu_layer, bool) and self.rmu_layer >= -1,
+                 f"RMU layer must be an integer >= -1 (-1 = the middle layer), got {self.rmu_layer!r}")
+        _positive("RMU steering coefficient", self.rmu_coeff)
+        _require(self.method != "rmu" or self.regularizer == "none",
+                 "RMU has its own retain term (activations kept on D_r, weight alpha): use regularizer none")
 
     @property
     def label(self) -> str:
-        name = self.method.upper() + ("" if self.regularizer == "none" else "+" + self.regularizer.upper())
+        name = {"simnpo": "SimNPO", "rmu": "RMU"}.get(self.method, self.method.upper())
+        name += "" if self.regularizer == "none" else "+" + self.regularizer.upper()
+        if self.sure_share:
+            name += f" SURE {self.sure_share:g}"
+        if self.loss_form != "faithful":
+            name += f" ({self.loss_form} loss forms)"
         adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"
         cap = f" max {self.max_steps} steps" if self.max_steps else ""
         return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep{cap}"
@@ -398,7 +470,8 @@ class RunConfig:
             for RTN.
         quant_type_4bit: bitsandbytes 4-bit type used for 4 bits (the papers' default is FP4).
         blocksize: bitsandbytes 4-bit absmax block size.
-        quantizer: ``"bitsandbytes"`` (LLM.int8 at 8 bits, FP4/NF4 at 4, as the papers) or ``"rtn"`` (RTN int-k
+        quantizer: ``"gptq"`` (GPTQ int-k calibrated on D_r, qru.gptq), ``"bitsandbytes"`` (LLM.int8 at 8 bits,
+            FP4/NF4 at 4, as the papers) or ``"rtn"`` (RTN int-k
             at every bit width below 32, qru.rtn).
         group_size: RTN weights per group along a row (32, 64, 128; 0 = per channel); bitsandbytes runs keep 128.
         symmetric: RTN absmax grid (True) or min/max with a zero point (False); bitsandbytes runs keep False.
@@ -441,8 +514,8 @@ class RunConfig:
         _require(self.group_size in RTN_GROUP_SIZES,
                  f"group size must be one of {RTN_GROUP_SIZES} (0 = per channel), got {self.group_size!r}")
         _require(isinstance(self.symmetric, bool), f"symmetric must be true or false, got {self.symmetric!r}")
-        _require(self.quantizer == "rtn" or (self.group_size == 128 and not self.symmetric),
-                 "group_size and symmetric apply to the rtn quantizer only")
+        _require(self.quantizer in ("rtn", "gptq") or (self.group_size == 128 and not self.symmetric),
+                 "group_size and symmetric apply to the rtn and gptq quantizers only")
         _require(len(set(bits)) == len(bits), f"bit widths repeat: {bits}")
         object.__setattr__(self, "bits", tuple(sorted(bits, reverse=True)))
         _require(self.quant_type_4bit in QUANT_TYPES_4BIT,
@@ -451,8 +524,8 @@ class RunConfig:
 
     def quant_specs(self) -> list[QuantSpec]:
         """The QuantSpec of every evaluated bit width, highest first."""
-        if self.quantizer == "rtn":
-            kind = "rtn-sym" if self.symmetric else "rtn-asym"
+        if self.quantizer in ("rtn", "gptq"):
+            kind = f"{self.quantizer}-{'sym' if self.symmetric else 'asym'}"
             return [QuantSpec() if b == 32 else QuantSpec(b, kind, group_size=self.group_size) for b in self.bits]
         return [QuantSpec.for_bits(b, self.quant_type_4bit, self.blocksize) for b in self.bits]
 
@@ -462,9 +535,9 @@ class RunConfig:
         corpus = Path(self.corpus.source).name if self.corpus.is_folder else self.corpus.source
         model = self.model.label
         quant = f" ({self.quant_type_4bit.upper()})" if 4 in self.bits else ""
-        if self.quantizer == "rtn":
+        if self.quantizer in ("rtn", "gptq"):
             group = f"g{self.group_size}" if self.group_size else "per-channel"
-            quant = f" (RTN {'sym' if self.symmetric else 'asym'} {group})"
+            quant = f" ({self.quantizer.upper()} {'sym' if self.symmetric else 'asym'} {group})"
         return f"{self.unlearn.label} @ {bits} bit{quant} [{corpus}, {model}]"
 
 
@@ -590,13 +663,18 @@ def to_dict(config: Any) -> dict:
 # earlier runs (and the folders of cached models) stay valid.
 _LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": False, "quant_load": False}
 _LATER_MODEL_DEFAULTS = {"source": "embedded", "retrain": "", "trust_remote_code": False, "precision": "fp32",
-                         "tokenizer": ""}
+                         "tokenizer": "", "target_recipe": "scratch", "finetune_epochs": 10, "finetune_lr": 1e-4}
+_LATER_UNLEARN_DEFAULTS = {"loss_form": "faithful", "gamma": 0.0, "sure_share": 0.0, "rmu_layer": -1,
+                           "rmu_coeff": 6.5}
+
+
+def _without_later(data: dict, later: dict) -> dict:
+    return {k: v for k, v in data.items() if not (k in later and v == later[k])}
 
 
 def model_key_dict(model: "ModelConfig") -> dict:
     """A ModelConfig as a dict for hashing, without the fields added later while they hold their defaults."""
-    return {k: v for k, v in to_dict(model).items()
-            if not (k in _LATER_MODEL_DEFAULTS and v == _LATER_MODEL_DEFAULTS[k])}
+    return _without_later(to_dict(model), _LATER_MODEL_DEFAULTS)
 
 
 def config_key(config: Any, length: int = 12) -> str:
@@ -605,8 +683,9 @@ def config_key(config: Any, length: int = 12) -> str:
     For a RunConfig, the fields added later are left out while they hold their defaults."""
     data = to_dict(config)
     if isinstance(config, RunConfig):
-        data = {k: v for k, v in data.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+        data = _without_later(data, _LATER_DEFAULTS)
         data["model"] = model_key_dict(config.model)
+        data["unlearn"] = _without_later(data["unlearn"], _LATER_UNLEARN_DEFAULTS)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from qru.config import QuantSpec, analysis_grid  # noqa: F401 (analysis_grid: part of this module's API)
-from qru.quant import quantizable_linears, quantize_tensor
+from qru.quant import QuantizedTensor, quantizable_linears, quantize_tensor
 
 # |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
 ABS_EDGES = np.logspace(-10, 0, 101)
@@ -85,18 +85,25 @@ def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[torc
 
 
 def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, dw: torch.Tensor,
-                    spec: QuantSpec) -> tuple[dict, dict]:
+                    spec: QuantSpec, quantized: tuple[QuantizedTensor, QuantizedTensor] | None = None
+                    ) -> tuple[dict, dict]:
     """The quantizer-dependent statistics of one weight pair (float, same shape [out, in]; ``dw`` = W_u - W_t)
     under ``spec`` (see the module docstring): a row (median_step, below_half_step, code_flips, code_flip_rate,
     flips_boundary, flips_scale, the sums and ratios) and histograms {"rel", "dq", "bnd", "bndrel"} (int64 [n_bins];
-    all None at 32 bits). Raises ValueError where the quantizer cannot take the weight."""
+    all None at 32 bits). ``quantized`` = (Q(W_t), Q(W_u)) where the quantizer is not per tensor (GPTQ, qru.gptq:
+    each side calibrated in its own model). Raises ValueError where the quantizer cannot take the weight."""
     if spec.bits == 32:
         row = {"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
                "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0, **_sums(dw, dw)}
         row.update(ratios(row))
         return row, {"rel": None, "dq": None, "bnd": None, "bndrel": None}
     wt, wu = w_target.detach().float(), w_unlearned.detach().float()
-    qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec, detail=False)
+    if quantized is not None:
+        qt, qu = quantized
+    elif spec.is_gptq:
+        raise ValueError(f"{spec.key}: GPTQ quantizes whole models with calibration text; pass its result")
+    else:
+        qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec, detail=False)
     flipped = qt.codes != qu.codes
     dq = qu.dequant - qt.dequant
     del qu  # peak memory: only one quantized copy of each side at a time
@@ -144,7 +151,9 @@ def weight_pairs(target: torch.nn.Module, unlearned: torch.nn.Module) -> Iterato
 
 
 def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[QuantSpec],
-         progress: Callable[[int, str], None] | None = None) -> tuple[list[dict], dict]:
+         progress: Callable[[int, str], None] | None = None,
+         calibrated: dict[str, dict[str, tuple[QuantizedTensor, QuantizedTensor]]] | None = None
+         ) -> tuple[list[dict], dict]:
     """Delta statistics of every weight pair under every quantizer in ``specs``, one pair at a time, so that a
     streamed source needs memory for a few tensors only.
 
@@ -153,7 +162,8 @@ def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[Qu
     ``tensor``, ``layer``, ``module`` and the entries of :func:`tensor_delta`; hists = {"abs": int64 [n_tensors + 1,
     100], "<view>_<quantizer key>": int64 [n_tensors + 1, n_bins] for the views rel, dq, bnd, bndrel of every
     quantizer below 32 bits}, rows in tensor order, the last one the total. ``progress(i, name)`` is called before
-    each tensor. Raises ValueError if there is no pair, two names repeat, or a pair's shapes differ.
+    each tensor. ``calibrated[spec key][tensor name]`` = (Q(W_t), Q(W_u)) of model-level quantizers (GPTQ).
+    Raises ValueError if there is no pair, two names repeat, or a pair's shapes differ.
     """
     by_spec: dict[str, list[dict]] = {s.key: [] for s in specs}
     hist_rows: dict[str, list[np.ndarray]] = {"abs": []}
@@ -168,7 +178,8 @@ def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[Qu
         hist_rows["abs"].append(abs_counts)
         layer, module = _layer_and_module(name)
         for spec in specs:
-            q_row, hists = quantized_delta(wt, wu, dw, spec)
+            given = (calibrated or {}).get(spec.key, {}).get(name)
+            q_row, hists = quantized_delta(wt, wu, dw, spec, given)
             by_spec[spec.key].append({"quantizer": spec.key, "bits": spec.bits, "quant": spec.quant_type,
                                       "tensor": name, "layer": layer, "module": module, **base, **q_row})
             for view, counts in hists.items():

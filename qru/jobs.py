@@ -65,7 +65,8 @@ class JobProgress:
 def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
 
-    ``argv`` must be a ``run``, ``demo`` or ``deltas`` command; it is validated first (ConfigError names the bad
+    ``argv`` must be a ``run``, ``demo``, ``sweep``, ``deltas`` or ``import`` command; it is validated first
+    (ConfigError names the bad
     value) so that nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
     """
     run_ids = [run_id_of(c) for c in configs_for(argv)]

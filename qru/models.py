@@ -8,6 +8,8 @@ its folder under ``<cache>/models/<key>/`` holds only the cached reference evalu
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -213,18 +215,28 @@ def _base_model(config: ModelConfig, tokenizer) -> PreTrainedModel:
 
 
 def _train_and_save(kind: str, corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig,
-                    tokenizer: PreTrainedTokenizerFast, dest: Path, progress: Progress) -> None:
-    documents = corpus.train_documents(kind)
-    model = _base_model(config, tokenizer)
-    what = "building" if config.source == "embedded" else f"fine-tuning {config.source} into the"
-    stats = train_lm(model, tokenizer, documents, config, progress, stage=f"{what} {kind} model")
+                    tokenizer: PreTrainedTokenizerFast, dest: Path, progress: Progress,
+                    start: Path | None = None) -> None:
+    """Train the ``kind`` model (target, retrain, or the base of a pretrain-finetune recipe) and save it atomically.
+
+    With ``start`` (the base model's folder) the model is fine-tuned from it with the recipe's fine-tuning stage."""
+    documents = corpus.train_documents("retrain" if kind == "base" else kind)
+    if start is not None:
+        model = load_model(start, config.precision)
+        recipe = dataclasses.replace(config, epochs=config.finetune_epochs, lr=config.finetune_lr)
+        what = "fine-tuning the base into the"
+    else:
+        model, recipe = _base_model(config, tokenizer), config
+        what = "building" if config.source == "embedded" else f"fine-tuning {config.source} into the"
+    stats = train_lm(model, tokenizer, documents, recipe, progress, stage=f"{what} {kind} model")
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "manifest.json", {
             "kind": kind, "corpus": to_dict(corpus_config), "model": to_dict(config), "documents": len(documents),
             "parameters": sum(p.numel() for p in model.parameters()), "steps": stats.steps, "tokens": stats.tokens,
             "seconds": round(stats.seconds, 1), "tokens_per_s": round(stats.tokens_per_s, 1),
-            "final_loss": stats.final_loss, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            "final_loss": stats.final_loss, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "fine_tuned_from": str(start) if start is not None else None})
 
 
 @dataclass
@@ -236,6 +248,7 @@ class ModelPair:
     target: PreTrainedModel
     retrain: PreTrainedModel | None
     root: Path
+    base: Path | None = None  # the base model's folder of a pretrain-finetune recipe (target = base + fine-tuning)
 
     def manifest(self, kind: str) -> dict:
         path = self.root / kind / "manifest.json"
@@ -266,7 +279,9 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
         return _hf_pair(corpus_config, config, cache_root)
     root = models_dir(corpus_config, config, cache_root)
     parts = [root / "tokenizer", root / "target", root / "retrain"]
-    if not all(p.is_dir() for p in parts):
+    staged = config.target_recipe == "pretrain-finetune"
+    base = root / "base" if staged else None
+    if not all(p.is_dir() for p in parts + ([base] if staged else [])):
         check_trainable(corpus)
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
             if not parts[0].is_dir():
@@ -275,8 +290,10 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
                 with atomic_dir(parts[0]) as tmp:
                     tok.save_pretrained(tmp)
             tokenizer = load_tokenizer(parts[0])
+            if staged and not base.is_dir():
+                _train_and_save("base", corpus, corpus_config, config, tokenizer, base, progress)
             for kind, dest in (("target", parts[1]), ("retrain", parts[2])):
                 if not dest.is_dir():
-                    _train_and_save(kind, corpus, corpus_config, config, tokenizer, dest, progress)
+                    _train_and_save(kind, corpus, corpus_config, config, tokenizer, dest, progress, start=base)
     return ModelPair(tokenizer=load_tokenizer(parts[0]), target=load_model(parts[1], config.precision),
-                     retrain=load_model(parts[2], config.precision), root=root)
+                     retrain=load_model(parts[2], config.precision), root=root, base=base)

@@ -46,16 +46,38 @@ def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config:
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     model = pair.target if kind == "target" else pair.retrain
-    result = evaluate(_quantized(model, spec, config), pair.tokenizer, corpus, config.eval, config.model.max_len)
+    result = evaluate(_quantized(model, spec, config, pair, corpus), pair.tokenizer, corpus, config.eval,
+                      config.model.max_len)
     write_json(path, result)
     return result
 
 
-def _quantized(model, spec: QuantSpec, config: RunConfig):
-    """``model`` under ``spec``: bitsandbytes' quantized loading when the run asks for it, else fake-quant."""
+def _quantized(model, spec: QuantSpec, config: RunConfig, pair: ModelPair, corpus):
+    """``model`` under ``spec``: GPTQ calibrated on D_r, bitsandbytes' quantized loading when the run asks for it,
+    else fake-quant."""
+    if spec.is_gptq:
+        return _gptq(model, spec, config, pair, corpus)[0]
     if config.quant_load and spec.bits < 32:
         return quantized_copy(model, spec)
     return fake_quantize(model, spec)
+
+
+def _gptq(model, spec: QuantSpec, config: RunConfig, pair: ModelPair, corpus):
+    """GPTQ of ``model`` with the retain set as calibration text (qru.gptq)."""
+    from qru.gptq import gptq_quantize
+
+    return gptq_quantize(model, pair.tokenizer, corpus.train_documents("retrain"), spec, config.model.max_len)
+
+
+def _calibrated(pair: ModelPair, result: UnlearnResult, specs: list[QuantSpec], config: RunConfig, corpus) -> dict:
+    """{GPTQ key: {Linear name: (Q(W_t), Q(W_u))}}: each side quantized in its own model (GPTQ is per model)."""
+    out = {}
+    for spec in specs:
+        if spec.is_gptq:
+            targets, unlearned = _gptq(pair.target, spec, config, pair, corpus)[1], \
+                _gptq(result.model, spec, config, pair, corpus)[1]
+            out[spec.key] = {name: (targets[name], unlearned[name]) for name in targets}
+    return out
 
 
 def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
@@ -99,6 +121,9 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
           else "loading the target model (no retrain model given)")
     pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=stage)
     writer.log(f"models: {pair.root}")
+    if pair.base is not None:
+        memorization = memorization_deltas(pair, config, cache_root, stage)
+        writer.log(f"memorization (target minus base) deltas: run {memorization}")
     torch.manual_seed(config.seed)
     result = unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
                      config.unlearn, config.model.max_len, seed=config.seed, progress=stage)
@@ -128,8 +153,9 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     specs = analysis_specs(config, sum(m.weight.numel() for m in linears.values()))
     n_tensors = len(linears)
     quantized = sum(s.bits < 32 for s in specs)
+    calibrated = _calibrated(pair, result, specs, config, corpus)
     delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
-        f"analysing deltas under {quantized} quantizers", i, n_tensors, name))
+        f"analysing deltas under {quantized} quantizers", i, n_tensors, name), calibrated=calibrated)
     writer.write_deltas(*deltas_files(delta_rows, hists))
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
 
@@ -138,9 +164,21 @@ def _evaluate_all(pair: ModelPair, result: UnlearnResult, spec: QuantSpec, corpu
     """Metrics of the target, retrain (cached) and unlearned models quantized by ``spec``."""
     kinds = ("target", "retrain") if pair.retrain is not None else ("target",)
     evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in kinds}
-    evals["unlearned"] = evaluate(_quantized(result.model, spec, config), pair.tokenizer, corpus, config.eval,
-                                  config.model.max_len)
+    evals["unlearned"] = evaluate(_quantized(result.model, spec, config, pair, corpus), pair.tokenizer, corpus,
+                                  config.eval, config.model.max_len)
     return evals
+
+
+def memorization_deltas(pair: ModelPair, config: RunConfig, cache_root: Path, progress: Progress) -> str:
+    """For a pretrain-finetune target: the delta analysis of the memorization itself, target minus base, under the
+    run's quantizers (how much of it survives), stored once per model pair as a ``deltas-<key>`` comparison (the
+    Weight-deltas page shows it). Returns its run id."""
+    from qru.compare import compare, deltas_config
+
+    specs = [s for s in config.quant_specs() if not s.is_gptq] or [QuantSpec()]
+    deltas = deltas_config(pair.base, pair.root / "target", specs)
+    return compare(deltas, RunStore(cache_root), progress=lambda stage, done, total, msg: progress(
+        f"memorization deltas (target minus base): {stage}", done, total, msg))
 
 
 def analysis_specs(config: RunConfig, n_weights: int = 0) -> list[QuantSpec]:

@@ -125,10 +125,48 @@ def test_metrics_page_tables_comparison_reference_and_csv(store):
     assert {"VerbMem", "KnowMem-forget", "KnowMem-retain (utility)", "PrivLeak", "NLL forget"} <= set(first.columns)
     assert any("Llama-2-7B" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 2
-    at.radio[0].set_value("comparison across runs").run()
+    [r for r in at.radio if r.label == "View"][0].set_value("comparison across runs").run()
     table = at.dataframe[0].value
     assert table["model"].tolist()[:2] == ["target", "retrain"] and len(table) == 4
     assert "Δ KnowMem-forget" in table.columns
+
+
+def test_metrics_page_paper_table_of_a_recorded_sweep(store, tmp_path):
+    from qru.sweeps import record
+
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "runs", root / "runs")
+    copy = RunStore(root)
+    configs = [copy.config(r) for r in sorted(copy.ids())]
+    record(copy, "zhang2025", configs, (0,))
+    at = _app(root, "metrics")
+    [r for r in at.radio if r.label == "Show"][0].set_value("paper table of a sweep").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table[""])[:2] == ["GA+GDR", "NPO+GDR"] and {"full @32", "LoRA @4"} <= set(table.columns)
+    assert "bootstrap" in _texts(at)
+    [s for s in at.selectbox if s.label == "Metric"][0].set_value("verbmem").run()
+    assert not at.exception and len(at.dataframe) == 2  # beside it, the papers' VerbMem numbers
+    assert "Zhang et al. 2025, NEWS: full @4" in at.dataframe[1].value.columns
+
+
+def test_run_page_offers_the_new_methods_gptq_and_sweeps(store):
+    at = _app(store.root)
+    [r for r in at.radio if r.label == "Method"][0].set_value("rmu").run()
+    assert [r for r in at.radio if r.label == "Regularizer"][0].options == ["NONE"]
+    assert "--method rmu --regularizer none" in at.code[0].value
+    [r for r in at.radio if r.label == "Method"][0].set_value("simnpo").run()
+    [r for r in at.radio if r.label == "Quantizer"][0].set_value("gptq").run()
+    assert "--method simnpo" in at.code[0].value and "--quantizer gptq --group-size 0" in at.code[0].value
+    [s for s in at.slider if s.label.startswith("SURE")][0].set_value(0.1).run()
+    [r for r in at.radio if r.label == "Embedded target"][0].set_value("pretrain-finetune").run()
+    assert "--sure 0.1" in at.code[0].value and "--target-recipe pretrain-finetune" in at.code[0].value
+    assert not at.exception
+    sweep_code = [c.value for c in at.code if " sweep " in c.value][0]
+    assert "sweep --preset zhang2025 --seeds 0 1 2 --scale tiny" in sweep_code
+    assert [b for b in at.button if b.label.startswith("Run the sweep (18 of 18 runs")]
+    [s for s in at.multiselect if s.label == "Seeds"][0].set_value([]).run()
+    assert any("at least one seed" in e.value for e in at.error)
 
 
 def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):

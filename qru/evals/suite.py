@@ -27,7 +27,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus:
     """Every metric of ``model`` except PrivLeak (which needs the retrain model's AUC; see :func:`add_privleak`).
 
     Returns {"metrics": {name: float}, "samples": {verbmem, knowmem_forget, knowmem_retain: per-item records;
-    mink_forget, mink_holdout: Min-K% scores}}.
+    mink_forget, mink_holdout: Min-K% scores; nll_forget, nll_retain, nll_holdout: per text {nll: summed NLL in nats,
+    tokens: scored tokens}}, from which :func:`qru.stats.reaggregate` recomputes every metric.
     """
     model.eval()
     vm, vm_rows = verbmem(model, tokenizer, corpus.verbmem_forget, config.verbmem_max_new_tokens, config.batch_size)
@@ -43,5 +44,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus:
                "nll_forget": mean_nll(logp["forget"]), "nll_retain": mean_nll(logp["retain"]),
                "nll_holdout": mean_nll(logp["holdout"])}
     samples = {"verbmem": vm_rows, "knowmem_forget": kf_rows, "knowmem_retain": kr_rows,
-               "mink_forget": mink["forget"], "mink_holdout": mink["holdout"]}
+               "mink_forget": mink["forget"], "mink_holdout": mink["holdout"],
+               **{f"nll_{name}": [{"nll": float(-x.sum()), "tokens": len(x)} for x in logp[name]]
+                  for name in ("forget", "retain", "holdout")}}
     return {"metrics": metrics, "samples": samples}

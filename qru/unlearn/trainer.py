@@ -4,6 +4,12 @@ Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters o
 and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
 The reference model of NPO and KLR is the target (design.md).
 
+Methods are composed from the loss functions of qru.unlearn.losses: GA, NPO and SimNPO on the logits; RMU on the hidden
+states of one layer (its retain term replaces the regularizer); SURE is a saliency mask over the rows of every weight,
+computed once from the forget loss's gradient on D_f at the target and applied to every step's gradients (the
+reference code, FailureLLMUnlearning's SURE trainer, computes a mask per batch in an ``optimizer_step`` that the
+Hugging Face Trainer never calls, so its mask is never applied).
+
 The loop runs through Hugging Face Accelerate: on one device (CPU or one GPU) the Accelerator is a thin wrapper and
 the loop is the plain one; under ``accelerate launch`` (DDP, FSDP or DeepSpeed ZeRO-3; examples/accelerate/) each
 process takes its share of every batch, gradients are reduced across processes, and the full unlearned weights are
@@ -24,7 +30,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from qru.config import UnlearnConfig
 from qru.errors import UnlearnError
 from qru.models import Progress, no_progress, encode_documents, pad_batch
-from qru.unlearn.losses import FORGET_LOSSES, REGULARIZERS, nll
+from qru.unlearn.losses import (FORGET_LOSSES, MUSE_FORMS, REGULARIZERS, nll, rmu_forget_loss,
+                               rmu_retain_loss)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -72,6 +79,88 @@ def _loss(policy, ref, batch: dict, fn, needs_ref: bool, **kwargs) -> torch.Tens
     return fn(logits, batch["labels"], ref_logits, **kwargs)
 
 
+def _hidden(model, batch: dict, layer: int) -> torch.Tensor:
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    return out.hidden_states[layer]
+
+
+@dataclass
+class _Method:
+    """One unlearning method's forget and retain terms (losses from qru.unlearn.losses)."""
+
+    config: UnlearnConfig
+    control: torch.Tensor | None = None  # RMU: c * u
+    layer: int = 0  # RMU: index into hidden_states
+
+    def forget(self, policy, ref, batch: dict) -> torch.Tensor:
+        c = self.config
+        if c.method == "rmu":
+            batch = {k: v.to(ref.device) for k, v in batch.items()}
+            return rmu_forget_loss(_hidden(policy, batch, self.layer), batch["attention_mask"].float(), self.control)
+        fn, needs_ref = MUSE_FORMS["npo"] if c.method == "npo" and c.loss_form == "muse" else FORGET_LOSSES[c.method]
+        extra = {"npo": {"beta": c.beta}, "simnpo": {"beta": c.beta, "gamma": c.gamma}}.get(c.method, {})
+        return _loss(policy, ref, batch, fn, needs_ref, **extra)
+
+    @property
+    def has_retain(self) -> bool:
+        return self.config.method == "rmu" or self.config.regularizer != "none"
+
+    def retain(self, policy, ref, batch: dict) -> torch.Tensor:
+        c = self.config
+        if c.method == "rmu":
+            batch = {k: v.to(ref.device) for k, v in batch.items()}
+            with torch.no_grad():
+                ref_hidden = _hidden(ref, batch, self.layer)
+            return rmu_retain_loss(_hidden(policy, batch, self.layer), batch["attention_mask"].float(), ref_hidden)
+        fn, needs_ref = MUSE_FORMS["klr"] if c.regularizer == "klr" and c.loss_form == "muse" \
+            else REGULARIZERS[c.regularizer]
+        return _loss(policy, ref, batch, fn, needs_ref)
+
+
+def _method(config: UnlearnConfig, target: PreTrainedModel, seed: int) -> _Method:
+    """The method of ``config``; for RMU its steered layer and control vector c * u, u uniform in [0, 1)^d then
+    normalized (Li et al. 2024's code), drawn from ``seed``. Raises UnlearnError for an RMU layer the model lacks."""
+    if config.method != "rmu":
+        return _Method(config)
+    n_layers, d = target.config.num_hidden_layers, target.config.hidden_size
+    layer = n_layers // 2 if config.rmu_layer == -1 else config.rmu_layer
+    if layer > n_layers:
+        raise UnlearnError(f"RMU layer {config.rmu_layer} does not exist: the model's hidden states are 0 "
+                           f"(embeddings) to {n_layers}")
+    u = torch.rand(d, generator=torch.Generator().manual_seed(seed))
+    control = (config.rmu_coeff * u / u.norm()).to(target.device)
+    return _Method(config, control=control, layer=layer)
+
+
+def saliency_mask(policy, ref, method: _Method, forget: list[list[int]], pad_id: int, batch_size: int,
+                  share: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """SURE's saliency mask (Zhang et al. 2025, arXiv 2410.16454, sec. 5): for every trainable parameter, a 0/1 mask
+    over its rows (dim 0; each entry of a 1-D parameter is a row), 1 for the ``share`` of all rows with the largest
+    L2 norm of the forget loss's gradient accumulated over D_f at the starting weights.
+
+    Returns ``[(parameter, mask)]``, mask float32 of shape [rows]; gradients are left zeroed.
+    """
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    for i in range(0, len(forget), batch_size):
+        method.forget(policy, ref, pad_batch(forget[i:i + batch_size], pad_id)).backward()
+    norms = [p.grad.float().reshape(p.shape[0], -1).norm(dim=1) if p.grad is not None else torch.zeros(p.shape[0])
+             for p in params]
+    flat = torch.cat([n.cpu() for n in norms])
+    chosen = torch.zeros_like(flat)
+    chosen[torch.topk(flat, max(1, int(round(share * flat.numel())))).indices] = 1.0  # exactly that many rows
+    for p in params:
+        p.grad = None
+    return list(zip(params, chosen.split([n.numel() for n in norms])))
+
+
+def _apply_mask(mask: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+    for p, rows in mask:
+        if p.grad is not None:
+            p.grad.mul_(rows.to(p.grad.device).view(-1, *([1] * (p.grad.dim() - 1))).to(p.grad.dtype))
+
+
 def _share(idx: list, accelerator: Accelerator) -> list:
     """This process's part of a batch's indices (all of them on one process; never empty)."""
     n = accelerator.num_processes
@@ -110,12 +199,11 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     """Unlearn ``forget_docs`` from a copy of ``target`` (``target`` itself is left unchanged and is the reference).
 
     Under a multi-process ``accelerate launch`` only the main process gets the model back; the others get a result
-    whose ``model`` is None. Raises UnlearnError if there are no forget documents, or the regularizer needs retain documents and there are none.
+    whose ``model`` is None. Raises UnlearnError if there are no forget documents, the method needs retain documents
+    and there are none, RMU's layer does not exist, or SURE runs on more than one process.
     """
     if not forget_docs:
         raise UnlearnError("the corpus has no forget documents (raw/forget.txt is missing or empty)")
-    if config.regularizer != "none" and not retain_docs:
-        raise UnlearnError(f"regularizer {config.regularizer} needs retain documents (raw/retain*.txt), found none")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     accelerator = Accelerator(device_placement=False)
@@ -127,9 +215,13 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     forget = encode_documents(tokenizer, forget_docs, max_len)
     retain = _RetainStream(encode_documents(tokenizer, retain_docs, max_len), config.batch_size, gen) \
         if retain_docs else None
-    forget_fn, forget_ref = FORGET_LOSSES[config.method]
-    reg_fn, reg_ref = REGULARIZERS[config.regularizer]
-    extra = {"beta": config.beta} if config.method == "npo" else {}
+    method = _method(config, target, seed)
+    if config.sure_share and accelerator.num_processes > 1:
+        raise UnlearnError("SURE runs on one process: its row mask needs the whole, unsharded weights")
+    if method.has_retain and retain is None:
+        raise UnlearnError(f"{config.label} needs retain documents (raw/retain*.txt), found none")
+    mask = saliency_mask(policy, ref, method, forget, tokenizer.pad_token_id, config.batch_size,
+                         config.sure_share) if config.sure_share else None
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     plugin = accelerator.state.deepspeed_plugin
@@ -144,15 +236,17 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             if step >= total:
                 break
             fbatch = pad_batch([forget[i] for i in _share(idx, accelerator)], tokenizer.pad_token_id)
-            loss_f = _loss(policy, ref, fbatch, forget_fn, forget_ref, **extra)
+            loss_f = method.forget(policy, ref, fbatch)
             loss = loss_f
             record = {"step": step + 1, "forget_loss": loss_f.item()}
-            if reg_fn is not None:
+            if method.has_retain:
                 rbatch = pad_batch(_share(retain.next(), accelerator), tokenizer.pad_token_id)
-                loss_r = _loss(policy, ref, rbatch, reg_fn, reg_ref)
+                loss_r = method.retain(policy, ref, rbatch)
                 loss = loss + config.alpha * loss_r
                 record["retain_loss"] = loss_r.item()
             accelerator.backward(loss)
+            if mask is not None:
+                _apply_mask(mask)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1

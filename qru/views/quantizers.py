@@ -12,6 +12,8 @@ FAMILIES = {
     "int8": "LLM.int8 — bitsandbytes 8-bit, absmax per output row",
     "rtn-asym": "RTN int-k, asymmetric — min/max per group with a zero point",
     "rtn-sym": "RTN int-k, symmetric — absmax per group",
+    "gptq-asym": "GPTQ int-k, asymmetric — calibrated on the retain set, scale and zero point per group",
+    "gptq-sym": "GPTQ int-k, symmetric — calibrated on the retain set, scale per group",
     "none": "none — 32-bit float (no step to compare with)",
 }
 
@@ -29,7 +31,8 @@ class Choice:
     def of(cls, key: str) -> "Choice":
         """Split a key. Raises ConfigError (a ValueError) for a malformed one."""
         spec = QuantSpec.from_key(key)
-        size = spec.group_size if spec.is_rtn else spec.blocksize if spec.quant_type in ("fp4", "nf4") else 0
+        grouped = spec.is_rtn or spec.is_gptq
+        size = spec.group_size if grouped else spec.blocksize if spec.quant_type in ("fp4", "nf4") else 0
         return cls(spec.quant_type, spec.bits, size)
 
 
@@ -49,7 +52,7 @@ def available(keys) -> dict[str, dict[int, dict[int, str]]]:
 
 def size_label(family: str, size: int) -> str:
     """How a block / group size reads in a widget."""
-    if family.startswith("rtn"):
+    if family.startswith(("rtn", "gptq")):
         return "per channel (whole row)" if size == 0 else f"groups of {size}"
     return f"blocks of {size}" if size else "per row"
 

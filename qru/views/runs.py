@@ -32,7 +32,19 @@ MODELS = {
 HF_CORPORA = {"muse-news": "MUSE-News from the hub", "muse-books": "MUSE-Books from the hub",
               "folder": "a MUSE-layout folder"}
 HELP = {
-    "method": "GA ascends the forget set's loss; NPO pushes its likelihood below the target's, bounded (beta 0.1).",
+    "method": "GA ascends the forget set's loss; NPO pushes its likelihood below the target's, bounded (beta 0.1); "
+              "SimNPO is NPO without the reference model, length-normalized (beta 2.5); RMU steers a middle layer's "
+              "activations on the forget set toward a random vector and keeps them on the retain set.",
+    "sure": "SURE (Zhang et al. 2025): update only the given share of weight rows, those with the largest "
+            "forget-loss gradient at the target (the others stay exactly as in the target); full fine-tuning.",
+    "loss_form": "Faithful losses (design.md), or muse_bench's reference forms (NPO's log-sigmoid and KLR's "
+                 "kl_div on raw logits, as in the code behind the published numbers).",
+    "target_recipe": "How the embedded target is built: from scratch, or MUSE-like (a base trained on the retain "
+                     "set, then target and retrain fine-tuned from it, so memorization is a small update).",
+    "sweep": "A preset of ordinary runs over several seeds; a killed sweep resumes where it stopped (finished runs "
+             "are found in the store). The Metrics page's paper table shows its mean and 95% bootstrap interval.",
+    "gptq": "GPTQ (Frantar et al. 2023, via llm-compressor) rounds a layer's weights one column at a time and "
+            "corrects the rest for the error, using activations on the retain set as calibration text.",
     "regularizer": "GDR keeps the retain-set loss low; KLR keeps the retain-set predictions close to the target's; "
                    "none: the forget loss alone.",
     "adapter": "Full fine-tuning moves every weight a little; LoRA trains a low-rank update, merged into the weights "
@@ -92,19 +104,38 @@ def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float
               symmetric: bool = False, hf: dict | None = None) -> list[str]:
     """The ``qru run`` arguments of a Run-page form. ``model`` is a key of MODELS; ``corpus`` the folder for
     "MUSE-layout folder" (or a Hugging Face model's folder corpus); ``hf`` the Hugging Face model's fields (model,
-    retrain, corpus: a key of HF_CORPORA, trust_remote_code); ``quant_type`` "fp4" / "nf4" (bitsandbytes) or "rtn"
-    (RTN int-k with ``group_size`` and ``symmetric``). Raises ConfigError for an unknown model choice or a missing
+    retrain, corpus: a key of HF_CORPORA, trust_remote_code); ``quant_type`` "fp4" / "nf4" (bitsandbytes), "rtn"
+    or "gptq" (int-k with ``group_size`` and ``symmetric``). Raises ConfigError for an unknown model choice or a missing
     folder or model name."""
     if model not in MODELS:
         raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
-    quant = ["--quantizer", "rtn", "--group-size", str(group_size)] + (["--symmetric"] if symmetric else []) \
-        if quant_type == "rtn" else ["--quant-type", quant_type]
+    quant = ["--quantizer", quant_type, "--group-size", str(group_size)] + (["--symmetric"] if symmetric else []) \
+        if quant_type in ("rtn", "gptq") else ["--quant-type", quant_type]
     argv = ["run", "--scale", MODELS[model][0], "--method", method, "--regularizer", regularizer,
             "--adapter", adapter, "--lr", f"{lr:g}", "--epochs", str(epochs), *quant,
             "--bits", *[str(b) for b in bits]]
     if adapter == "lora":
         argv += ["--lora-r", str(lora_r), "--lora-alpha", str(lora_alpha)]
     return argv + _model_argv(model, corpus, hf or {})
+
+
+def method_argv(sure: float = 0.0, loss_form: str = "faithful", target_recipe: str = "scratch") -> list[str]:
+    """The method options of the Run page beyond :func:`form_argv`: SURE share, loss form, target recipe (only those
+    that differ from the defaults)."""
+    argv = ["--sure", f"{sure:g}"] if sure else []
+    argv += ["--loss-form", loss_form] if loss_form != "faithful" else []
+    return argv + (["--target-recipe", target_recipe] if target_recipe != "scratch" else [])
+
+
+def sweep_argv(preset: str, seeds: list[int], model: str = "embedded tiny (default)") -> list[str]:
+    """The ``qru sweep`` arguments of the Run page's sweep box (``model``: an embedded key of MODELS).
+    Raises ConfigError for no seeds or a model that is not embedded."""
+    if not seeds:
+        raise ConfigError("pick at least one seed")
+    if model not in MODELS or not model.startswith("embedded"):
+        raise ConfigError(f"sweeps from the dashboard run on the embedded models; got {model!r} (use `qru sweep` "
+                          f"with --model for others)")
+    return ["sweep", "--preset", preset, "--seeds", *[str(s) for s in seeds], "--scale", MODELS[model][0]]
 
 
 IMPORT_HELP = ("Metrics and generations of other tools, shown on the Metrics and Probes pages beside qru's runs: "

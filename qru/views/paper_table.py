@@ -1,0 +1,128 @@
+"""The paper-table view of a sweep: methods (or learning rates) x {full, LoRA} x bit widths, mean and 95% bootstrap
+confidence interval over seeds, laid out like Zhang et al. 2025's Table 2, beside the papers' Llama-2-7B numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from qru.config import RunConfig
+from qru.reference import _ROWS, COLUMNS as REFERENCE_COLUMNS
+from qru.stats import bootstrap_ci
+
+ADAPTER_NAMES = {"full": "full", "lora": "LoRA"}
+METHOD_ORDER = ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR", "NPO+KLR"]
+
+
+def method_name(config: RunConfig) -> str:
+    """``NPO+KLR``: the unlearning method and regularizer of a run, as the papers name them."""
+    return config.unlearn.label.split(" ")[0]
+
+
+def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (run, model, bit width): run_id, method, adapter, lr, seed, model, bits and the metric columns.
+
+    ``configs`` and ``metrics`` map run ids to their RunConfig and metrics.json frame; runs without metrics are
+    left out."""
+    parts = []
+    for run_id, frame in metrics.items():
+        config = configs[run_id]
+        part = frame.copy()
+        part.insert(0, "run_id", run_id)
+        part.insert(1, "method", method_name(config))
+        part.insert(2, "adapter", ADAPTER_NAMES[config.unlearn.adapter])
+        part.insert(3, "lr", config.unlearn.lr)
+        part.insert(4, "seed", config.seed)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def load_sweep(store, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`sweep_frame` of a sweep's finished runs in ``store`` (a qru.store.RunStore), and the ids of those not
+    finished or unreadable (left out)."""
+    configs, metrics, missing = {}, {}, []
+    for run_id in run_ids:
+        try:
+            if store.status(run_id).get("state") != "done":
+                missing.append(run_id)
+                continue
+            configs[run_id], metrics[run_id] = store.config(run_id), store.metrics(run_id)
+        except Exception:  # noqa: BLE001 (a missing or corrupt run is reported, not fatal)
+            missing.append(run_id)
+    return sweep_frame(configs, metrics), missing
+
+
+def cell(values: list[float], digits: int = 1) -> str:
+    """``mean [low, high]`` (95% bootstrap CI over the values), ``mean`` for one value, ``—`` for none."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "—"
+    mean, low, high = bootstrap_ci(values)
+    if math.isnan(low):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _row_key(frame: pd.DataFrame, rows: str) -> pd.Series:
+    return frame["method"] if rows == "method" else frame["lr"].map(lambda v: f"lr {v:g}")
+
+
+def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: int = 1) -> pd.DataFrame:
+    """The sweep laid out as the papers' tables for one ``metric``: a row per method (``rows="method"``) or learning
+    rate (``"lr"``) of the unlearned models, then the target and retrain rows; a column per (adapter, bit width),
+    ``full @32`` first; cells ``mean [95% CI]`` over seeds (:func:`cell`). Raises KeyError for a metric the runs
+    lack."""
+    if frame.empty:
+        return pd.DataFrame()
+    if metric not in frame.columns:
+        raise KeyError(f"the sweep's runs have no metric {metric!r}")
+    unlearned = frame[frame["model"] == "unlearned"].assign(row=lambda f: _row_key(f, rows))
+    columns = [(a, b) for a in ("full", "LoRA") for b in sorted(frame["bits"].unique(), reverse=True)
+               if ((unlearned["adapter"] == a) & (unlearned["bits"] == b)).any()]
+    order = METHOD_ORDER if rows == "method" else []
+    names = sorted(unlearned["row"].unique(), key=lambda r: (order.index(r) if r in order else len(order),
+                                                             _lr_value(r)))
+    table = []
+    for name in names:
+        sub = unlearned[unlearned["row"] == name]
+        table.append({"": name, **{f"{a} @{b}": cell(sub[(sub["adapter"] == a) & (sub["bits"] == b)][metric]
+                                                        .tolist(), digits) for a, b in columns}})
+    for model in ("target", "retrain"):
+        sub = frame[frame["model"] == model].drop_duplicates(["bits", "quant"])
+        if not sub.empty:
+            table.append({"": model, **{f"{a} @{b}": cell(sub[sub["bits"] == b][metric].tolist(), digits)
+                                        for a, b in columns}})
+    return pd.DataFrame(table)
+
+
+def _lr_value(row: str) -> float:
+    try:
+        return float(row.removeprefix("lr "))
+    except ValueError:
+        return 0.0
+
+
+def reference_layout(metric: str) -> pd.DataFrame:
+    """The papers' Llama-2-7B numbers of ``metric`` in the same layout (rows method / target / retrain, columns
+    ``<paper>, <corpus>, <adapter> @<bits>``); only what they report. Empty if they report nothing for it."""
+    if metric not in REFERENCE_COLUMNS:
+        return pd.DataFrame()
+    index = REFERENCE_COLUMNS.index(metric)
+    cells: dict[str, dict[str, str]] = {}
+    for row in _ROWS:
+        paper, corpus, model, precision, value = row[0], row[1], row[2], row[3], row[index]
+        if value is None:
+            continue
+        name, _, adapter = model.partition(" ")
+        bits = precision.split("-")[0]
+        column = f"{paper}, {corpus}: {adapter or 'full'} @{bits}" if name not in ("target", "retrain") \
+            else f"{paper}, {corpus}: @{bits}"
+        cells.setdefault(name, {})[column] = str(value)
+    if not cells:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(cells, orient="index").fillna("—")
+    return table.rename_axis("").reset_index()
+
+
+__all__ = ["cell", "load_sweep", "method_name", "paper_table", "reference_layout", "sweep_frame"]
