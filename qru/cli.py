@@ -280,7 +280,8 @@ def cmd_sweep(args) -> int:
     frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids})
     for metric in SWEEP_TABLE_METRICS:
         print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, args.seeds))})")
-        print(paper_table(frame, metric, PRESETS[args.preset].rows).to_string(index=False))
+        digits = 3 if metric.startswith("nll") else 1
+        print(paper_table(frame, metric, PRESETS[args.preset].rows, digits).to_string(index=False))
     for config, exc in failures:
         print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)
     return 1 if failures else 0
