@@ -6,7 +6,7 @@ from qru.reference import SETTING, paper_table
 from qru.stats import CONFIDENCE
 from qru.sweeps import PRESETS, list_sweeps
 from qru.views.metric_tables import COLUMNS
-from qru.views.paper_table import load_sweep, paper_table as sweep_table, reference_layout
+from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
 
@@ -22,8 +22,11 @@ def show_paper_table() -> None:
         st.info("No sweep recorded yet: start one on the **Run** page (Sweeps) or with `qru sweep --preset zhang2025`.")
         return
     a, b = st.columns([3, 2])
-    info = a.selectbox("Sweep", sweeps, format_func=lambda i: i.label)
-    metric = b.selectbox("Metric", list(COLUMNS), format_func=COLUMNS.get)
+    by_id = {i.sweep_id: i for i in sweeps}
+    info = by_id[a.selectbox("Sweep", list(by_id), format_func=lambda s: by_id[s].label)]
+    labels = {**COLUMNS, **DELTA_COLUMNS}
+    metric = b.selectbox("Metric", list(labels), format_func=labels.get,
+                         help="the last two: weight deltas of the unlearned model under the run's own quantizer")
     frame, missing = load_sweep(ui.store(), info.run_ids)
     if missing:
         st.caption(f"{len(missing)} of {len(info.run_ids)} runs not finished yet (left out); the sweep resumes "
@@ -34,12 +37,16 @@ def show_paper_table() -> None:
     st.caption(f"Unlearned models: mean [{CONFIDENCE:.0%} percentile bootstrap interval of the mean over seeds "
                f"{', '.join(map(str, info.seeds))}] (scipy); target and retrain rows do not depend on the seed. "
                "Columns: adapter @ bit width.")
-    table = sweep_table(frame, metric, rows, digits=3 if metric.startswith("nll") else 1)
+    try:
+        table = sweep_table(frame, metric, rows, digits=1 if metric in COLUMNS and not metric.startswith("nll") else 3)
+    except KeyError:
+        st.info(f"The sweep's runs have no {labels[metric]}.")
+        return
     st.dataframe(table, hide_index=True)
     st.download_button("Download CSV", table.to_csv(index=False), f"{info.sweep_id}-{metric}.csv", "text/csv")
     reference = reference_layout(metric)
     if not reference.empty:
-        st.caption(f"Beside it, the papers' numbers for {COLUMNS[metric]}: {SETTING}. 4-bit = bitsandbytes FP4.")
+        st.caption(f"Beside it, the papers' numbers for {labels[metric]}: {SETTING}. 4-bit = bitsandbytes FP4.")
         st.dataframe(reference, hide_index=True)
 
 

@@ -53,7 +53,7 @@ DEFAULT_BETA = {"npo": 0.1, "simnpo": 2.5}
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
 # The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
 DEMO_SET = (("ga", "gdr", "full"), ("ga", "gdr", "lora"), ("npo", "gdr", "full"), ("npo", "gdr", "lora"))
-SWEEP_TABLE_METRICS = ("knowmem_forget", "nll_forget", "verbmem", "privleak", "knowmem_retain")
+SWEEP_TABLE_METRICS = ("knowmem_forget", "nll_forget", "verbmem", "privleak", "knowmem_retain", "share_kept")
 TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem_retain", "privleak", "nll_forget",
                  "nll_retain"]
 
@@ -136,8 +136,9 @@ def _base_configs(args) -> tuple[CorpusConfig, ModelConfig]:
 def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
     corpus, model = _base_configs(args)
     paper = getattr(args, "preset", "embedded") == "paper"
-    lr = getattr(args, "lr", None) or (PAPER_LR if paper else EMBEDDED_LR)[adapter]
-    epochs = getattr(args, "epochs", None) or (PAPER_EPOCHS if paper else EMBEDDED_EPOCHS)
+    lr, epochs = getattr(args, "lr", None), getattr(args, "epochs", None)  # sweep: its preset sets them
+    lr = lr if lr is not None else (PAPER_LR if paper else EMBEDDED_LR)[adapter]
+    epochs = epochs if epochs is not None else (PAPER_EPOCHS if paper else EMBEDDED_EPOCHS)
     beta = args.beta if args.beta is not None else DEFAULT_BETA.get(method, 0.1)
     unlearn = UnlearnConfig(method=method, regularizer=regularizer, adapter=adapter, lr=lr, epochs=epochs,
                             alpha=args.alpha, beta=beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
@@ -234,7 +235,7 @@ def sweep_run_configs(args) -> list[RunConfig]:
     """The RunConfigs of a parsed ``sweep`` command, in the order they run (raises ConfigError)."""
     from qru.sweeps import sweep_configs
 
-    return sweep_configs(args.preset, _run_config(args, "ga", "gdr", "full"), tuple(args.seeds))
+    return sweep_configs(args.preset, _run_config(args, "npo", "klr", "full"), tuple(args.seeds))
 
 
 def _raise_config_error(status: int = 0, message: str | None = None):
@@ -277,10 +278,11 @@ def cmd_sweep(args) -> int:
         print(f"[sweep {i + 1}/{n}] {state}: {config.label} seed {config.seed}", file=sys.stderr, flush=True)
 
     ids, failures = run_sweep(args.preset, configs, tuple(args.seeds), store, _progress_printer(args.quiet), announce)
-    frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids})
+    frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids},
+                        {i: store.deltas(i) for i in ids})
     for metric in SWEEP_TABLE_METRICS:
         print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, args.seeds))})")
-        digits = 3 if metric.startswith("nll") else 1
+        digits = 1 if metric in ("knowmem_forget", "verbmem", "privleak", "knowmem_retain") else 3
         print(paper_table(frame, metric, PRESETS[args.preset].rows, digits).to_string(index=False))
     for config, exc in failures:
         print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)

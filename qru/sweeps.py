@@ -73,8 +73,9 @@ def sweep_configs(name: str, base: RunConfig, seeds: tuple[int, ...] = (0, 1, 2)
         raise ConfigError(f"seeds repeat: {seeds}")
     configs = []
     for method, regularizer, adapter, lr in spec.combos:
+        form = base.unlearn.loss_form if method == "npo" or regularizer == "klr" else "faithful"  # same computation
         unlearn = dataclasses.replace(base.unlearn, method=method, regularizer=regularizer, adapter=adapter, lr=lr,
-                                      epochs=spec.epochs, lora_r=32, lora_alpha=32)
+                                      epochs=spec.epochs, lora_r=32, lora_alpha=32, loss_form=form)
         for seed in seeds:
             configs.append(dataclasses.replace(base, unlearn=unlearn, seed=seed))
     return configs
@@ -107,7 +108,7 @@ class SweepInfo:
 
     @property
     def label(self) -> str:
-        return (f"{self.preset} ({len(self.run_ids)} runs, seeds {', '.join(map(str, self.seeds))}): "
+        return (f"{self.sweep_id} ({len(self.run_ids)} runs, seeds {', '.join(map(str, self.seeds))}): "
                 f"{self.done}/{len(self.run_ids)} done" + (f", {self.failed} failed" if self.failed else ""))
 
 

@@ -73,7 +73,7 @@ def test_rtn_runs_and_quantizer_keys():
     assert [s.key for s in config.quant_specs()] == ["none@32", "rtn-sym-g32@8", "rtn-sym-g32@3"]
     assert "RTN sym g32" in config.label
     for bad, needle in (({"quantizer": "rtn", "bits": (1,)}, "1"), ({"bits": (3,)}, "3"),
-                        ({"group_size": 32}, "rtn quantizer only"), ({"quantizer": "gptq"}, "gptq"),
+                        ({"group_size": 32}, "rtn and gptq quantizers only"), ({"quantizer": "awq"}, "awq"),
                         ({"quantizer": "rtn", "group_size": 48}, "48")):
         with pytest.raises(ConfigError, match=needle):
             RunConfig(**bad)
@@ -99,7 +99,7 @@ def test_deltas_configs_round_trip_and_name_bad_fields():
 def test_rtn_and_bitsandbytes_options_do_not_mix():
     from qru.cli import configs_for
 
-    with pytest.raises(ConfigError, match="rtn only"):
+    with pytest.raises(ConfigError, match="rtn and gptq only"):
         configs_for(["run", "--group-size", "64"])
     with pytest.raises(ConfigError, match="bitsandbytes quantizer only"):
         configs_for(["run", "--quantizer", "rtn", "--quant-type", "nf4"])

@@ -130,3 +130,11 @@ def test_rmu_layer_beyond_the_model_is_refused(micro_models, micro_corpus):
     with pytest.raises(UnlearnError, match="RMU layer 9"):
         unlearn(micro_models.target, micro_models.tokenizer, micro_corpus.raw["forget"],
                 micro_corpus.train_documents("retrain"), config, 256)
+
+
+def test_a_diverging_loss_stops_the_run_with_one_clear_error(micro_models, micro_corpus):
+    from qru.errors import UnlearnError
+    config = UnlearnConfig(method="simnpo", regularizer="none", beta=1e-300, max_steps=2)  # 2/beta overflows
+    with pytest.raises(UnlearnError, match="non-finite .* at step 1"):
+        unlearn(micro_models.target, micro_models.tokenizer, micro_corpus.raw["forget"],
+                micro_corpus.train_documents("retrain"), config, 256)

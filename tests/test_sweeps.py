@@ -119,10 +119,16 @@ def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(micro_cache, micro_mod
     seen = []
     ids, failures = run_sweep(SMALL.name, configs, (0, 1), store, announce=lambda i, n, c, found: seen.append(found))
     assert seen == [True, True, False, False] and not failures and ids == [run_id_of(c) for c in configs]
-    frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids})
+    frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids},
+                        {i: store.deltas(i) for i in ids})
     table = paper_table(frame, "nll_forget").set_index("")
     assert list(table.index) == ["GA+GDR", "NPO+GDR", "target", "retrain"]
     assert table.loc["NPO+GDR", "full @32"].count("[") == 1 and table.loc["GA+GDR", "full @32"] == "—"
+    kept = paper_table(frame, "share_kept", digits=3).set_index("")
+    low = float(kept.loc["NPO+GDR", "full @4"].split(" ")[0])
+    totals = [store.deltas(i).query("tensor == 'total' and quantizer == 'fp4-b64@4'").iloc[0]["share_kept"]
+              for i in ids[:2]]
+    assert low == pytest.approx(np.mean(totals), abs=1e-3) and kept.loc["target", "full @4"] == "—"
 
 
 def test_samples_reaggregate_into_the_stored_metrics(micro_cache, micro_models):
@@ -163,3 +169,19 @@ def _parser_with(name):
                 action.choices = sorted(PRESETS)
         return parser
     return build
+
+
+def test_muse_loss_forms_apply_to_the_npo_and_klr_runs_of_a_sweep():
+    configs = configs_for(["sweep", "--preset", "zhang2025", "--seeds", "0", "--loss-form", "muse"])
+    forms = {c.unlearn.label.split(" full")[0]: c.unlearn.loss_form for c in configs}
+    assert forms["GA+GDR"] == "faithful" and forms["NPO (muse loss forms)"] == "muse"
+    assert forms["GA+KLR (muse loss forms)"] == "muse"
+
+
+def test_gptq_groups_that_do_not_divide_the_embedded_model_fail_before_anything_is_stored(tmp_path):
+    from qru.pipeline import run
+    config = configs_for(["run", "--scale", "micro", "--quantizer", "gptq", "--group-size", "128", "--bits", "32",
+                          "4"])[0]
+    with pytest.raises(ConfigError, match="does not divide the embedded model's layer width 64"):
+        run(config, RunStore(tmp_path))
+    assert not (tmp_path / "runs").exists()

@@ -244,6 +244,9 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
                 loss_r = method.retain(policy, ref, rbatch)
                 loss = loss + config.alpha * loss_r
                 record["retain_loss"] = loss_r.item()
+            if not torch.isfinite(loss):
+                raise UnlearnError(f"the unlearning loss became non-finite ({loss.item()}) at step {step + 1}: the "
+                                   f"model diverged; lower the learning rate or change beta / the RMU coefficient")
             accelerator.backward(loss)
             if mask is not None:
                 _apply_mask(mask)

@@ -12,16 +12,30 @@ from qru.reference import _ROWS, COLUMNS as REFERENCE_COLUMNS
 from qru.stats import bootstrap_ci
 
 ADAPTER_NAMES = {"full": "full", "lora": "LoRA"}
+# Weight-delta totals joined to the unlearned rows (qru.deltas): how much of the update survived that bit width.
+DELTA_COLUMNS = {"share_kept": "Share of the update kept by quantization", "code_flip_rate": "Code-flip rate"}
 METHOD_ORDER = ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR", "NPO+KLR"]
 
 
 def method_name(config: RunConfig) -> str:
-    """``NPO+KLR``: the unlearning method and regularizer of a run, as the papers name them."""
-    return config.unlearn.label.split(" ")[0]
+    """``NPO+KLR``: the unlearning method and regularizer of a run, as the papers name them (with ``SURE 0.1`` or
+    ``(muse loss forms)`` where the run has them)."""
+    return config.unlearn.label.split(" full ")[0].split(" LoRA ")[0]
 
 
-def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (run, model, bit width): run_id, method, adapter, lr, seed, model, bits and the metric columns.
+def _delta_totals(config: RunConfig, deltas: pd.DataFrame) -> pd.DataFrame:
+    """bits, share_kept, code_flip_rate of the unlearned model under the run's own quantizer at each bit width."""
+    keys = {s.key: s.bits for s in config.quant_specs() if s.bits < 32}
+    totals = deltas[(deltas["tensor"] == "total") & deltas["quantizer"].isin(list(keys))]
+    return pd.DataFrame({"bits": totals["quantizer"].map(keys), "model": "unlearned",
+                         **{c: totals[c] for c in DELTA_COLUMNS}})
+
+
+def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame],
+                deltas: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per (run, model, bit width): run_id, method, adapter, lr, seed, model, bits and the metric columns,
+    and, where ``deltas`` (run id -> deltas.parquet frame) is given, the unlearned rows' DELTA_COLUMNS under the
+    run's own quantizer at that bit width.
 
     ``configs`` and ``metrics`` map run ids to their RunConfig and metrics.json frame; runs without metrics are
     left out."""
@@ -29,6 +43,8 @@ def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame])
     for run_id, frame in metrics.items():
         config = configs[run_id]
         part = frame.copy()
+        if deltas is not None and run_id in deltas:
+            part = part.merge(_delta_totals(config, deltas[run_id]), on=["model", "bits"], how="left")
         part.insert(0, "run_id", run_id)
         part.insert(1, "method", method_name(config))
         part.insert(2, "adapter", ADAPTER_NAMES[config.unlearn.adapter])
@@ -39,18 +55,20 @@ def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame])
 
 
 def load_sweep(store, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """:func:`sweep_frame` of a sweep's finished runs in ``store`` (a qru.store.RunStore), and the ids of those not
-    finished or unreadable (left out)."""
-    configs, metrics, missing = {}, {}, []
+    """:func:`sweep_frame` of a sweep's finished runs in ``store`` (a qru.store.RunStore), with their weight-delta
+    totals, and the ids of those not finished or unreadable (left out)."""
+    configs, metrics, deltas, missing = {}, {}, {}, []
     for run_id in run_ids:
         try:
             if store.status(run_id).get("state") != "done":
                 missing.append(run_id)
                 continue
             configs[run_id], metrics[run_id] = store.config(run_id), store.metrics(run_id)
+            deltas[run_id] = store.deltas(run_id)
         except Exception:  # noqa: BLE001 (a missing or corrupt run is reported, not fatal)
+            metrics.pop(run_id, None)
             missing.append(run_id)
-    return sweep_frame(configs, metrics), missing
+    return sweep_frame(configs, metrics, deltas), missing
 
 
 def cell(values: list[float], digits: int = 1) -> str:
@@ -125,4 +143,4 @@ def reference_layout(metric: str) -> pd.DataFrame:
     return table.rename_axis("").reset_index()
 
 
-__all__ = ["cell", "load_sweep", "method_name", "paper_table", "reference_layout", "sweep_frame"]
+__all__ = ["DELTA_COLUMNS", "cell", "load_sweep", "method_name", "paper_table", "reference_layout", "sweep_frame"]
