@@ -219,7 +219,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     if config.sure_share and accelerator.num_processes > 1:
         raise UnlearnError("SURE runs on one process: its row mask needs the whole, unsharded weights")
     if method.has_retain and retain is None:
-        raise UnlearnError(f"{config.label} needs retain documents (raw/retain*.txt), found none")
+        what = "RMU's retain term" if config.method == "rmu" else f"regularizer {config.regularizer}"
+        raise UnlearnError(f"{what} needs retain documents (raw/retain*.txt), found none")
     mask = saliency_mask(policy, ref, method, forget, tokenizer.pad_token_id, config.batch_size,
                          config.sure_share) if config.sure_share else None
     params = [p for p in policy.parameters() if p.requires_grad]
