@@ -38,7 +38,7 @@ def show_paper_table() -> None:
                f"{', '.join(map(str, info.seeds))}] (scipy); target and retrain rows do not depend on the seed. "
                "Columns: adapter @ bit width.")
     try:
-        table = sweep_table(frame, metric, rows, digits=1 if metric in COLUMNS and not metric.startswith("nll") else 3)
+        table = sweep_table(frame, metric, rows)
     except KeyError:
         st.info(f"The sweep's runs have no {labels[metric]}.")
         return

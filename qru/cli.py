@@ -145,10 +145,10 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
                             batch_size=args.batch_size, max_steps=args.max_steps, loss_form=args.loss_form,
                             gamma=args.gamma, sure_share=args.sure, rmu_layer=args.rmu_layer,
                             rmu_coeff=args.rmu_coeff)
-    rtn = args.quantizer in ("rtn", "gptq")
-    if not rtn and (args.group_size is not None or args.symmetric):
+    grid = args.quantizer in ("rtn", "gptq")  # int-k grids with groups, no bitsandbytes types
+    if not grid and (args.group_size is not None or args.symmetric):
         raise ConfigError("--group-size and --symmetric apply to --quantizer rtn and gptq only")
-    if rtn and (args.quant_type is not None or args.blocksize is not None):
+    if grid and (args.quant_type is not None or args.blocksize is not None):
         raise ConfigError("--quant-type and --blocksize apply to the bitsandbytes quantizer only")
     if args.quant_load:
         import torch
@@ -282,8 +282,7 @@ def cmd_sweep(args) -> int:
                         {i: store.deltas(i) for i in ids})
     for metric in SWEEP_TABLE_METRICS:
         print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, args.seeds))})")
-        digits = 1 if metric in ("knowmem_forget", "verbmem", "privleak", "knowmem_retain") else 3
-        print(paper_table(frame, metric, PRESETS[args.preset].rows, digits).to_string(index=False))
+        print(paper_table(frame, metric, PRESETS[args.preset].rows).to_string(index=False))
     for config, exc in failures:
         print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)
     return 1 if failures else 0

@@ -521,6 +521,11 @@ class RunConfig:
         _require(self.quant_type_4bit in QUANT_TYPES_4BIT,
                  f"unknown 4-bit quant type {self.quant_type_4bit!r} (choose from {', '.join(QUANT_TYPES_4BIT)})")
         QuantSpec(4, self.quant_type_4bit, self.blocksize)  # validates blocksize
+        if self.quantizer == "gptq" and self.group_size and self.model.source == "embedded":
+            for width in (self.model.hidden_size, self.model.intermediate_size):  # the inputs of every Linear
+                _require(width % self.group_size == 0,
+                         f"GPTQ group size {self.group_size} does not divide the embedded model's layer width "
+                         f"{width}: use --group-size 0 (per channel)")
 
     def quant_specs(self) -> list[QuantSpec]:
         """The QuantSpec of every evaluated bit width, highest first."""

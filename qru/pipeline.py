@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from qru.atomic import atomic_write, write_json
-from qru.config import ConfigError, QuantSpec, RunConfig, config_key, to_dict
+from qru.config import QuantSpec, RunConfig, config_key, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import analysis_grid, deltas_files, scan, weight_pairs
 from qru.evals.privleak import privleak
@@ -227,11 +227,6 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
                 check_model_source(source, config.model.trust_remote_code, role)
         if config.model.is_hf:
             load_any_tokenizer(config.model.tokenizer or config.model.source, config.model.trust_remote_code)
-    if config.quantizer == "gptq" and config.group_size and config.model.source == "embedded":
-        for width in (config.model.hidden_size, config.model.intermediate_size):
-            if width % config.group_size:
-                raise ConfigError(f"GPTQ group size {config.group_size} does not divide the embedded model's layer "
-                                  f"width {width}: use --group-size 0 (per channel)")
     if is_worker_process():
         _unlearn_only(config, store.root, progress)
         return run_id_of(config)

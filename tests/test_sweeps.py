@@ -92,16 +92,26 @@ def test_reference_layout_has_the_papers_numbers():
     assert reference_layout("nll_forget").empty
 
 
+@pytest.fixture(scope="module")
+def sweep_cache(micro_cache, micro_models, tmp_path_factory):
+    """A store of this module's own with the session's micro corpus and models (its runs stay out of other tests')."""
+    import shutil
+    root = tmp_path_factory.mktemp("sweep-store")
+    for part in ("models", "corpus"):
+        shutil.copytree(micro_cache / part, root / part)
+    return root
+
+
 SMALL = Preset("small-test", "two runs", (("npo", "gdr", "full", 1e-3), ("ga", "gdr", "lora", 1e-3)), epochs=1)
 
 
-def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(micro_cache, micro_models, monkeypatch):
+def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(sweep_cache, monkeypatch):
     import qru.pipeline as pipeline
 
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
     base = configs_for(["run", "--scale", "micro", "--bits", "32", "4", "--max-steps", "2"])[0]
     configs = sweep_configs(SMALL.name, base, seeds=(0, 1))
-    store = RunStore(micro_cache)
+    store = RunStore(sweep_cache)
     real, calls = pipeline.execute, []
 
     def killed_on_third(*args, **kwargs):
@@ -131,8 +141,8 @@ def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(micro_cache, micro_mod
     assert low == pytest.approx(np.mean(totals), abs=1e-3) and kept.loc["target", "full @4"] == "—"
 
 
-def test_samples_reaggregate_into_the_stored_metrics(micro_cache, micro_models):
-    store = RunStore(micro_cache)
+def test_samples_reaggregate_into_the_stored_metrics(sweep_cache):
+    store = RunStore(sweep_cache)
     config = configs_for(["run", "--scale", "micro", "--method", "npo", "--bits", "32", "--max-steps", "2"])[0]
     from qru.pipeline import run
     run_id = run(config, store)
@@ -143,17 +153,17 @@ def test_samples_reaggregate_into_the_stored_metrics(micro_cache, micro_models):
     assert len(item_scores(samples, "nll_forget")) == len(samples["nll_forget"])
 
 
-def test_qru_sweep_command_prints_the_tables(micro_cache, micro_models, monkeypatch, capsys):
+def test_qru_sweep_command_prints_the_tables(sweep_cache, monkeypatch, capsys):
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
     import qru.cli
     monkeypatch.setattr(qru.cli, "build_parser", _parser_with(SMALL.name))
-    code = main(["--cache", str(micro_cache), "sweep", "--preset", SMALL.name, "--seeds", "0", "1", "--scale",
+    code = main(["--cache", str(sweep_cache), "sweep", "--preset", SMALL.name, "--seeds", "0", "1", "--scale",
                  "micro", "--bits", "32", "4", "--max-steps", "2", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "knowmem_forget (unlearned: mean [95% bootstrap CI] over seeds 0 1)" in out
     assert "NPO+GDR" in out and "full @4" in out
     with pytest.raises(SystemExit) as exit_info:
-        main(["--cache", str(micro_cache), "sweep", "--preset", "nope"])
+        main(["--cache", str(sweep_cache), "sweep", "--preset", "nope"])
     assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
@@ -179,9 +189,7 @@ def test_muse_loss_forms_apply_to_the_npo_and_klr_runs_of_a_sweep():
 
 
 def test_gptq_groups_that_do_not_divide_the_embedded_model_fail_before_anything_is_stored(tmp_path):
-    from qru.pipeline import run
-    config = configs_for(["run", "--scale", "micro", "--quantizer", "gptq", "--group-size", "128", "--bits", "32",
-                          "4"])[0]
     with pytest.raises(ConfigError, match="does not divide the embedded model's layer width 64"):
-        run(config, RunStore(tmp_path))
+        configs_for(["--cache", str(tmp_path), "run", "--scale", "micro", "--quantizer", "gptq", "--group-size",
+                     "128", "--bits", "32", "4"])
     assert not (tmp_path / "runs").exists()

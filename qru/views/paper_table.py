@@ -8,10 +8,12 @@ import math
 import pandas as pd
 
 from qru.config import RunConfig
-from qru.reference import _ROWS, COLUMNS as REFERENCE_COLUMNS
+from qru.reference import COLUMNS as REFERENCE_COLUMNS, paper_table as reference_table
 from qru.stats import bootstrap_ci
 
 ADAPTER_NAMES = {"full": "full", "lora": "LoRA"}
+# Metrics on a x100 (or %) scale, shown with one decimal; the others (NLL, shares) with three.
+SCORE_METRICS = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
 # Weight-delta totals joined to the unlearned rows (qru.deltas): how much of the update survived that bit width.
 DELTA_COLUMNS = {"share_kept": "Share of the update kept by quantization", "code_flip_rate": "Code-flip rate"}
 METHOD_ORDER = ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR", "NPO+KLR"]
@@ -86,11 +88,13 @@ def _row_key(frame: pd.DataFrame, rows: str) -> pd.Series:
     return frame["method"] if rows == "method" else frame["lr"].map(lambda v: f"lr {v:g}")
 
 
-def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: int = 1) -> pd.DataFrame:
+def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: int | None = None) -> pd.DataFrame:
     """The sweep laid out as the papers' tables for one ``metric``: a row per method (``rows="method"``) or learning
     rate (``"lr"``) of the unlearned models, then the target and retrain rows; a column per (adapter, bit width),
-    ``full @32`` first; cells ``mean [95% CI]`` over seeds (:func:`cell`). Raises KeyError for a metric the runs
+    ``full @32`` first; cells ``mean [95% CI]`` over seeds (:func:`cell`) with ``digits`` decimals (default: 1 for
+    the x100 scores of SCORE_METRICS, 3 for NLL and the weight-delta shares). Raises KeyError for a metric the runs
     lack."""
+    digits = (1 if metric in SCORE_METRICS else 3) if digits is None else digits
     if frame.empty:
         return pd.DataFrame()
     if metric not in frame.columns:
@@ -126,17 +130,17 @@ def reference_layout(metric: str) -> pd.DataFrame:
     ``<paper>, <corpus>, <adapter> @<bits>``); only what they report. Empty if they report nothing for it."""
     if metric not in REFERENCE_COLUMNS:
         return pd.DataFrame()
-    index = REFERENCE_COLUMNS.index(metric)
     cells: dict[str, dict[str, str]] = {}
-    for row in _ROWS:
-        paper, corpus, model, precision, value = row[0], row[1], row[2], row[3], row[index]
-        if value is None:
+    for row in reference_table().to_dict("records"):
+        paper, corpus, model, precision, value = row["paper"], row["corpus"], row["model"], row["precision"], \
+            row[metric]
+        if value == "—":  # not reported
             continue
         name, _, adapter = model.partition(" ")
         bits = precision.split("-")[0]
         column = f"{paper}, {corpus}: {adapter or 'full'} @{bits}" if name not in ("target", "retrain") \
             else f"{paper}, {corpus}: @{bits}"
-        cells.setdefault(name, {})[column] = str(value)
+        cells.setdefault(name, {})[column] = value
     if not cells:
         return pd.DataFrame()
     table = pd.DataFrame.from_dict(cells, orient="index").fillna("—")
