@@ -15,7 +15,8 @@ from qru.views.runs import picker_labels
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
 PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
-         "metrics": ("Metrics", ":material/table_chart:"), "probes": ("Probes", ":material/manage_search:"),
+         "metrics": ("Metrics", ":material/table_chart:"), "findings": ("Findings", ":material/lightbulb:"),
+         "probes": ("Probes", ":material/manage_search:"),
          "teaching": ("Why 4-bit forgets to forget", ":material/school:")}
 
 
@@ -135,15 +136,15 @@ def _mtime(root: str, run_id: str, name: str) -> int:
 def _load(root: str, run_id: str, what: str, mtime: int):
     runs = RunStore(root)
     return {"metrics": runs.metrics, "deltas": runs.deltas, "histograms": runs.histograms,
-            "probes": runs.probes}[what](run_id)
+            "probes": runs.probes, "samples": lambda r: runs.read_json(r, "samples.json")}[what](run_id)
 
 
 FILES = {"metrics": "metrics.json", "deltas": "deltas.parquet", "histograms": "deltas_hist.npz",
-         "probes": "probes.json"}
+         "probes": "probes.json", "samples": "samples.json"}
 
 
 def load(run_id: str, what: str, stop: bool = True):
-    """A stored table of a run ("metrics", "deltas", "histograms", "probes"), cached until its file changes.
+    """A stored table of a run ("metrics", "deltas", "histograms", "probes", "samples"), cached until its file changes.
     If the file is missing or corrupt: shows the error, then stops the page (or returns None if not ``stop``)."""
     root = str(store().root)
     try:

@@ -4,8 +4,9 @@ import streamlit as st
 import ui
 from qru.reference import SETTING, paper_table
 from qru.stats import CONFIDENCE
-from qru.sweeps import PRESETS, list_sweeps
+from qru.sweeps import combine, list_sweeps
 from qru.views.metric_tables import COLUMNS
+from qru.views.undone import THRESHOLD_TEXT, forgetting_undone, undone_table
 from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
@@ -16,34 +17,39 @@ st.title("Metrics: does the quantized model remember?")
 
 
 def show_paper_table() -> None:
-    """A recorded sweep laid out like the papers' tables, mean and bootstrap interval over seeds."""
+    """Recorded sweeps laid out like the papers' tables, mean and bootstrap interval over seeds."""
     sweeps = list_sweeps(ui.store())
     if not sweeps:
         st.info("No sweep recorded yet: start one on the **Run** page (Sweeps) or with `qru sweep --preset zhang2025`.")
         return
     a, b = st.columns([3, 2])
     by_id = {i.sweep_id: i for i in sweeps}
-    info = by_id[a.selectbox("Sweep", list(by_id), format_func=lambda s: by_id[s].label)]
+    picked = a.multiselect("Sweeps", list(by_id), default=list(by_id)[:1], format_func=lambda s: by_id[s].label,
+                           help="several sweeps are read as one table: zhang2025 and lora2026 together give the "
+                                "full fine-tuning and LoRA columns side by side")
     labels = {**COLUMNS, **DELTA_COLUMNS}
     metric = b.selectbox("Metric", list(labels), format_func=labels.get,
                          help="the last two: weight deltas of the unlearned model under the run's own quantizer")
-    frame, missing = load_sweep(ui.store(), info.run_ids)
+    if not picked:
+        st.info("Pick at least one sweep.")
+        return
+    run_ids, rows, seeds = combine([by_id[s] for s in picked])
+    frame, missing = load_sweep(ui.store(), run_ids)
     if missing:
-        st.caption(f"{len(missing)} of {len(info.run_ids)} runs not finished yet (left out); the sweep resumes "
+        st.caption(f"{len(missing)} of {len(run_ids)} runs not finished yet (left out); a sweep resumes "
                    "where it stopped when started again.")
     if frame.empty:
         return
-    rows = PRESETS[info.preset].rows if info.preset in PRESETS else "method"
     st.caption(f"Unlearned models: mean [{CONFIDENCE:.0%} percentile bootstrap interval of the mean over seeds "
-               f"{', '.join(map(str, info.seeds))}] (scipy); target and retrain rows do not depend on the seed. "
+               f"{', '.join(map(str, seeds))}] (scipy); target and retrain rows do not depend on the seed. "
                "Columns: adapter @ bit width.")
     try:
         table = sweep_table(frame, metric, rows)
     except KeyError:
-        st.info(f"The sweep's runs have no {labels[metric]}.")
+        st.info(f"The sweeps' runs have no {labels[metric]}.")
         return
     st.dataframe(table, hide_index=True)
-    st.download_button("Download CSV", table.to_csv(index=False), f"{info.sweep_id}-{metric}.csv", "text/csv")
+    st.download_button("Download CSV", table.to_csv(index=False), f"{'+'.join(picked)}-{metric}.csv", "text/csv")
     reference = reference_layout(metric)
     if not reference.empty:
         st.caption(f"Beside it, the papers' numbers for {labels[metric]}: {SETTING}. 4-bit = bitsandbytes FP4.")
@@ -78,6 +84,11 @@ if view == "per run" or len(runs) < 2:
         if not change.empty:
             st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")
             st.dataframe(highlight(change, came_back(change), signed=True), hide_index=True)
+            undone = undone_table(forgetting_undone(tables[name[info.run_id]],
+                                                    ui.load(info.run_id, "samples", stop=False)))
+            if not undone.empty:
+                st.caption("Share of the forgetting undone by quantization. " + THRESHOLD_TEXT)
+                st.dataframe(undone, hide_index=True)
         st.download_button("Download CSV", table.to_csv(index=False), f"{info.run_id}-metrics.csv", "text/csv",
                            key=f"csv-{info.run_id}")
 else:

@@ -12,16 +12,17 @@ from qru.interop import validate as validate_import
 from qru.jobs import launch_job, list_jobs, running_job, running_jobs
 from qru.store import run_id_of
 from qru.sweeps import PRESETS as SWEEP_PRESETS, list_sweeps
-from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, check_corpus, check_models,
-                            estimate_seconds, form_argv, import_argv, method_argv, models_built, sweep_argv)
+from qru.views.runs import (HELP, HF_CORPORA, IMPORT_HELP, LR_GRID, MODELS, PRESETS, START_GRIDS, check_corpus,
+                            check_models, estimate_seconds, form_argv, import_argv, method_argv, models_built,
+                            scenario_argv, sweep_argv)
 
 ui.in_frame()
 
 store = ui.store()
 st.title("Does quantization undo unlearning?")
-st.caption("Unlearn a model's forget set with GA or NPO (full fine-tuning or LoRA), quantize it to 8 and 4 bits, and "
-           "see whether the quantized copy remembers. Runs start as separate `qru` processes and are stored in the "
-           "run store; their progress shows here.")
+st.caption("Unlearn a model's forget set (GA, NPO, SimNPO or RMU; full fine-tuning or LoRA; from the target as trained "
+           "or snapped to a quantizer's grid), quantize it, and see whether the quantized copy remembers. Runs start "
+           "as separate `qru` processes and are stored in the run store; their progress shows here.")
 st.fragment(ui.jobs_panel, run_every=2)()
 
 
@@ -62,13 +63,33 @@ try:
 except OSError as exc:
     st.error(f"Cannot read the store {store.root}: {exc.strerror or exc}")
     st.stop()
+
+
+def demo_box(first: bool) -> None:
+    """The demo set of both outcomes (qru.scenarios.DEMO_SET): its time, state and a one-click start."""
+    if first:
+        st.subheader("First visit: run the demo set")
+    todo = [c for c in demo if store.find(c) is None]
+    st.write(f"Five runs on the embedded default. {HELP['demo']} On this machine that takes {minutes(todo or demo)}"
+             + (", including building the tiny target and retrain models the first time." if first else ".")
+             + " The pages fill in as the runs finish.")
+    if running_job(store, [run_id_of(c) for c in demo], running_jobs(store)):
+        st.info("The demo set is running now (progress above).")
+    elif not todo:
+        st.success("All five demo runs are in the store.")
+        if st.button("Show the demo set's findings"):
+            ui.pick([run_id_of(c) for c in demo])
+            st.switch_page("pages/findings.py")
+    elif st.button("Run the demo set" if first or len(todo) == len(demo) else
+                   f"Run the demo set ({len(todo)} of {len(demo)} runs to compute)", type="primary"):
+        launch(["demo"], f"demo set ({len(demo)} runs)")
+
+
 if empty:
-    st.subheader("First visit: run the demo set")
-    st.write("Four runs on the embedded default — GA+GDR and NPO+GDR, each with full fine-tuning and with LoRA, at "
-             f"32/8/4 bits (FP4). On this machine that takes {minutes(demo)}, including building the tiny target "
-             "and retrain models the first time. The pages fill in as the runs finish.")
-    if st.button("Run the demo set", type="primary"):
-        launch(["demo"], "demo set (4 runs)")
+    demo_box(True)
+else:
+    with st.expander("Demo set: does PTQ undo the unlearning, and when? (five runs, both outcomes)"):
+        demo_box(False)
 
 st.subheader("New run")
 model = st.selectbox("Model and corpus", list(MODELS))
@@ -116,6 +137,13 @@ with st.expander("More method options: SURE, loss forms, MUSE-like target"):
     target_recipe = c.radio("Embedded target", ["scratch", "pretrain-finetune"], help=HELP["target_recipe"],
                             format_func={"scratch": "trained from scratch",
                                          "pretrain-finetune": "base + fine-tuning (MUSE-like)"}.get)
+with st.expander("Scenario: start point, weight precision, embeddings"):
+    a, b, c = st.columns(3)
+    start_grid = a.radio("Start point", list(START_GRIDS), format_func=START_GRIDS.get, help=HELP["start"])
+    weight_precision = b.radio("Weights during unlearning", ["fp32", "bf16-rounded"], help=HELP["weight_precision"],
+                               format_func={"fp32": "fp32", "bf16-rounded": "bf16 (rounded after every step)"}.get)
+    frozen = c.radio("Embeddings", [False, True], disabled=adapter != "full", help=HELP["embeddings"],
+                     format_func=lambda f: "frozen" if f else "trained (full fine-tuning)")
 quant_type = st.radio("Quantizer", ["fp4", "nf4", "rtn", "gptq"], horizontal=True, format_func={
     "fp4": "bitsandbytes, FP4 at 4 bits", "nf4": "bitsandbytes, NF4 at 4 bits", "rtn": "RTN int-k",
     "gptq": "GPTQ int-k (calibrated)"}.get)
@@ -137,6 +165,7 @@ try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),
                      int(lora_alpha), corpus, group_size, symmetric, hf)
     argv += method_argv(sure if adapter == "full" else 0.0, loss_form, target_recipe)
+    argv += scenario_argv(start_grid, weight_precision, frozen and adapter == "full")
     config = configs_for(argv)[0]
     check_corpus(config)
     check_models(config)

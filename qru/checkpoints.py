@@ -243,16 +243,16 @@ def open_target(path: str | Path) -> Checkpoint:
 
 
 def open_unlearned(path: str | Path) -> Checkpoint | LoraAdapter:
-    """The unlearned side: a LoraAdapter where ``path`` (or its ``adapter/`` folder: a qru LoRA run) holds
-    adapter_config.json; a DeltaFile where it holds a qru full-fine-tuning run's unlearned_delta.safetensors (or is
-    that file); else a Checkpoint."""
+    """The unlearned side: a LoraAdapter where ``path`` holds adapter_config.json; a DeltaFile where it holds a qru
+    run's unlearned_delta.safetensors (full fine-tuning, or LoRA from a snapped start) or is that file; a LoraAdapter
+    where its ``adapter/`` folder does (a qru LoRA run); else a Checkpoint."""
     p = Path(path).expanduser()
     if (p / ADAPTER_CONFIG).is_file():
         return LoraAdapter(p)
+    if (p / DELTA_FILE).is_file():  # before adapter/: a LoRA run from a snapped start stores both (qru.pipeline)
+        return DeltaFile(p / DELTA_FILE)
     if (p / "adapter" / ADAPTER_CONFIG).is_file():
         return LoraAdapter(p / "adapter")
-    if (p / DELTA_FILE).is_file():
-        return DeltaFile(p / DELTA_FILE)
     if p.name == DELTA_FILE:
         return DeltaFile(p)
     return Checkpoint(p)

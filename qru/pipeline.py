@@ -24,11 +24,12 @@ from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import analysis_grid, deltas_files, scan, weight_pairs
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
-from qru.evals.suite import evaluate
+from qru.evals.suite import add_entity_verbmem, evaluate
 from qru.hub import check_model_source, load_any_tokenizer
 from qru.models import ModelPair, ensure_models
 from qru.quant import fake_quantize, quantizable_linears
 from qru.quant_load import quantized_copy
+from qru.scenarios import is_natural, start_model, start_tag
 from qru.store import RunStore, RunWriter, run_id_of
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
 
@@ -40,12 +41,20 @@ NO_RETRAIN = ("no retrain model was given (--retrain-model): PrivLeak is measure
 FULL_GRID_MAX_WEIGHTS = 20_000_000
 
 
-def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig) -> dict:
-    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": kind})
-    path = pair.root / "evals" / f"{kind}-{spec.bits}-{spec.quant_type}-{key}.json"
+def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig,
+                    start: torch.nn.Module | None = None) -> dict:
+    """Metrics of the target (``start``, the model unlearning started from, where it is not the stored target:
+    qru.scenarios) or the retrain model under ``spec``, cached beside the models per start point."""
+    tag = start_tag(config.unlearn) if kind == "target" else ""
+    name = f"{kind}-{tag}" if tag else kind
+    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": name})
+    path = pair.root / "evals" / f"{name}-{spec.bits}-{spec.quant_type}-{key}.json"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    model = pair.target if kind == "target" else pair.retrain
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if add_entity_verbmem(result, corpus):  # cached before entity-token VerbMem existed
+            write_json(path, result)
+        return result
+    model = (pair.target if start is None else start) if kind == "target" else pair.retrain
     result = evaluate(_quantized(model, spec, config, pair, corpus), pair.tokenizer, corpus, config.eval,
                       config.model.max_len)
     write_json(path, result)
@@ -69,19 +78,23 @@ def _gptq(model, spec: QuantSpec, config: RunConfig, pair: ModelPair, corpus):
     return gptq_quantize(model, pair.tokenizer, corpus.train_documents("retrain"), spec, config.model.max_len)
 
 
-def _calibrated(pair: ModelPair, result: UnlearnResult, specs: list[QuantSpec], config: RunConfig, corpus) -> dict:
-    """{GPTQ key: {Linear name: (Q(W_t), Q(W_u))}}: each side quantized in its own model (GPTQ is per model)."""
+def _calibrated(pair: ModelPair, start, result: UnlearnResult, specs: list[QuantSpec], config: RunConfig,
+                corpus) -> dict:
+    """{GPTQ key: {Linear name: (Q(W_t), Q(W_u))}}: each side quantized in its own model (GPTQ is per model);
+    W_t is the start of unlearning."""
     out = {}
     for spec in specs:
         if spec.is_gptq:
-            targets, unlearned = _gptq(pair.target, spec, config, pair, corpus)[1], \
+            targets, unlearned = _gptq(start, spec, config, pair, corpus)[1], \
                 _gptq(result.model, spec, config, pair, corpus)[1]
             out[spec.key] = {name: (targets[name], unlearned[name]) for name in targets}
     return out
 
 
 def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
-    """The unlearned weights as the LoRA adapter (peft layout) or, for full fine-tuning, dW = W_u - W_t."""
+    """The unlearned weights as the LoRA adapter (peft layout) or, for full fine-tuning, dW = W_u - W_t, W_t the
+    stored target. A LoRA run that did not start from the stored target (qru.scenarios) stores dW as well: its adapter
+    applies to the snapped / rounded start, which is not stored."""
     if result.adapter_state is not None:
         tensors = {k: v.contiguous() for k, v in result.adapter_state.items()}
         atomic_write(writer.folder / "adapter" / "adapter_model.safetensors", lambda p: save_file(tensors, str(p)))
@@ -89,7 +102,8 @@ def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, con
             "peft_type": "LORA", "r": config.unlearn.lora_r, "lora_alpha": config.unlearn.lora_alpha,
             "lora_dropout": config.unlearn.lora_dropout, "target_modules": LORA_TARGETS, "bias": "none",
             "task_type": "CAUSAL_LM", "base_model_name_or_path": str(pair.root / "target")})
-        return
+        if is_natural(config.unlearn):
+            return
     target = pair.target.state_dict()
     delta = {k: (v.detach() - target[k]).float().cpu().contiguous() for k, v in result.model.state_dict().items()
              if k in target and not k.endswith("lm_head.weight")}
@@ -124,8 +138,12 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     if pair.base is not None:
         memorization = memorization_deltas(pair, config, cache_root, stage)
         writer.log(f"memorization (target minus base) deltas: run {memorization}")
+    start = start_model(pair.target, config.unlearn)
+    if start is not pair.target:
+        writer.log("start point: " + "; ".join(f"{k} {v}" for k, v in config.unlearn.scenario.items()) +
+                   " (this model is the run's target and the NPO/KLR reference)")
     torch.manual_seed(config.seed)
-    result = unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
+    result = unlearn(start, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
                      config.unlearn, config.model.max_len, seed=config.seed, progress=stage)
     processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
     writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s on {processes} process(es), "
@@ -141,7 +159,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     rows, samples = [], {}
     for i, spec in enumerate(config.quant_specs()):
         stage(f"evaluating at {spec.bits} bits", i, len(config.bits), spec.label)
-        evals = _evaluate_all(pair, result, spec, corpus, config)
+        evals = _evaluate_all(pair, start, result, spec, corpus, config)
         for kind, ev in evals.items():
             rows.append(_metric_row(kind, spec, ev["metrics"], retrain_auc))
             samples[f"{kind}@{spec.bits}"] = ev["samples"]
@@ -153,17 +171,17 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     specs = analysis_specs(config, sum(m.weight.numel() for m in linears.values()))
     n_tensors = len(linears)
     quantized = sum(s.bits < 32 for s in specs)
-    calibrated = _calibrated(pair, result, specs, config, corpus)
-    delta_rows, hists = scan(weight_pairs(pair.target, result.model), specs, progress=lambda i, name: stage(
+    calibrated = _calibrated(pair, start, result, specs, config, corpus)
+    delta_rows, hists = scan(weight_pairs(start, result.model), specs, progress=lambda i, name: stage(
         f"analysing deltas under {quantized} quantizers", i, n_tensors, name), calibrated=calibrated)
     writer.write_deltas(*deltas_files(delta_rows, hists))
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
 
 
-def _evaluate_all(pair: ModelPair, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
-    """Metrics of the target, retrain (cached) and unlearned models quantized by ``spec``."""
+def _evaluate_all(pair: ModelPair, start, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
+    """Metrics of the target (the start of unlearning), retrain (cached) and unlearned models quantized by ``spec``."""
     kinds = ("target", "retrain") if pair.retrain is not None else ("target",)
-    evals = {kind: _reference_eval(pair, kind, spec, corpus, config) for kind in kinds}
+    evals = {kind: _reference_eval(pair, kind, spec, corpus, config, start) for kind in kinds}
     evals["unlearned"] = evaluate(_quantized(result.model, spec, config, pair, corpus), pair.tokenizer, corpus,
                                   config.eval, config.model.max_len)
     return evals

@@ -38,13 +38,18 @@ def bootstrap_ci(values, confidence: float = CONFIDENCE, seed: int = 0) -> tuple
 
 
 def item_scores(samples: dict, metric: str) -> list[float]:
-    """Per-item scores of ``metric`` in one model's samples: ROUGE-L F1 x 100 per VerbMem / KnowMem item, or the NLL
-    per token of each text (nats/token). Raises KeyError if the samples do not hold that metric."""
+    """Per-item scores of ``metric`` in one model's samples: ROUGE-L F1 x 100 per VerbMem / KnowMem item (entity-token
+    VerbMem: per item that has entity values), or the NLL per token of each text (nats/token). Raises KeyError if the samples do not hold that metric."""
     if metric in ITEM_METRICS:
         return [100.0 * r["rougeL_f1"] for r in samples[metric]]
+    if metric == "verbmem_entity":
+        if not any("entity_f1" in r for r in samples["verbmem"]):
+            raise KeyError("these samples have no entity-token VerbMem scores")
+        return [100.0 * r["entity_f1"] for r in samples["verbmem"] if r.get("entity_f1") is not None]
     if metric in NLL_METRICS:
         return [r["nll"] / max(r["tokens"], 1) for r in samples[metric]]
-    raise KeyError(f"no per-item scores for {metric!r} (choose from {', '.join(ITEM_METRICS + NLL_METRICS)})")
+    raise KeyError(f"no per-item scores for {metric!r} (choose from "
+                   f"{', '.join(ITEM_METRICS + ('verbmem_entity',) + NLL_METRICS)})")
 
 
 def reaggregate(samples: dict, metric: str) -> float:

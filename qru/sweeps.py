@@ -135,6 +135,17 @@ def list_sweeps(store: RunStore) -> list[SweepInfo]:
     return infos
 
 
+def combine(infos: list[SweepInfo]) -> tuple[list[str], str, list[int]]:
+    """Several recorded sweeps read as one table (for example zhang2025's full fine-tuning beside lora2026's LoRA):
+    their run ids in order without repeats, the paper-table row kind (``"lr"`` if every sweep is laid out by
+    learning rate, else ``"method"``) and the union of their seeds. Raises ConfigError if ``infos`` is empty."""
+    if not infos:
+        raise ConfigError("pick at least one sweep")
+    run_ids = list(dict.fromkeys(r for info in infos for r in info.run_ids))
+    rows = "lr" if all(PRESETS.get(i.preset, Preset("", "", ())).rows == "lr" for i in infos) else "method"
+    return run_ids, rows, sorted({s for info in infos for s in info.seeds})
+
+
 def run_sweep(name: str, configs: list[RunConfig], seeds: tuple[int, ...], store: RunStore,
               progress: Callable | None = None, announce: Callable[[int, int, RunConfig, bool], None] | None = None
               ) -> tuple[list[str], list[tuple[RunConfig, BaseException]]]:
@@ -161,4 +172,4 @@ def run_sweep(name: str, configs: list[RunConfig], seeds: tuple[int, ...], store
     return ids, failures
 
 
-__all__ = ["PRESETS", "Preset", "SweepInfo", "list_sweeps", "preset", "record", "run_sweep", "sweep_configs"]
+__all__ = ["PRESETS", "Preset", "SweepInfo", "combine", "list_sweeps", "preset", "record", "run_sweep", "sweep_configs"]

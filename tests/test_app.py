@@ -50,13 +50,13 @@ def _texts(at) -> str:
 def test_empty_store_offers_the_demo_set_with_its_time(tmp_path):
     at = _app(tmp_path)
     assert [b for b in at.button if b.label == "Run the demo set"]
-    assert "Four runs" in _texts(at) and "minutes" in _texts(at)
+    assert "Five runs" in _texts(at) and "minutes" in _texts(at) and "snapped to the NF4 grid" in _texts(at)
     assert at.sidebar.multiselect[0].options == []
 
 
 def test_run_form_finds_a_stored_config_and_rerenders(store):
     at = _app(store.root)
-    assert not [b for b in at.button if b.label == "Run the demo set"]  # the store has runs
+    assert not [h for h in at.subheader if "First visit" in h.value]  # the store has runs: the demo set is folded
     assert any(b.label.startswith("Run (") for b in at.button)  # the papers' defaults: not in the store
     at.selectbox[0].select("embedded micro (seconds)").run()
     at.radio[3].set_value("embedded").run()  # preset: calibrated
@@ -148,6 +148,8 @@ def test_metrics_page_paper_table_of_a_recorded_sweep(store, tmp_path):
     [s for s in at.selectbox if s.label == "Metric"][0].set_value("verbmem").run()
     assert not at.exception and len(at.dataframe) == 2  # beside it, the papers' VerbMem numbers
     assert "Zhang et al. 2025, NEWS: full @4" in at.dataframe[1].value.columns
+    [s for s in at.multiselect if s.label == "Sweeps"][0].set_value([]).run()
+    assert not at.exception and any("Pick at least one sweep" in i.value for i in at.info)
 
 
 def test_run_page_offers_the_new_methods_gptq_and_sweeps(store):
@@ -167,6 +169,29 @@ def test_run_page_offers_the_new_methods_gptq_and_sweeps(store):
     assert [b for b in at.button if b.label.startswith("Run the sweep (18 of 18 runs")]
     [s for s in at.multiselect if s.label == "Seeds"][0].set_value([]).run()
     assert any("at least one seed" in e.value for e in at.error)
+
+
+def test_run_page_scenario_options_and_the_demo_box(store):
+    at = _app(store.root)
+    assert any("five runs, both outcomes" in e.label for e in at.expander)
+    [r for r in at.radio if r.label == "Start point"][0].set_value("nf4-b64@4").run()
+    [r for r in at.radio if r.label == "Weights during unlearning"][0].set_value("bf16-rounded").run()
+    [r for r in at.radio if r.label == "Embeddings"][0].set_value(True).run()
+    code = at.code[0].value
+    assert "--start-grid nf4-b64@4 --weight-precision bf16-rounded --freeze-embeddings" in code
+    [r for r in at.radio if r.label == "Adapter"][0].set_value("lora").run()
+    assert not at.exception and "--freeze-embeddings" not in at.code[0].value  # LoRA never trains embeddings
+
+
+def test_findings_page_states_the_numbers_of_the_picked_runs(store):
+    at = _app(store.root, "findings")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"run", "start", "adapter", "share kept", "code-flip rate"} <= set(table.columns)
+    text = _texts(at)
+    assert "share kept" in text and "**adapter** differs" in text and "Share undone" in text
+    kept = store.deltas(store.ids()[0]).query("tensor == 'total'")
+    assert any(f"share kept {v:.2f}" in text for v in kept["share_kept"])
 
 
 def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):

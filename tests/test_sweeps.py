@@ -13,7 +13,7 @@ from qru.cli import configs_for, main
 from qru.config import ConfigError, RunConfig, UnlearnConfig
 from qru.stats import bootstrap_ci, item_scores, reaggregate
 from qru.store import RunStore, run_id_of
-from qru.sweeps import PRESETS, Preset, list_sweeps, run_sweep, sweep_configs
+from qru.sweeps import PRESETS, Preset, SweepInfo, combine, list_sweeps, run_sweep, sweep_configs
 from qru.views.paper_table import paper_table, reference_layout, sweep_frame
 
 
@@ -165,6 +165,25 @@ def test_qru_sweep_command_prints_the_tables(sweep_cache, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--cache", str(sweep_cache), "sweep", "--preset", "nope"])
     assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_paper_table_command_reads_recorded_sweeps_together(sweep_cache, monkeypatch, capsys):
+    monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
+    base = configs_for(["run", "--scale", "micro", "--bits", "32", "4", "--max-steps", "2"])[0]
+    store = RunStore(sweep_cache)
+    ids = run_sweep(SMALL.name, sweep_configs(SMALL.name, base, seeds=(0,)), (0,), store)[0]
+    code = main(["--cache", str(sweep_cache), "paper-table", SMALL.name, "--metric", "nll_forget"])
+    out = capsys.readouterr().out
+    assert code == 0 and "nll_forget (unlearned" in out and "full @4" in out and "LoRA @4" in out
+    assert "knowmem_forget" not in out
+    code = main(["--cache", str(sweep_cache), "paper-table", "no-such-sweep"])
+    assert code == 2 and "no sweep 'no-such-sweep'" in capsys.readouterr().err
+    a = SweepInfo("a", SMALL.name, [0], ids, 2, 0)
+    b = SweepInfo("b", "lr-scan", [1, 0], ids[:1] + ["other"], 1, 0)
+    assert combine([a, b]) == (ids + ["other"], "method", [0, 1])
+    assert combine([b])[1] == "lr"
+    with pytest.raises(ConfigError, match="at least one sweep"):
+        combine([])
 
 
 def _parser_with(name):

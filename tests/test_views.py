@@ -131,7 +131,7 @@ def test_form_argv_round_trips_through_the_cli_parser():
         form_argv("MUSE-layout folder", "ga", "gdr", "full", 1e-5, 5, [32], "fp4")
     with pytest.raises(ConfigError, match="--bits"):
         configs_for(form_argv("embedded tiny (default)", "ga", "gdr", "full", 1e-5, 5, [], "fp4"))
-    assert len(configs_for(["demo", "--scale", "micro"])) == 4
+    assert len(configs_for(["demo", "--scale", "micro"])) == 5
 
 
 def test_form_argv_for_real_models_and_data(tmp_path):
@@ -163,8 +163,8 @@ def test_import_argv_lines():
 def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):
     store = RunStore(tmp_path)
     configs = configs_for(["demo", "--scale", "micro"])
-    assert estimate_seconds(store, configs, models_built=True) == pytest.approx(4 * RUN_SECONDS["micro"])
-    assert estimate_seconds(store, configs, models_built=False) > 4 * RUN_SECONDS["micro"]
+    assert estimate_seconds(store, configs, models_built=True) == pytest.approx(5 * RUN_SECONDS["micro"])
+    assert estimate_seconds(store, configs, models_built=False) > 5 * RUN_SECONDS["micro"]
     assert run_seconds({"started": "2026-01-01T10:00:00", "finished": "2026-01-01T10:00:30"}) == 30
     assert run_seconds({"started": "garbage"}) is None
 

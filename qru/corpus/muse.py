@@ -30,6 +30,8 @@ class MuseCorpus:
         verbmem_forget: {prompt, gt} pairs.
         privleak: text lists keyed by ``forget``, ``retain``, ``holdout``.
         raw: training documents keyed by ``forget``, ``retain1``, ``retain2``, ``holdout`` (absent files are empty).
+        entities: the records of ``entities.json`` ({split, name, attribute: value, ...}) where the folder has one
+            (the embedded corpus writes it; MUSE does not): what entity-token VerbMem scores.
     """
 
     root: Path
@@ -37,6 +39,7 @@ class MuseCorpus:
     verbmem_forget: list
     privleak: dict
     raw: dict = field(default_factory=dict)
+    entities: list = field(default_factory=list)
 
     def train_documents(self, split: str) -> list[str]:
         """Training documents of ``"target"`` (forget + retain) or ``"retrain"`` (retain only)."""
@@ -104,4 +107,13 @@ def load_muse_dir(root: str | Path) -> MuseCorpus:
             raw[name] = split_documents(path.read_text(encoding="utf-8")) if path.is_file() else []
         except (UnicodeDecodeError, OSError) as exc:
             raise CorpusError(f"corpus file {path} cannot be read as UTF-8 text ({exc})") from exc
-    return MuseCorpus(root=root, knowmem=knowmem, verbmem_forget=verbmem, privleak=privleak, raw=raw)
+    entities_path = root / "entities.json"
+    entities = _check_entities(_read_json(entities_path), entities_path) if entities_path.is_file() else []
+    return MuseCorpus(root=root, knowmem=knowmem, verbmem_forget=verbmem, privleak=privleak, raw=raw,
+                      entities=entities)
+
+
+def _check_entities(data, path: Path) -> list[dict]:
+    if not isinstance(data, list) or any(not isinstance(e, dict) or not isinstance(e.get("name"), str) for e in data):
+        raise CorpusError(f"{path}: expected a list of objects with a string field name")
+    return data

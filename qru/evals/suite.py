@@ -5,6 +5,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from qru.config import EvalConfig
 from qru.corpus.muse import MuseCorpus
+from qru.evals.entity_verbmem import entity_verbmem
 from qru.evals.knowmem import knowmem
 from qru.evals.privleak import mean_nll, mia_auc, mink_score, text_logprobs
 from qru.evals.verbmem import verbmem
@@ -12,6 +13,7 @@ from qru.evals.verbmem import verbmem
 # Column names of the metric tables, in display order, with their units.
 METRICS = {
     "verbmem": "VerbMem on D_f (ROUGE-L F1 x 100)",
+    "verbmem_entity": "VerbMem on D_f, entity tokens only (ROUGE-L F1 x 100 of the attribute values)",
     "knowmem_forget": "KnowMem on D_f (ROUGE-L F1 x 100)",
     "knowmem_retain": "KnowMem on D_r = utility (ROUGE-L F1 x 100)",
     "privleak": "PrivLeak (%; 0 ideal, <0 still memorized)",
@@ -47,4 +49,22 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus:
                "mink_forget": mink["forget"], "mink_holdout": mink["holdout"],
                **{f"nll_{name}": [{"nll": float(-x.sum()), "tokens": len(x)} for x in logp[name]]
                   for name in ("forget", "retain", "holdout")}}
-    return {"metrics": metrics, "samples": samples}
+    result = {"metrics": metrics, "samples": samples}
+    add_entity_verbmem(result, corpus)
+    return result
+
+
+def add_entity_verbmem(result: dict, corpus: MuseCorpus) -> bool:
+    """Add entity-token VerbMem (qru.evals.entity_verbmem) to an :func:`evaluate` result, from its VerbMem records:
+    ``metrics["verbmem_entity"]`` and a per-item ``entity_f1`` (None where an item has no entity value). Nothing is
+    added for a corpus without entities.json or a result that has it already. Returns True if it added it."""
+    if not corpus.entities or "verbmem_entity" in result["metrics"]:
+        return False
+    records = result["samples"]["verbmem"]
+    score, items = entity_verbmem(records, corpus.verbmem_forget, corpus.entities)
+    if score is None:
+        return False
+    result["metrics"]["verbmem_entity"] = score
+    for record, item in zip(records, items):
+        record["entity_f1"] = item
+    return True

@@ -4,6 +4,10 @@ Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters o
 and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
 The reference model of NPO and KLR is the target (design.md).
 
+Scenario options (qru.scenarios): frozen embeddings under full fine-tuning; bf16 weights emulated in fp32 (trained
+weights rounded to bfloat16 after every optimizer step, the merged LoRA weights once). The start point (grid snap) is
+chosen by the caller: ``target`` is the model unlearning starts from.
+
 Methods are composed from the loss functions of qru.unlearn.losses: GA, NPO and SimNPO on the logits; RMU on the hidden
 states of one layer (its retain term replaces the regularizer); SURE is a saliency mask over the rows of every weight,
 computed once from the forget loss's gradient on D_f at the target and applied to every step's gradients (the
@@ -30,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from qru.config import UnlearnConfig
 from qru.errors import UnlearnError
 from qru.models import Progress, no_progress, encode_documents, pad_batch
+from qru.scenarios import freeze_embeddings, round_bf16_
 from qru.unlearn.losses import (FORGET_LOSSES, MUSE_FORMS, REGULARIZERS, nll, rmu_forget_loss,
                                rmu_retain_loss)
 
@@ -209,6 +214,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     accelerator = Accelerator(device_placement=False)
     ref = target.eval()
     policy = copy.deepcopy(target)
+    if config.freeze_embeddings:
+        freeze_embeddings(policy)
     if config.adapter == "lora":
         policy = get_peft_model(policy, lora_config(config))
     policy.train()
@@ -230,6 +237,9 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(
             1, math.ceil(config.batch_size / accelerator.num_processes))
     policy, opt = accelerator.prepare(policy, opt)
+    bf16 = config.weight_precision == "bf16-rounded"  # bf16 weights emulated in fp32 (qru.scenarios)
+    if bf16:
+        round_bf16_(params)  # LoRA's fresh adapters; full fine-tuning's start is already bf16 (start_model)
     total = total_steps(len(forget), config)
     history, step, start = [], 0, time.time()
     while step < total:
@@ -252,6 +262,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             if mask is not None:
                 _apply_mask(mask)
             opt.step()
+            if bf16:
+                round_bf16_(params)
             opt.zero_grad(set_to_none=True)
             step += 1
             record["loss"] = loss.item()
@@ -260,6 +272,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             progress("unlearning", step, total, f"step {step}/{total} loss {loss.item():.3f} ETA {eta:,.0f} s")
     accelerator.wait_for_everyone()
     model, adapter_state = _gathered(policy, accelerator, target, config.adapter == "lora")
+    if bf16 and model is not None:
+        round_bf16_(model.parameters())  # a bf16 model stores the merged sum in bf16
     return UnlearnResult(model=model, adapter_state=adapter_state, history=history, seconds=time.time() - start)
 
 

@@ -43,6 +43,16 @@ HELP = {
                      "set, then target and retrain fine-tuned from it, so memorization is a small update).",
     "sweep": "A preset of ordinary runs over several seeds; a killed sweep resumes where it stopped (finished runs "
              "are found in the store). The Metrics page's paper table shows its mean and 95% bootstrap interval.",
+    "start": "Start point: unlearn the fp32 target as trained, or the target snapped to a quantizer's grid (every "
+             "weight replaced by its dequantized value: a model distributed in 4-bit). Rounding can pull a small "
+             "update back only where the start already sits on the grid it is quantized with.",
+    "weight_precision": "bf16-rounded: weights rounded to bfloat16 after every optimizer step (computed in fp32), "
+                        "which can freeze updates smaller than half a bf16 step.",
+    "embeddings": "Tied embeddings are never quantized, so when trained they can carry part of the unlearning past "
+                  "PTQ; freeze them to see the quantized weights alone. LoRA never trains them.",
+    "demo": "NPO+GDR, full fine-tuning (lr 5e-5) and LoRA (lr 5e-4), from the fp32 target and from the target "
+            "snapped to the NF4 grid, quantized with NF4 (block 64); plus the control: snapped to NF4 but quantized "
+            "with FP4 (another grid). 32/8/4 bits. The Findings page then says which outcome each run has and why.",
     "gptq": "GPTQ (Frantar et al. 2023, via llm-compressor) rounds a layer's weights one column at a time and "
             "corrects the rest for the error, using activations on the retain set as calibration text.",
     "regularizer": "GDR keeps the retain-set loss low; KLR keeps the retain-set predictions close to the target's; "
@@ -125,6 +135,20 @@ def method_argv(sure: float = 0.0, loss_form: str = "faithful", target_recipe: s
     argv = ["--sure", f"{sure:g}"] if sure else []
     argv += ["--loss-form", loss_form] if loss_form != "faithful" else []
     return argv + (["--target-recipe", target_recipe] if target_recipe != "scratch" else [])
+
+
+# Start points offered on the Run page: the natural one and the grids of the 4-bit quantizers (design.md
+# "Calibration": reversion needs the start on the grid the run is then quantized with).
+START_GRIDS = {"": "fp32 target as trained", "nf4-b64@4": "snapped to NF4 (block 64)",
+               "fp4-b64@4": "snapped to FP4 (block 64)", "rtn-asym-g64@4": "snapped to RTN int4 (group 64)",
+               "int8@8": "snapped to LLM.int8"}
+
+
+def scenario_argv(start_grid: str = "", weight_precision: str = "fp32", freeze_embeddings: bool = False) -> list[str]:
+    """The scenario options of the Run page (qru.scenarios), only those that differ from the natural scenario."""
+    argv = ["--start-grid", start_grid] if start_grid else []
+    argv += ["--weight-precision", weight_precision] if weight_precision != "fp32" else []
+    return argv + (["--freeze-embeddings"] if freeze_embeddings else [])
 
 
 def sweep_argv(preset: str, seeds: list[int], model: str = "embedded tiny (default)") -> list[str]:

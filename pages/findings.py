@@ -1,0 +1,40 @@
+"""Findings page: for the picked runs, in words generated from their stored numbers, whether PTQ undid the unlearning,
+by how much, what rounding did to the weights, and which scenario options differ between the runs."""
+import streamlit as st
+
+import ui
+from qru.config import RunConfig
+from qru.findings import differences, run_findings, sentences, summary_frame
+from qru.views.undone import THRESHOLD_TEXT
+
+ui.in_frame()
+
+st.title("Findings: which runs did quantization undo, and why?")
+st.caption("Generated from the picked runs' stored metrics and weight deltas under each run's own quantizers. "
+           + THRESHOLD_TEXT + " The verdict of a bit width is the median over the headline metrics (KnowMem-forget, "
+           "forget NLL, entity-token VerbMem): at least 50% reads “undid most”, at least 20% “undid part”.")
+runs = ui.require_runs(metrics=True)
+name = ui.names(runs)
+findings = []
+for info in runs:
+    config = ui.store().config(info.run_id)
+    metrics = ui.load(info.run_id, "metrics", stop=False)
+    if not isinstance(config, RunConfig) or metrics is None:
+        continue  # imported results have no weights or scenario to read
+    findings.append(run_findings(info.run_id, name[info.run_id], config, metrics,
+                                 ui.load(info.run_id, "samples", stop=False), ui.load(info.run_id, "deltas", stop=False)))
+if not findings:
+    st.info("The picked runs are imported results or comparisons: pick runs computed by qru.")
+    st.stop()
+
+summary = summary_frame(findings)
+if not summary.empty:
+    st.dataframe(summary.style.format(precision=2, na_rep="—"), hide_index=True)
+    st.download_button("Download CSV", summary.to_csv(index=False), "findings.csv", "text/csv")
+lines = differences(findings)
+if lines:
+    st.subheader("Between the runs")
+    st.markdown("\n".join(f"- {line}" for line in lines))
+for f in findings:
+    st.subheader(f.name)
+    st.markdown("\n".join(f"- {line}" for line in sentences(f)))
