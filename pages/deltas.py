@@ -6,7 +6,7 @@ import ui
 from qru.config import QuantSpec
 from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, flip_summary, hist_series, histogram_figure,
                                     layer_heatmap, layer_table, shared_zmax)
-from qru.views.flip_analysis import explain, flip_thresholds, module_table
+from qru.views.flip_analysis import explain, flip_thresholds, module_table, own_quantizer_totals
 
 ui.in_frame()
 
@@ -65,6 +65,20 @@ st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: 
            "between target and unlearned model; share_kept: <Q(W_u)−Q(W_t), dW>/||dW||² (1 = the update survives "
            "quantization, 0 = erased); noise_ratio: ||Q(W_u)−Q(W_t)||/||dW||, the noise rounding adds, not survival; "
            "flips_by_scale: share of the flipped codes that flipped because the block's scale changed.")
+
+st.subheader("Each run under its own quantizers")
+st.caption("The runs side by side under the quantizers their metrics were computed with (a run quantized with FP4 "
+           "and one with NF4 are each read under their own grid here, whatever the picker above shows).")
+own_rows = []
+for run_id, (info, deltas, _) in data.items():
+    config = ui.store().config(run_id)
+    if hasattr(config, "unlearn"):
+        part = own_quantizer_totals(config.quant_specs(), deltas)
+        part.insert(0, "start", config.unlearn.scenario["start"])
+        part.insert(0, "run", name[run_id])
+        own_rows.append(part)
+if own_rows:
+    st.dataframe(pd.concat(own_rows, ignore_index=True), hide_index=True)
 
 if not key.endswith("@32"):
     st.subheader("Code flips by module type")

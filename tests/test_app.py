@@ -87,7 +87,9 @@ def test_deltas_page_draws_histograms_and_layers_and_redraws(store):
         at.radio[0].set_value(mode).run()
         assert not at.exception and len(at.get("plotly_chart")) == 3
     assert "flips_by_scale" in at.dataframe[0].value.columns
-    assert "crossed_boundary" in at.dataframe[1].value.columns  # the flip split per module type
+    own = at.dataframe[1].value  # each run under its own quantizers (8-bit int8 and 4-bit FP4)
+    assert {"run", "start", "quantizer label", "share_kept", "cosine"} <= set(own.columns) and len(own) == 4
+    assert "crossed_boundary" in at.dataframe[2].value.columns  # the flip split per module type
     assert "4-bit FP4" in _texts(at) and "of a step" in _texts(at)  # the written explanation
     at.selectbox[0].select("int8").run()
     assert at.dataframe[0].value["bits"].tolist() == [8, 8]

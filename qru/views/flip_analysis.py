@@ -90,3 +90,16 @@ def explain(row: pd.Series, label: str, thresholds: dict[float, float] | None = 
 
 
 __all__ = ["FLIP_SHARES", "explain", "flip_thresholds", "module_table"]
+
+
+def own_quantizer_totals(specs: list, deltas: pd.DataFrame) -> pd.DataFrame:
+    """The total rows of a run's weight analysis under its own quantizers (``specs``: QuantSpecs below 32 bits):
+    quantizer label, share kept, cosine, noise ratio, code-flip rate and the share of weights below half a step.
+    Empty where the run has none of them."""
+    keys = {s.key: s.label for s in specs if s.bits < 32}
+    rows = deltas[(deltas["tensor"] == "total") & deltas["quantizer"].isin(list(keys))]
+    cols = ["share_kept", "cosine", "noise_ratio", "code_flip_rate", "below_half_step"]
+    out = rows[["quantizer"] + [c for c in cols if c in rows.columns]].copy()
+    out.insert(0, "quantizer label", out["quantizer"].map(keys))
+    return out.drop(columns="quantizer").reset_index(drop=True)
+
