@@ -159,7 +159,8 @@ if grid:
     symmetric = b.radio("Grid", [False, True], horizontal=True,
                         format_func=lambda s: "symmetric (absmax)" if s else "asymmetric (min/max)")
     st.caption(HELP[quant_type])
-st.caption(HELP["quant_type"] + " " + HELP["bits"])
+if not grid:
+    st.caption(HELP["quant_type"] + " " + HELP["bits"])
 
 try:
     argv = form_argv(model, method, regularizer, adapter, lr, int(epochs), bits, quant_type, int(lora_r),

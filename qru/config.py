@@ -483,11 +483,16 @@ class UnlearnConfig:
         _positive("RMU steering coefficient", self.rmu_coeff)
         _require(self.method != "rmu" or self.regularizer == "none",
                  "RMU has its own retain term (activations kept on D_r, weight alpha): use regularizer none")
+        _require(self.method == "rmu" or (self.rmu_layer == -1 and self.rmu_coeff == 6.5),
+                 f"the RMU layer and coefficient apply to method rmu only, not {self.method}")
+        _require(self.method in ("npo", "simnpo") or self.beta == 0.1,
+                 f"beta applies to npo and simnpo only, not {self.method}")
 
     @property
     def label(self) -> str:
         name = {"simnpo": "SimNPO", "rmu": "RMU"}.get(self.method, self.method.upper())
         name += "" if self.regularizer == "none" else "+" + self.regularizer.upper()
+        name += _method_params(self)
         if self.sure_share:
             name += f" SURE {self.sure_share:g}"
         if self.loss_form != "faithful":
@@ -496,6 +501,20 @@ class UnlearnConfig:
         cap = f" max {self.max_steps} steps" if self.max_steps else ""
         scenario = f" [{self.scenario_label}]" if self.scenario_label else ""
         return f"{name} {adapter} lr {self.lr:g} x{self.epochs} ep{cap}{scenario}"
+
+
+def _method_params(config: "UnlearnConfig") -> str:
+    """The method parameters that differ from their defaults, for labels: `` (beta 0.2)``, `` (layer 1, c 5)``."""
+    parts = []
+    if config.method in ("npo", "simnpo") and config.beta != {"npo": 0.1, "simnpo": 2.5}[config.method]:
+        parts.append(f"beta {config.beta:g}")
+    if config.gamma:
+        parts.append(f"gamma {config.gamma:g}")
+    if config.method == "rmu" and config.rmu_layer != -1:
+        parts.append(f"layer {config.rmu_layer}")
+    if config.method == "rmu" and config.rmu_coeff != 6.5:
+        parts.append(f"c {config.rmu_coeff:g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # Learning rates of the embedded default, from design.md "Calibration": full fine-tuning at the papers' 1e-5 barely

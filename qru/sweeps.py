@@ -74,8 +74,9 @@ def sweep_configs(name: str, base: RunConfig, seeds: tuple[int, ...] = (0, 1, 2)
     configs = []
     for method, regularizer, adapter, lr in spec.combos:
         form = base.unlearn.loss_form if method == "npo" or regularizer == "klr" else "faithful"  # same computation
+        beta = base.unlearn.beta if method == "npo" else 0.1  # beta is NPO's only
         unlearn = dataclasses.replace(base.unlearn, method=method, regularizer=regularizer, adapter=adapter, lr=lr,
-                                      epochs=spec.epochs, lora_r=32, lora_alpha=32, loss_form=form)
+                                      epochs=spec.epochs, lora_r=32, lora_alpha=32, loss_form=form, beta=beta)
         for seed in seeds:
             configs.append(dataclasses.replace(base, unlearn=unlearn, seed=seed))
     return configs

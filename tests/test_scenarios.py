@@ -236,3 +236,15 @@ def test_qru_show_prints_the_share_undone(grid_runs, capsys):
     assert main(["--cache", str(store.root), "show", natural]) == 0
     out = capsys.readouterr().out
     assert "share of the forgetting undone by quantization" in out and "KnowMem-forget" in out
+
+
+def test_method_parameters_are_refused_where_they_do_not_apply_and_labelled_where_they_do():
+    with pytest.raises(ConfigError, match="RMU layer and coefficient apply to method rmu only"):
+        UnlearnConfig(method="ga", rmu_layer=1)
+    with pytest.raises(ConfigError, match="beta applies to npo and simnpo only"):
+        UnlearnConfig(method="ga", beta=0.3)
+    assert "RMU (layer 1, c 5)" in UnlearnConfig(method="rmu", regularizer="none", rmu_layer=1, rmu_coeff=5.0).label
+    assert "SimNPO+GDR (beta 3, gamma 0.5)" in UnlearnConfig(method="simnpo", beta=3.0, gamma=0.5).label
+    assert UnlearnConfig(method="npo").label.startswith("NPO+GDR full")  # defaults add nothing
+    configs = configs_for(["sweep", "--preset", "zhang2025", "--seeds", "0", "--beta", "0.2"])
+    assert {c.unlearn.method: c.unlearn.beta for c in configs} == {"ga": 0.1, "npo": 0.2}
