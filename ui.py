@@ -16,6 +16,7 @@ from qru.views.runs import picker_labels
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
 PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
          "metrics": ("Metrics", ":material/table_chart:"), "findings": ("Findings", ":material/lightbulb:"),
+         "curves": ("Curves", ":material/show_chart:"),
          "probes": ("Probes", ":material/manage_search:"),
          "teaching": ("Why 4-bit forgets to forget", ":material/school:")}
 

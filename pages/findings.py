@@ -4,7 +4,9 @@ import streamlit as st
 
 import ui
 from qru.config import RunConfig
+from qru.controls import read_controls
 from qru.findings import differences, run_findings, sentences, summary_frame
+from qru.store import StoreError
 from qru.views.undone import THRESHOLD_TEXT
 
 ui.in_frame()
@@ -21,8 +23,14 @@ for info in runs:
     metrics = ui.load(info.run_id, "metrics", stop=False)
     if not isinstance(config, RunConfig) or metrics is None:
         continue  # imported results have no weights or scenario to read
+    try:
+        controls = read_controls(ui.store(), info.run_id)
+    except StoreError as exc:
+        st.warning(str(exc))
+        controls = []
     findings.append(run_findings(info.run_id, name[info.run_id], config, metrics,
-                                 ui.load(info.run_id, "samples", stop=False), ui.load(info.run_id, "deltas", stop=False)))
+                                 ui.load(info.run_id, "samples", stop=False), ui.load(info.run_id, "deltas", stop=False),
+                                 controls))
 if not findings:
     st.info("The picked runs are imported results or comparisons: pick runs computed by qru.")
     st.stop()

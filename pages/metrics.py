@@ -7,6 +7,9 @@ from qru.stats import CONFIDENCE
 from qru.sweeps import combine, list_sweeps
 from qru.views.metric_tables import COLUMNS
 from qru.views.undone import THRESHOLD_TEXT, forgetting_undone, undone_table
+from qru.controls import read_controls
+from qru.store import StoreError
+from qru.views.curves import controls_table
 from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
@@ -56,6 +59,23 @@ def show_paper_table() -> None:
         st.dataframe(reference, hide_index=True)
 
 
+def show_noise_controls(run_id: str) -> None:
+    """The run's quantized bit widths beside its noise controls (qru noise / qru curve), if computed."""
+    try:
+        rows = read_controls(ui.store(), run_id)
+        specs = [s.key for s in ui.store().config(run_id).quant_specs() if s.bits < 32]
+    except (StoreError, AttributeError):
+        return
+    table = controls_table(rows, specs)
+    if table.empty:
+        st.caption(f"Noise controls: none yet (`qru noise {run_id}`, or a curve on the **Curves** page).")
+        return
+    st.caption("Quantized vs noise controls (random perturbations of each block's quantization-error size): if the "
+               "noise moves the unlearned model as far as quantization does, fragility explains it; if not, rounding "
+               "back does.")
+    st.dataframe(table, hide_index=True)
+
+
 if st.radio("Show", ["runs picked in the sidebar", "paper table of a sweep"], horizontal=True,
             key="metrics-mode") == "paper table of a sweep":
     show_paper_table()
@@ -89,6 +109,7 @@ if view == "per run" or len(runs) < 2:
             if not undone.empty:
                 st.caption("Share of the forgetting undone by quantization. " + THRESHOLD_TEXT)
                 st.dataframe(undone, hide_index=True)
+        show_noise_controls(info.run_id)
         st.download_button("Download CSV", table.to_csv(index=False), f"{info.run_id}-metrics.csv", "text/csv",
                            key=f"csv-{info.run_id}")
 else:

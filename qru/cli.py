@@ -1,4 +1,4 @@
-"""The ``qru`` command line: build-target, run, demo, sweep, paper-table, deltas, import, export, ls, show.
+"""The ``qru`` command line: build-target, run, demo, sweep, paper-table, noise, curve, deltas, import, export, ls, show.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
@@ -19,9 +19,9 @@ import pandas as pd
 from qru.atomic import LockedError
 from qru.config import (ADAPTERS, BIT_WIDTHS, EMBEDDED_EPOCHS, EMBEDDED_LR, IMPORT_MODELS, IMPORT_TOOLS, LOSS_FORMS,
                         METHODS, PAPER_EPOCHS, PAPER_LR, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, REGULARIZERS,
-                        RTN_BITS, RTN_GROUP_SIZES, TARGET_RECIPES, WEIGHT_PRECISIONS, ConfigError, CorpusConfig,
-                        DeltasConfig, ImportConfig, ModelConfig, RunConfig, UnlearnConfig, quantizer_set,
-                        resolve_source)
+                        NOISE_KINDS, RTN_BITS, RTN_GROUP_SIZES, TARGET_RECIPES, WEIGHT_PRECISIONS, ConfigError,
+                        CorpusConfig, DeltasConfig, ImportConfig, ModelConfig, RunConfig, UnlearnConfig,
+                        quantizer_set, resolve_source)
 from qru.corpus.muse import CorpusError
 from qru.store import SUMMARY_COLUMNS, RunStore, StoreError
 from qru.sweeps import PRESETS
@@ -334,6 +334,52 @@ def cmd_paper_table(args) -> int:
     return 0
 
 
+def _controls_report(store: RunStore, run_id: str, rows: list[dict], metrics=("knowmem_forget", "nll_forget")) -> str:
+    from qru.views.curves import curve_frame, grid_sentence, sentence, undone_by_control
+
+    frame, table = curve_frame(rows), store.metrics(run_id)
+    lines = [grid_sentence(rows)] if grid_sentence(rows) else []
+    for metric in metrics:
+        lines.append(sentence(run_id, undone_by_control(frame, table, metric), metric).replace("**", ""))
+        part = frame[frame["model"] == "unlearned"] if metric in frame.columns else frame.iloc[0:0]
+        if not part.empty:
+            summary = part.groupby(["label", "control"], sort=False)[metric].agg(["mean", "std", "count"])
+            lines.append(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    return "\n".join(lines)
+
+
+def cmd_noise(args) -> int:
+    from qru.controls import compute_controls
+
+    store = RunStore(args.cache)
+    run_id = _resolve_run_id(store, args.run_id)
+    config = store.config(run_id)
+    specs = [s for s in config.quant_specs() if s.bits < 32] if isinstance(config, RunConfig) else []
+    if not specs:
+        raise ConfigError(f"run {run_id} has no quantized bit width to compare noise controls with")
+    if any(s.is_gptq for s in specs):
+        raise ConfigError("noise controls need a quantizer that rounds block by block; GPTQ quantizes whole models")
+    rows = compute_controls(store, run_id, specs, tuple(args.kinds), tuple(args.seeds), quantized=True,
+                            progress=_progress_printer(args.quiet))
+    print(_controls_report(store, run_id, [r for r in rows if r["quantizer"] in {s.key for s in specs}]))
+    return 0
+
+
+def cmd_curve(args) -> int:
+    from qru.controls import compute_controls, curve_specs
+
+    store = RunStore(args.cache)
+    run_id = _resolve_run_id(store, args.run_id)
+    config = store.config(run_id)
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"{run_id} is not a qru run: curves need its models")
+    specs = curve_specs(config, tuple(sorted(set(args.bits), reverse=True)), args.group_size)
+    rows = compute_controls(store, run_id, specs, tuple(args.kinds), tuple(args.noise_seeds), quantized=True,
+                            progress=_progress_printer(args.quiet))
+    print(_controls_report(store, run_id, rows))
+    return 0
+
+
 def cmd_deltas(args) -> int:
     from qru.compare import compare, deltas_config
 
@@ -576,6 +622,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="unlearning seeds (default 0 1 2)")
     run_args(p, single=False)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("noise", help="noise controls of a stored run: its quantized bit widths again, with random "
+                                     "perturbations of the quantization error's size instead of quantization")
+    p.add_argument("run_id", help="a run id (or its unique beginning)")
+    p.add_argument("--kinds", nargs="+", choices=NOISE_KINDS, default=list(NOISE_KINDS),
+                   help="permuted: the block's error values permuted within the block; gaussian: N(0, block error "
+                        "RMS^2) (default both)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="noise seeds (default 0 1 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_noise)
+
+    p = sub.add_parser("curve", help="metrics of a stored run against bit width (RTN 8..2 bits and the bitsandbytes "
+                                     "formats) for target, retrain and unlearned, with the noise-control band")
+    p.add_argument("run_id", help="a run id (or its unique beginning)")
+    p.add_argument("--bits", type=int, nargs="+", choices=RTN_BITS, default=list(RTN_BITS),
+                   help="bit widths (default 8 7 6 5 4 3 2)")
+    p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=64,
+                   help="RTN group size (default 64; an RTN run keeps its own)")
+    p.add_argument("--kinds", nargs="+", choices=NOISE_KINDS, default=list(NOISE_KINDS), help="noise controls")
+    p.add_argument("--noise-seeds", type=int, nargs="+", default=[0, 1], help="noise seeds (default 0 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("paper-table", help="print recorded sweeps as the papers' tables, several side by side "
                                            "(e.g. zhang2025 lora2026: full fine-tuning and LoRA columns)")

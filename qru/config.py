@@ -27,6 +27,7 @@ RTN_TYPES = ("rtn-asym", "rtn-sym")  # RTN int-k: min/max with zero point, or ab
 GPTQ_TYPES = ("gptq-asym", "gptq-sym")  # GPTQ int-k (qru.gptq, calibrated on D_r): with a zero point, or symmetric
 RTN_GROUP_SIZES = (0, 32, 64, 128)  # 0 = per output channel (the whole row)
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+NOISE_KINDS = ("permuted", "gaussian")  # noise controls (qru.noise)
 WEIGHT_PRECISIONS = ("fp32", "bf16-rounded")  # weights during unlearning (UnlearnConfig.weight_precision)
 PRECISIONS = ("fp32", "bf16")  # weights and compute; bf16 needs CUDA (bf16 compute on CPU is ~16x slower)
 MUSE_HUB = {"muse-news": "muse-bench/MUSE-News", "muse-books": "muse-bench/MUSE-Books"}

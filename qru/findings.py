@@ -8,6 +8,8 @@ weight statistics under the run's own quantizer); thresholds that turn numbers i
   below that "kept"; the verdict of a bit width uses the headline metrics (KnowMem-forget, forget NLL,
   entity-token VerbMem) that have an effect beyond their noise, and takes their median.
 - KEPT_UPDATE: rounding "kept the update" where share_kept >= 0.8, "erased most of it" where share_kept < 0.5.
+- Noise controls (where ``qru noise`` / ``qru curve`` computed them): qru.views.curves.verdict, "rounding back" or
+  "fragility"; the grid position of the target under the run's quantizer (qru.controls.grid_position).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from qru.config import RunConfig
 from qru.views.metric_tables import COLUMNS
+from qru.views.curves import curve_frame, undone_by_control, verdict
 from qru.views.undone import forgetting_undone
 
 HEADLINE = ("knowmem_forget", "nll_forget", "verbmem_entity")
@@ -45,9 +48,12 @@ def _delta_total(deltas: pd.DataFrame | None, key: str) -> dict:
 
 
 def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFrame, samples: dict | None,
-                 deltas: pd.DataFrame | None) -> RunFindings:
-    """The numbers of one stored run (its config, metrics.json frame, samples.json and deltas.parquet frame)."""
+                 deltas: pd.DataFrame | None, controls: list[dict] | None = None) -> RunFindings:
+    """The numbers of one stored run (its config, metrics.json frame, samples.json, deltas.parquet frame and, where
+    computed, its controls.json rows: noise controls and grid positions, qru.controls)."""
     undone = forgetting_undone(metrics, samples)
+    by_control = {m: undone_by_control(curve_frame(controls or []), metrics, m) for m in ("knowmem_forget",
+                                                                                           "nll_forget")}
     per_bits = []
     for spec in config.quant_specs():
         if spec.bits == 32:
@@ -58,8 +64,29 @@ def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFram
                          "undone": float(measured.median()) if not measured.empty else float("nan"),
                          "metrics": part, **{k: _delta_total(deltas, spec.key).get(k, float("nan")) for k in
                                              ("share_kept", "cosine", "noise_ratio", "code_flip_rate",
-                                              "flips_boundary", "flips_scale", "numel", "below_half_step")}})
+                                              "flips_boundary", "flips_scale", "numel", "below_half_step")},
+                         "controls": {m: verdict(u, spec.key) for m, u in by_control.items()},
+                         "grid": next((r for r in controls or [] if r.get("control") == "grid"
+                                       and r.get("quantizer") == spec.key), None)})
     return RunFindings(run_id, name, config, undone, per_bits)
+
+
+def _controls_words(b: dict) -> str:
+    """What the noise controls of this quantizer say, where computed."""
+    parts = []
+    for metric, v in b.get("controls", {}).items():
+        if v["verdict"] == "not measured":
+            continue
+        parts.append(f"{COLUMNS.get(metric, metric)}: quantization undid {v['quantized']:.0%}, random noise of the "
+                     f"same per-block size {v['noise_mean']:.0%} on average (at most {v['noise_max']:.0%}) — "
+                     f"{v['verdict']}")
+    text = ("Noise controls: " + "; ".join(parts) + ".") if parts else ""
+    grid = b.get("grid")
+    if grid:
+        where = "on" if grid["share_on_grid"] > 0.5 else "near" if grid["share_on_grid"] > 0.05 else "not on"
+        text += (f" The target's weights sit {where} this grid ({grid['share_on_grid']:.1%} within 1% of a step of a "
+                 f"grid point; mean offset {grid['mean_offset_steps']:.3f} steps, 0.25 if spread evenly).")
+    return text.strip()
 
 
 def _verdict(share: float) -> str:
@@ -121,6 +148,9 @@ def sentences(f: RunFindings) -> list[str]:
             out.append(f"At **{b['label']}**, PTQ {_verdict(b['undone'])} — median over the headline metrics; "
                        f"{_metric_words(b['metrics'])}.")
         out.append(_weights_words(b))
+        controls = _controls_words(b)
+        if controls:
+            out.append(controls)
         why = _why(b)
         if why:
             out.append(why)

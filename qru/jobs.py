@@ -19,7 +19,7 @@ from pathlib import Path
 
 from qru.atomic import LockedError, read_json, write_json
 from qru.cli import configs_for
-from qru.config import RunConfig
+from qru.config import ConfigError, RunConfig
 from qru.store import RunStore, StoreError, run_id_of
 
 JOBS = "jobs"
@@ -65,12 +65,14 @@ class JobProgress:
 def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
 
-    ``argv`` must be a ``run``, ``demo``, ``sweep``, ``deltas`` or ``import`` command; it is validated first
+    ``argv`` must be a ``run``, ``demo``, ``sweep``, ``deltas``, ``import``, ``curve`` or ``noise`` command; it is
+    validated first
     (ConfigError names the bad
     value) so that nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
     """
-    run_ids = [run_id_of(c) for c in configs_for(argv)]
-    busy = running_job(store, run_ids)
+    run_ids = _analysis_runs(store, argv) if argv[:1] in (["curve"], ["noise"]) else \
+        [run_id_of(c) for c in configs_for(argv)]
+    busy = running_job(store, run_ids) if argv[:1] not in (["curve"], ["noise"]) else None
     if busy:
         raise LockedError(f"these runs are already being computed by the job {busy.title!r} started at "
                           f"{time.strftime('%H:%M:%S', time.localtime(busy.started))}")
@@ -85,6 +87,19 @@ def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
     job = Job(job_id, title, list(argv), run_ids, proc.pid, time.time(), _start_tick(proc.pid))
     write_json(folder / f"{job_id}.json", job.__dict__)
     return job
+
+
+def _analysis_runs(store: RunStore, argv: list[str]) -> list[str]:
+    """A ``curve`` / ``noise`` job analyses a finished run and computes none: it has no runs of its own (its
+    progress is its process and log). Raises ConfigError if the run named is not a finished run of the store."""
+    run_id = argv[1] if len(argv) > 1 else ""
+    try:
+        state = store.status(run_id).get("state")
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from exc
+    if state != "done":
+        raise ConfigError(f"run {run_id} is not finished ({state})")
+    return []
 
 
 def list_jobs(store: RunStore) -> list[Job]:
@@ -153,6 +168,15 @@ def is_alive(pid: int, start_tick: int = 0) -> bool:
 def job_progress(store: RunStore, job: Job) -> JobProgress:
     """The job's state, read from its runs' status files and its process."""
     alive = is_alive(job.pid, job.pid_start)
+    if not job.run_ids:  # an analysis job (qru curve / noise): its process and its log tell
+        tail = log_tail(store, job)
+        errors = [line for line in tail.splitlines() if line.startswith("qru: ")]
+        if alive:
+            lines = [line for line in tail.splitlines() if line.strip()]
+            return JobProgress("running", 0.0, lines[-1][-120:] if lines else "starting", 0)
+        if errors:
+            return JobProgress("failed", 0.0, "stopped", 0, errors[-1], tail)
+        return JobProgress("done", 1.0, "finished", 0)
     done, current = 0, None
     for i, run_id in enumerate(job.run_ids):
         try:

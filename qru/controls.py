@@ -1,0 +1,190 @@
+"""Noise controls and metric-vs-bit-width curves of a stored run (``qru noise``, ``qru curve``).
+
+For a finished run, the models are rebuilt from the store (the target and retrain models from the model cache, the
+start of unlearning from the run's scenario, the unlearned model from its stored delta or LoRA adapter) and evaluated
+
+- quantized by each quantizer of the curve: RTN int-k at 8..2 bits and the bitsandbytes formats (LLM.int8 at 8,
+  FP4 and NF4 at 4), for the target (the start of unlearning), the retrain and the unlearned model;
+- with a noise control instead of quantization (qru.noise: the block's error values permuted, or Gaussian noise with
+  the block's error RMS), for the target and the unlearned model, over several noise seeds;
+
+and, per quantizer, how close the target's weights sit to that quantizer's grid (:func:`grid_position`).
+
+Everything is kept in the run's ``controls.json`` (rows {model, quantizer, bits, control, seed, metrics...}); a
+rerun computes only what is missing, under a lock, and writes after every quantizer, so a kill loses at most one
+quantizer's work and never what is stored.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file
+
+from qru.atomic import exclusive, write_json
+from qru.config import QuantSpec, RunConfig
+from qru.evals.privleak import privleak
+from qru.evals.suite import evaluate
+from qru.noise import KINDS, noisy_model
+from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
+from qru.scenarios import start_model
+from qru.store import RunStore, StoreError
+
+CONTROLS = "controls.json"
+CURVE_BITS = (8, 7, 6, 5, 4, 3, 2)
+NEAR_GRID = 0.01  # a weight within this share of a step of a grid point counts as "on the grid"
+
+
+@dataclass
+class RunModels:
+    """A stored run's models rebuilt: its config, corpus, model pair, the start of unlearning and the unlearned model."""
+
+    config: RunConfig
+    corpus: object
+    pair: object
+    start: torch.nn.Module
+    unlearned: torch.nn.Module
+    retrain_auc: float | None = None
+
+
+def load_run_models(store: RunStore, run_id: str) -> RunModels:
+    """Rebuild a finished run's models (see the module docstring). Raises StoreError if the run is not a finished
+    qru run or its weights are missing."""
+    from qru.corpus import ensure_corpus
+    from qru.models import ensure_models
+
+    config = store.config(run_id)
+    if not isinstance(config, RunConfig):
+        raise StoreError(f"{run_id} is not a qru run (a comparison or import has no models to perturb)")
+    if store.status(run_id).get("state") != "done":
+        raise StoreError(f"run {run_id} is not finished")
+    corpus = ensure_corpus(config.corpus, store.root)
+    pair = ensure_models(corpus, config.corpus, config.model, store.root)
+    start = start_model(pair.target, config.unlearn)
+    metrics = store.metrics(run_id)
+    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
+    auc = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
+    return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start), auc)
+
+
+def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) -> torch.nn.Module:
+    delta_file, adapter = folder / "unlearned_delta.safetensors", folder / "adapter"
+    if delta_file.is_file():  # W_u = W_t + dW (full fine-tuning, or LoRA from a snapped start)
+        model = copy.deepcopy(target)
+        state = model.state_dict()
+        with torch.no_grad():
+            for name, delta in load_file(str(delta_file)).items():
+                if name not in state:
+                    raise StoreError(f"{delta_file}: {name} is not a weight of the target")
+                state[name].add_(delta.to(state[name].dtype))
+        return model.eval()
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+        return PeftModel.from_pretrained(copy.deepcopy(start), str(adapter)).merge_and_unload().eval()
+    raise StoreError(f"{folder} holds neither unlearned_delta.safetensors nor adapter/")
+
+
+def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_size: int = 64) -> list[QuantSpec]:
+    """The quantizers of a curve: RTN int-k (the run's own grid if it is an RTN run, else asymmetric with groups of
+    ``group_size``) at each of ``bits``, then LLM.int8 at 8 and FP4 / NF4 (block 64) at 4 where 8 / 4 are in bits."""
+    kind = "rtn-sym" if config.quantizer == "rtn" and config.symmetric else "rtn-asym"
+    group = config.group_size if config.quantizer == "rtn" else group_size
+    specs = [QuantSpec(b, kind, group_size=group) for b in bits]
+    specs += [QuantSpec(8, "int8")] if 8 in bits else []
+    specs += [QuantSpec(4, "fp4", 64), QuantSpec(4, "nf4", 64)] if 4 in bits else []
+    return specs
+
+
+def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
+    """Where a model's quantizable weights sit inside their bins under ``spec``: the mean of |W - Q(W)| / step
+    (about 0.25 for weights spread evenly inside their bins, 0 on the grid) and the share within NEAR_GRID of a step
+    of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid)."""
+    total = near = 0
+    offset = 0.0
+    for module in quantizable_linears(model).values():
+        w = module.weight.detach().float()
+        q = quantize_tensor(w, spec)
+        rel = (w - q.dequant).abs() / q.step.clamp(min=1e-30)
+        total += w.numel()
+        near += int((rel <= NEAR_GRID).sum())
+        offset += float(rel.double().sum())
+    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1)}
+
+
+def read_controls(store: RunStore, run_id: str) -> list[dict]:
+    """The rows of a run's controls.json ([] if none). Raises StoreError if the file is not valid JSON."""
+    path = store.path(run_id) / CONTROLS
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"run {run_id}: {CONTROLS} cannot be read ({exc})") from exc
+
+
+def _key(row: dict) -> tuple:
+    return row["model"], row["quantizer"], row["control"], row.get("seed")
+
+
+def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds: tuple[str, ...] = KINDS,
+                     seeds: tuple[int, ...] = (0, 1, 2), quantized: bool = True,
+                     progress: Callable[[str, int, int, str], None] | None = None) -> list[dict]:
+    """Compute and store (controls.json) what is missing of: for each quantizer in ``specs``, the grid position of
+    the target, the quantized target / retrain / unlearned models (``quantized``), and each noise control in
+    ``kinds`` over ``seeds`` for the target and the unlearned model. Returns all stored rows.
+
+    Raises StoreError (not a finished run), ValueError (a quantizer without blocks, e.g. GPTQ) and LockedError
+    (another process is computing this run's controls)."""
+    progress = progress or (lambda *a: None)
+    for spec in specs:
+        if spec.bits == 32 or spec.is_gptq:
+            raise ValueError(f"{spec.key}: controls need a quantizer that rounds block by block, below 32 bits")
+    lock = store.path(run_id) / ".controls.lock"
+    with exclusive(lock, what=f"the controls of run {run_id}"):
+        rows = read_controls(store, run_id)
+        done = {_key(r) for r in rows}
+        models = None
+        for i, spec in enumerate(specs):
+            todo = _todo(spec, kinds, seeds, quantized, done)
+            if not todo:
+                continue
+            models = models or load_run_models(store, run_id)
+            progress("controls", i, len(specs), spec.label)
+            for item in todo:
+                rows.append(_compute(models, spec, *item))
+                done.add(_key(rows[-1]))
+            write_json(store.path(run_id) / CONTROLS, rows)
+        progress("controls", len(specs), len(specs), "done")
+    return rows
+
+
+def _todo(spec: QuantSpec, kinds, seeds, quantized: bool, done: set) -> list[tuple]:
+    items = [("target", "grid", None)]
+    if quantized:
+        items += [(m, "quantized", None) for m in ("target", "retrain", "unlearned")]
+    items += [(m, k, s) for k in kinds for s in seeds for m in ("target", "unlearned")]
+    return [it for it in items if (it[0], spec.key, it[1], it[2]) not in done]
+
+
+def _compute(models: RunModels, spec: QuantSpec, model: str, control: str, seed: int | None) -> dict:
+    row = {"model": model, "quantizer": spec.key, "bits": spec.bits, "label": spec.label, "control": control,
+           "seed": seed}
+    source = {"target": models.start, "retrain": models.pair.retrain, "unlearned": models.unlearned}[model]
+    if control == "grid":
+        return {**row, **grid_position(source, spec)}
+    if source is None:
+        return {**row, "missing": "no retrain model"}
+    perturbed = fake_quantize(source, spec) if control == "quantized" else noisy_model(source, spec, control, seed)
+    cfg = models.config
+    metrics = evaluate(perturbed, models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
+    if models.retrain_auc:
+        metrics["privleak"] = privleak(metrics["auc"], models.retrain_auc)
+    return {**row, **metrics}
+
+
+__all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position",
+           "load_run_models", "read_controls"]

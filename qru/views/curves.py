@@ -1,0 +1,173 @@
+"""Metric-vs-bit-width curves of stored runs with the noise-control band, and the sentence that reads them.
+
+Input: a run's controls.json rows (qru.controls) and its metrics.json frame (the 32-bit values). For a metric and an
+unlearned model at bit width b, the share of the forgetting undone (qru.views.undone) is computed for quantization and
+for each noise control of the same quantizer:
+
+    undone = (m_u,b - m_u,32) / (m_t,b - m_u,32)      (m_t,b: the target under the same perturbation)
+
+The verdict of a quantizer (``verdict``): nothing to explain where quantization undid less than UNDONE (0.2); else
+*fragility* where the noise controls undid at least HALF (0.5) of what quantization undid (any perturbation of that
+size undoes it), else *rounding back* (quantization undid far more than random noise of the same size: rounding
+pulled the weights back to the target's codes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from qru.views.metric_tables import COLUMNS
+
+UNDONE, HALF = 0.2, 0.5
+CURVE_METRICS = ("knowmem_forget", "nll_forget", "knowmem_retain", "privleak", "verbmem_entity")
+
+
+def curve_frame(rows: list[dict]) -> pd.DataFrame:
+    """controls.json rows as a frame (grid-position rows left out)."""
+    frame = pd.DataFrame([r for r in rows if r.get("control") != "grid"])
+    return frame if not frame.empty else pd.DataFrame(columns=["model", "quantizer", "bits", "control", "seed"])
+
+
+def _full(metrics: pd.DataFrame, model: str, metric: str) -> float:
+    rows = metrics[(metrics["model"] == model) & (metrics["bits"] == 32)]
+    return float(rows.iloc[0][metric]) if not rows.empty and metric in rows.columns else float("nan")
+
+
+def undone_by_control(frame: pd.DataFrame, metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (quantizer, control, seed) with the unlearned model's value and the share undone under that
+    perturbation (NaN where the target and the unlearned model at 32 bits do not differ)."""
+    u32 = _full(metrics, "unlearned", metric)
+    out = []
+    if metric not in frame.columns:
+        return pd.DataFrame(columns=["quantizer", "bits", "label", "control", "seed", "value", "undone"])
+    for (quantizer, control, seed), group in frame.groupby(["quantizer", "control", "seed"], dropna=False):
+        u = group[group["model"] == "unlearned"]
+        t = group[group["model"] == "target"]
+        if u.empty or t.empty:
+            continue
+        ub, tb = float(u.iloc[0][metric]), float(t.iloc[0][metric])
+        denominator = tb - u32
+        out.append({"quantizer": quantizer, "bits": int(u.iloc[0]["bits"]), "label": u.iloc[0].get("label", quantizer),
+                    "control": control, "seed": seed, "value": ub,
+                    "undone": (ub - u32) / denominator if abs(denominator) > 1e-12 else float("nan")})
+    return pd.DataFrame(out)
+
+
+def verdict(undone: pd.DataFrame, quantizer: str) -> dict:
+    """For one quantizer: the share undone by quantization, the mean and max over the noise controls, and the
+    verdict ("nothing undone", "fragility", "rounding back", or "not measured")."""
+    part = undone[undone["quantizer"] == quantizer]
+    q = part[part["control"] == "quantized"]["undone"]
+    noise = part[~part["control"].isin(["quantized"])]["undone"].dropna()
+    if q.empty or not np.isfinite(q.iloc[0]) or noise.empty:
+        return {"quantized": float("nan"), "noise_mean": float("nan"), "noise_max": float("nan"),
+                "verdict": "not measured"}
+    qv = float(q.iloc[0])
+    result = {"quantized": qv, "noise_mean": float(noise.mean()), "noise_max": float(noise.max())}
+    if qv < UNDONE:
+        result["verdict"] = "nothing undone"
+    elif result["noise_mean"] >= HALF * qv:
+        result["verdict"] = "fragility"
+    else:
+        result["verdict"] = "rounding back"
+    return result
+
+
+def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
+    """A sentence reading one run's curve for ``metric``, generated from the numbers."""
+    title = COLUMNS.get(metric, metric)
+    verdicts = {q: verdict(undone, q) for q in undone["quantizer"].unique()} if not undone.empty else {}
+    measured = {q: v for q, v in verdicts.items() if v["verdict"] != "not measured"}
+    if not measured:
+        return (f"**{name}**, {title}: no share undone can be computed (the unlearned model does not differ from "
+                "the target at 32 bits on this metric, or the controls are missing).")
+    labels = undone.drop_duplicates("quantizer").set_index("quantizer")["label"]
+    undid = {q: v for q, v in measured.items() if v["verdict"] != "nothing undone"}
+    if not undid:
+        worst = max(measured, key=lambda q: measured[q]["quantized"])
+        return (f"**{name}**, {title}: no quantizer of the curve undid the forgetting (at most "
+                f"{measured[worst]['quantized']:.0%}, {labels[worst]}).")
+    parts = []
+    for q, v in sorted(undid.items(), key=lambda kv: -kv[1]["quantized"]):
+        parts.append(f"{labels[q]}: {v['quantized']:.0%} undone by quantization vs {v['noise_mean']:.0%} (at most "
+                     f"{v['noise_max']:.0%}) by noise of the same size — {v['verdict']}")
+    kinds = {v["verdict"] for v in undid.values()}
+    cause = ("rounding back explains what came back" if kinds == {"rounding back"} else
+             "fragility explains what came back" if kinds == {"fragility"} else
+             "rounding back at some widths, fragility at others")
+    return f"**{name}**, {title}: {cause}. " + "; ".join(parts) + "."
+
+
+def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: str) -> go.Figure:
+    """The metric against bit width for each run (``curves``: name -> (curve_frame, metrics frame)): the 32-bit
+    value at x = 32 is drawn at the right of 8; RTN lines for target, retrain and unlearned, bitsandbytes formats as
+    markers, and the noise-control band (min..max over controls and seeds) of the unlearned model."""
+    fig = go.Figure()
+    order = {32: 9}  # 32 bits drawn just right of 8
+    x_of = lambda b: order.get(int(b), int(b))  # noqa: E731
+    for name, (frame, metrics) in curves.items():
+        if metric not in frame.columns:
+            continue
+        rtn = frame[frame["quantizer"].str.startswith("rtn")]
+        for model, dash in (("target", "dot"), ("retrain", "dash"), ("unlearned", "solid")):
+            q = rtn[(rtn["model"] == model) & (rtn["control"] == "quantized")].sort_values("bits")
+            full = _full(metrics, model, metric)
+            xs = [x_of(b) for b in q["bits"]] + [x_of(32)]
+            fig.add_trace(go.Scatter(x=xs, y=list(q[metric]) + [full], mode="lines+markers", name=f"{name}: {model}",
+                                     line={"dash": dash}))
+        bnb = frame[~frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")
+                    & (frame["model"] == "unlearned")]
+        if not bnb.empty:
+            fig.add_trace(go.Scatter(x=[x_of(b) for b in bnb["bits"]], y=bnb[metric], mode="markers",
+                                     marker={"symbol": "diamond", "size": 10}, text=bnb["label"],
+                                     name=f"{name}: unlearned, bitsandbytes"))
+        noise = rtn[(rtn["model"] == "unlearned") & ~rtn["control"].isin(["quantized"])]
+        if not noise.empty:
+            band = noise.groupby("bits")[metric].agg(["min", "max"]).sort_index()
+            xs = [x_of(b) for b in band.index]
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(band["max"]) + list(band["min"])[::-1], fill="toself",
+                                     opacity=0.25, line={"width": 0}, name=f"{name}: unlearned, noise band"))
+    fig.update_layout(xaxis={"title": "bit width (RTN int-k; right: 32 bits)", "tickvals": [2, 3, 4, 5, 6, 7, 8, 9],
+                             "ticktext": ["2", "3", "4", "5", "6", "7", "8", "32"]},
+                      yaxis={"title": COLUMNS.get(metric, metric)}, height=480, margin={"t": 30})
+    return fig
+
+
+def controls_table(rows: list[dict], quantizers: list[str], metrics=("knowmem_forget", "nll_forget",
+                                                                    "verbmem_entity", "knowmem_retain")) -> pd.DataFrame:
+    """Quantized vs noise controls side by side for the quantizer keys ``quantizers``: one row per (quantizer,
+    model, control) with each metric as ``mean ± sd (n)`` over noise seeds (the quantized value alone)."""
+    frame = curve_frame(rows)
+    frame = frame[frame["quantizer"].isin(quantizers)] if not frame.empty else frame
+    out = []
+    for (label, model, control), group in frame.groupby(["label", "model", "control"], sort=False):
+        row = {"quantizer": label, "model": model, "perturbation": control}
+        for metric in metrics:
+            if metric in group.columns:
+                values = group[metric].dropna()
+                row[COLUMNS.get(metric, metric)] = (f"{values.iloc[0]:.3g}" if len(values) == 1 else
+                                                    f"{values.mean():.3g} ± {values.std(ddof=1):.2g} (n={len(values)})"
+                                                    if len(values) else "—")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def grid_sentence(rows: list[dict]) -> str:
+    """Where the target's weights sit inside their 4-bit bins, in words, from controls.json's grid rows."""
+    grid = [r for r in rows if r.get("control") == "grid" and r.get("bits") == 4]
+    if not grid:
+        return ""
+    parts = [f"{r['label']}: {r['share_on_grid']:.1%} within 1% of a step of a grid point, mean offset "
+             f"{r['mean_offset_steps']:.3f} steps" for r in grid]
+    on = [r for r in grid if r["share_on_grid"] > 0.5]
+    near = [r for r in grid if 0.05 < r["share_on_grid"] <= 0.5]
+    reading = ("its weights sit on the grid of " + ", ".join(r["label"] for r in on) if on else
+               "its weights sit near the grid of " + ", ".join(r["label"] for r in near) if near else
+               "its weights sit spread inside their bins (evenly spread weights give about 2% within 1% of a step "
+               "and a mean offset of 0.25 steps), not on a 4-bit grid")
+    return "Measured on the target (the start of unlearning): " + "; ".join(parts) + f" — {reading}."
+
+
+__all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_sentence", "sentence", "undone_by_control",
+           "verdict"]

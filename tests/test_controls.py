@@ -1,0 +1,125 @@
+"""Noise controls (permuted per-block error, Gaussian with the block's error RMS), rebuilt run models, and a small
+metric-vs-bit-width curve on the micro configuration."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qru.cli import configs_for, main
+from qru.config import QuantSpec
+from qru.controls import compute_controls, curve_specs, grid_position, load_run_models, read_controls
+from qru.deltas import scan, weight_pairs
+from qru.noise import block_ids, gaussian_error, noisy_model, permuted_error, perturbation
+from qru.quant import quantize_tensor
+from qru.store import RunStore
+from qru.views.curves import curve_figure, curve_frame, grid_sentence, sentence, undone_by_control, verdict
+
+SPECS = [QuantSpec(4, "fp4", 64), QuantSpec(8, "int8"), QuantSpec(3, "rtn-asym", group_size=32),
+         QuantSpec(4, "rtn-sym", group_size=0)]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.key)
+def test_permuted_error_is_the_blocks_own_error_multiset(spec):
+    w = torch.randn(12, 100, generator=torch.Generator().manual_seed(0))  # 100: RTN g32 ends in a short group
+    error = quantize_tensor(w, spec).dequant - w
+    ids = block_ids(tuple(w.shape), spec)
+    permuted = permuted_error(error, ids, torch.Generator().manual_seed(1))
+    assert not torch.equal(permuted, error)
+    for block in ids.unique():
+        mask = ids == block
+        assert torch.equal(torch.sort(permuted[mask]).values, torch.sort(error[mask]).values)
+    sizes = torch.bincount(ids.flatten())
+    expected = {"fp4": 64, "int8": 100, "rtn-asym": 32, "rtn-sym": 100}[spec.quant_type]
+    assert int(sizes.max()) == expected
+
+
+def test_gaussian_noise_has_the_blocks_error_rms():
+    spec = QuantSpec(4, "rtn-sym", group_size=0)  # one block per row of 8192 weights
+    w = torch.randn(6, 8192, generator=torch.Generator().manual_seed(0)) * torch.arange(1, 7).unsqueeze(1)
+    error = quantize_tensor(w, spec).dequant - w
+    noise = gaussian_error(error, block_ids(tuple(w.shape), spec), torch.Generator().manual_seed(2))
+    rms_error, rms_noise = error.pow(2).mean(1).sqrt(), noise.pow(2).mean(1).sqrt()
+    assert torch.allclose(rms_noise, rms_error, rtol=0.05)
+    assert abs(float(noise.mean())) < 0.05 * float(rms_error.mean())
+    with pytest.raises(ValueError, match="unknown noise control"):
+        perturbation(w, spec, "uniform", torch.Generator())
+    with pytest.raises(ValueError, match="block by block"):
+        block_ids((2, 2), QuantSpec())
+
+
+def test_grid_position_tells_snapped_from_natural_weights(micro_models):
+    from qru.quant import fake_quantize
+    spec = QuantSpec(4, "nf4", 64)
+    natural = grid_position(micro_models.target, spec)
+    snapped = grid_position(fake_quantize(micro_models.target, spec), spec)
+    assert snapped["share_on_grid"] == 1.0 and snapped["mean_offset_steps"] < 1e-6
+    assert natural["share_on_grid"] < 0.1 and 0.15 < natural["mean_offset_steps"] < 0.35
+    text = grid_sentence([{"control": "grid", "bits": 4, "label": "4-bit NF4", **snapped}])
+    assert "sit on the grid of 4-bit NF4" in text
+
+
+@pytest.fixture(scope="module")
+def curve_run(micro_cache):
+    from qru.pipeline import run
+    store = RunStore(micro_cache)
+    argv = ["run", "--scale", "micro", "--method", "npo", "--bits", "32", "4", "--max-steps", "3", "--lr", "1e-3"]
+    return store, run(configs_for(argv + ["--adapter", "full"])[0], store), \
+        run(configs_for(argv + ["--adapter", "lora", "--start-grid", "nf4-b64@4"])[0], store)
+
+
+def test_run_models_are_rebuilt_exactly_from_the_store(curve_run):
+    store, full, lora = curve_run
+    for run_id in (full, lora):
+        models = load_run_models(store, run_id)
+        key = models.config.quant_specs()[-1].key
+        rows, _ = scan(weight_pairs(models.start, models.unlearned), [QuantSpec.from_key(key)])
+        stored = store.deltas(run_id).query(f"tensor == 'total' and quantizer == '{key}'").iloc[0]
+        assert rows[-1]["share_kept"] == pytest.approx(stored["share_kept"], rel=1e-6)
+        assert rows[-1]["code_flips"] == stored["code_flips"]
+
+
+def test_a_small_curve_with_its_noise_band_and_sentence(curve_run, monkeypatch, capsys):
+    store, full, _ = curve_run
+    config = store.config(full)
+    assert [s.key for s in curve_specs(config, (8, 4, 2))] == ["rtn-asym-g64@8", "rtn-asym-g64@4", "rtn-asym-g64@2",
+                                                               "int8@8", "fp4-b64@4", "nf4-b64@4"]
+    specs = curve_specs(config, (2,))
+    rows = compute_controls(store, full, specs, ("permuted",), (0,))
+    assert len(rows) == len(specs) * (1 + 3 + 2)  # grid, 3 quantized models, 2 noisy models
+    import qru.controls
+    monkeypatch.setattr(qru.controls, "_compute", lambda *a: pytest.fail("recomputed a stored control"))
+    assert compute_controls(store, full, specs, ("permuted",), (0,)) == rows == read_controls(store, full)
+    frame, metrics = curve_frame(rows), store.metrics(full)
+    undone = undone_by_control(frame, metrics, "nll_forget")
+    assert set(undone["control"]) == {"quantized", "permuted"}
+    v = verdict(undone, "rtn-asym-g64@2")
+    assert v["verdict"] in ("nothing undone", "fragility", "rounding back")
+    text = sentence("run", undone, "nll_forget")
+    assert text.startswith("**run**, NLL forget:")
+    fig = curve_figure({"run": (frame, metrics)}, "nll_forget")
+    assert any("noise band" in t.name for t in fig.data)
+    monkeypatch.undo()
+    assert main(["--cache", str(store.root), "curve", full, "--bits", "2", "--kinds", "permuted",
+                 "--noise-seeds", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "NLL forget" in out and "permuted" in out
+
+
+def test_verdict_reads_hand_made_numbers():
+    import pandas as pd
+    undone = pd.DataFrame([{"quantizer": "q", "bits": 4, "label": "q", "control": c, "seed": s, "value": 0, "undone": u}
+                           for c, s, u in (("quantized", None, 0.9), ("permuted", 0, 0.05), ("gaussian", 0, 0.1))])
+    assert verdict(undone, "q")["verdict"] == "rounding back"
+    undone.loc[undone["control"] != "quantized", "undone"] = 0.8
+    assert verdict(undone, "q")["verdict"] == "fragility"
+    undone.loc[undone["control"] == "quantized", "undone"] = 0.1
+    assert verdict(undone, "q")["verdict"] == "nothing undone"
+
+
+def test_noisy_model_leaves_the_model_and_is_seeded(micro_models):
+    spec = QuantSpec(4, "fp4", 64)
+    a = noisy_model(micro_models.target, spec, "permuted", 0)
+    b = noisy_model(micro_models.target, spec, "permuted", 0)
+    c = noisy_model(micro_models.target, spec, "permuted", 1)
+    w = lambda m: m.model.layers[0].mlp.down_proj.weight  # noqa: E731
+    assert torch.equal(w(a), w(b)) and not torch.equal(w(a), w(c)) and not torch.equal(w(a), w(micro_models.target))
