@@ -196,6 +196,27 @@ def test_findings_page_states_the_numbers_of_the_picked_runs(store):
     assert any(f"share kept {v:.2f}" in text for v in kept["share_kept"])
 
 
+def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, tmp_path):
+    from qru.config import QuantSpec
+    from qru.controls import compute_controls
+
+    root = tmp_path / "store"
+    shutil.copytree(store.root / "runs", root / "runs")
+    for part in ("models", "corpus"):
+        shutil.copytree(store.root / part, root / part)
+    copy = RunStore(root)
+    run_id = next(r for r in copy.ids() if r.startswith("ga-"))
+    at = _app(root, "curves")
+    assert [b for b in at.button if b.label.startswith("Compute the curve of")]
+    assert "qru --cache" in at.code[0].value and f"curve {run_id}" in " ".join(c.value for c in at.code)
+    compute_controls(copy, run_id, [QuantSpec(4, "fp4", 64)], ("permuted",), (0,))  # the run's own 4-bit quantizer
+    at = _app(root, "curves")
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert "KnowMem-forget" in _texts(at) or "NLL forget" in _texts(at)
+    at = _app(root, "metrics")
+    assert not at.exception and any("Quantized vs noise controls" in c.value for c in at.caption)
+
+
 def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store.root / "runs", root / "runs")
