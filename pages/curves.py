@@ -11,9 +11,9 @@ from qru.config import ConfigError, RunConfig
 from qru.controls import read_controls
 from qru.jobs import launch_job, running_jobs
 from qru.store import StoreError
-from qru.views.curves import CURVE_METRICS, curve_figure, curve_frame, grid_sentence, sentence, undone_by_control
+from qru.views.curves import (CURVE_METRICS, HALF, UNDONE, curve_figure, curve_frame, grid_sentence, sentence,
+                              undone_by_control)
 from qru.views.metric_tables import COLUMNS
-from qru.views.curves import UNDONE, HALF
 
 ui.in_frame()
 
@@ -53,7 +53,7 @@ if running_jobs(store):
     st.fragment(ui.jobs_panel, run_every=2)()
 if not curves:
     st.stop()
-metric = st.selectbox("Metric", [m for m in CURVE_METRICS], format_func=lambda m: COLUMNS.get(m, m))
+metric = st.selectbox("Metric", list(CURVE_METRICS), format_func=lambda m: COLUMNS.get(m, m))
 data = {name[r]: (curve_frame(rows), ui.load(r, "metrics")) for r, rows in curves.items()}
 st.plotly_chart(curve_figure(data, metric))
 for run_id, rows in curves.items():
