@@ -30,3 +30,14 @@ def micro_corpus(micro_cache, micro_configs):
 def micro_models(micro_cache, micro_configs, micro_corpus):
     corpus_cfg, model_cfg = micro_configs
     return ensure_models(micro_corpus, corpus_cfg, model_cfg, micro_cache)
+
+
+@pytest.fixture(scope="module")
+def module_store(micro_cache, micro_models, tmp_path_factory):
+    """A store of the test module's own holding the session's micro corpus and models, so that the module's runs
+    stay out of the stores other modules count."""
+    import shutil
+    root = tmp_path_factory.mktemp("module-store")
+    for part in ("models", "corpus"):
+        shutil.copytree(micro_cache / part, root / part)
+    return root

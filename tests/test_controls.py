@@ -59,9 +59,9 @@ def test_grid_position_tells_snapped_from_natural_weights(micro_models):
 
 
 @pytest.fixture(scope="module")
-def curve_run(micro_cache):
+def curve_run(module_store):
     from qru.pipeline import run
-    store = RunStore(micro_cache)
+    store = RunStore(module_store)
     argv = ["run", "--scale", "micro", "--method", "npo", "--bits", "32", "4", "--max-steps", "3", "--lr", "1e-3"]
     return store, run(configs_for(argv + ["--adapter", "full"])[0], store), \
         run(configs_for(argv + ["--adapter", "lora", "--start-grid", "nf4-b64@4"])[0], store)

@@ -176,10 +176,10 @@ def test_round_bf16_rounds_to_nearest():
 
 # -- a run from the grid, the demo set and the findings ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def grid_runs(micro_cache):
+def grid_runs(module_store):
     from qru.pipeline import run
 
-    store = RunStore(micro_cache)
+    store = RunStore(module_store)
     argv = ["run", "--scale", "micro", "--method", "npo", "--quant-type", "nf4", "--bits", "32", "4",
             "--max-steps", "3", "--lr", "1e-3"]
     natural = run(configs_for(argv + ["--adapter", "full"])[0], store)
