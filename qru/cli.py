@@ -203,6 +203,9 @@ def run_configs(args) -> list[RunConfig]:
         if args.quantizer != "bitsandbytes" or args.quant_type or args.blocksize:
             raise ConfigError("the demo set fixes its quantizers (bitsandbytes NF4 / FP4, block 64): drop "
                               "--quantizer, --quant-type and --blocksize")
+        if args.start_grid or args.freeze_embeddings or args.sure or 4 not in (args.bits or [4]):
+            raise ConfigError("the demo set fixes its start points, method and 4-bit comparison: drop --start-grid, "
+                              "--freeze-embeddings and --sure, and keep 4 in --bits")
         return demo_configs(_run_config(args, "npo", "gdr", "full"), args.lr)
     if any(v is not None for v in (args.method, args.regularizer, args.adapter)):
         method = args.method or "ga"

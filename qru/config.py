@@ -436,7 +436,11 @@ class UnlearnConfig:
         """The scenario fields: start point, weight precision during unlearning, embeddings."""
         _require(isinstance(self.start_grid, str), f"start_grid must be a quantizer key or '', got {self.start_grid!r}")
         if self.start_grid:
-            spec = QuantSpec.from_key(self.start_grid)
+            try:
+                spec = QuantSpec.from_key(self.start_grid)
+            except ConfigError as exc:
+                raise ConfigError(f"start grid {self.start_grid!r}: {exc}") from exc
+            _require(spec.key == self.start_grid, f"start grid {self.start_grid!r}: write it as {spec.key!r}")
             _require(spec.bits < 32 and not spec.is_gptq,
                      f"start grid {self.start_grid!r}: pick a quantizer below 32 bits that rounds weight by weight "
                      "(FP4/NF4, int8, RTN); GPTQ's grid depends on calibration text")

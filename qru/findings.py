@@ -77,8 +77,8 @@ def _controls_words(b: dict) -> str:
     for metric, v in b.get("controls", {}).items():
         if v["verdict"] == "not measured":
             continue
-        parts.append(f"{COLUMNS.get(metric, metric)}: quantization undid {v['quantized']:.0%}, random noise of the "
-                     f"same per-block size {v['noise_mean']:.0%} on average (at most {v['noise_max']:.0%}) — "
+        parts.append(f"{COLUMNS.get(metric, metric)}: quantization undid {pct(v['quantized'])}, random noise of the "
+                     f"same per-block size {pct(v['noise_mean'])} on average (at most {pct(v['noise_max'])}) — "
                      f"{v['verdict']}")
     text = ("Noise controls: " + "; ".join(parts) + ".") if parts else ""
     grid = b.get("grid")
@@ -89,20 +89,28 @@ def _controls_words(b: dict) -> str:
     return text.strip()
 
 
+def pct(x: float) -> str:
+    """A share as a whole percentage, "—" for NaN, never "-0%"."""
+    if not np.isfinite(x):
+        return "—"
+    value = round(100 * x)
+    return f"{value if value else 0}%"
+
+
 def _verdict(share: float) -> str:
     if share >= UNDONE_MOST:
-        return f"undid most of the forgetting ({share:.0%})"
+        return f"undid most of the forgetting ({pct(share)})"
     if share >= UNDONE_SOME:
-        return f"undid part of the forgetting ({share:.0%})"
-    return f"kept the forgetting ({share:.0%} undone)"
+        return f"undid part of the forgetting ({pct(share)})"
+    return f"kept the forgetting ({pct(share)} undone)"
 
 
 def _metric_words(part: pd.DataFrame) -> str:
     words = []
     for _, row in part.iterrows():
         name = COLUMNS.get(row["metric"], row["metric"])
-        words.append(f"{name} {row['undone']:.0%}" if np.isfinite(row["undone"]) else f"{name} — ({row['reason']})")
-    return "; ".join(words)
+        words.append(f"{name} {pct(row['undone'])}" if np.isfinite(row["undone"]) else f"{name} — ({row['reason']})")
+    return "; ".join(words) or "no headline metric was measured at this bit width"
 
 
 def _weights_words(b: dict) -> str:
@@ -110,12 +118,13 @@ def _weights_words(b: dict) -> str:
     if not np.isfinite(kept):
         return "The weight analysis has no entry for this quantizer."
     numel = b["numel"] if np.isfinite(b["numel"]) and b["numel"] else float("nan")
-    boundary = b["flips_boundary"] / numel if np.isfinite(numel) else float("nan")
+    boundary = b["flips_boundary"] / numel if np.isfinite(numel) and np.isfinite(b["flips_boundary"]) else float("nan")
+    split = f" ({boundary:.1%} by crossing a rounding boundary)" if np.isfinite(boundary) else ""
     how = "kept the update on average" if kept >= KEPT_UPDATE else \
         "erased most of the update" if kept < ERASED_UPDATE else "kept part of the update"
     return (f"Rounding {how}: share kept {kept:.2f} (cosine {b['cosine']:.2f} between Q(W_u)−Q(W_t) and dW; the "
             f"noise it adds, ||Q(W_u)−Q(W_t)||/||dW||, is {b['noise_ratio']:.2f}); {b['code_flip_rate']:.1%} of the "
-            f"quantized codes differ from the target's ({boundary:.1%} by crossing a rounding boundary), and "
+            f"quantized codes differ from the target's{split}, and "
             f"{b['below_half_step']:.0%} of the weights moved less than half a step.")
 
 
@@ -140,10 +149,12 @@ def sentences(f: RunFindings) -> list[str]:
     c = f.config
     scenario = "; ".join(f"{k}: {v}" for k, v in c.unlearn.scenario.items())
     out = [f"**{f.name}** — {c.unlearn.label.split(' [')[0]}; {scenario}."]
+    if not f.per_bits:
+        out.append("This run has no quantized bit width: there is nothing for quantization to undo.")
     for b in f.per_bits:
         if not np.isfinite(b["undone"]):
-            out.append(f"At **{b['label']}** no headline metric had a full-precision effect beyond its noise "
-                       f"({_metric_words(b['metrics'])}): there is no measured forgetting for quantization to undo.")
+            out.append(f"At **{b['label']}** no share of the forgetting undone can be stated: "
+                       f"{_metric_words(b['metrics'])}.")
         else:
             out.append(f"At **{b['label']}**, PTQ {_verdict(b['undone'])} — median over the headline metrics; "
                        f"{_metric_words(b['metrics'])}.")
@@ -164,6 +175,9 @@ SCENARIO_FIELDS = {"adapter": lambda c: "LoRA" if c.unlearn.adapter == "lora" el
                    "weight precision": lambda c: c.unlearn.scenario["weight precision"],
                    "embeddings": lambda c: c.unlearn.scenario["embeddings"],
                    "quantizer": lambda c: ", ".join(s.label for s in c.quant_specs() if s.bits < 32) or "none",
+                   "model": lambda c: c.model.label, "corpus": lambda c: c.corpus.source,
+                   "training length": lambda c: f"{c.unlearn.epochs} epochs" + (
+                       f", max {c.unlearn.max_steps} steps" if c.unlearn.max_steps else ""),
                    "seed": lambda c: str(c.seed)}
 
 
@@ -180,11 +194,13 @@ def differences(findings: list[RunFindings]) -> list[str]:
     if same:
         out.append("The same in all picked runs: " + ", ".join(same) + ".")
     ranked = [(b["undone"], f.name, b["label"]) for f in findings for b in f.per_bits if np.isfinite(b["undone"])]
-    if len(ranked) >= 2:
+    if len(ranked) >= 2 and max(ranked)[0] >= UNDONE_SOME:
         ranked.sort()
         low, high = ranked[0], ranked[-1]
-        out.append(f"Most forgetting undone: {high[1]} at {high[2]} ({high[0]:.0%}); least: {low[1]} at {low[2]} "
-                   f"({low[0]:.0%}).")
+        out.append(f"Most forgetting undone: {high[1]} at {high[2]} ({pct(high[0])}); least: {low[1]} at {low[2]} "
+                   f"({pct(low[0])}).")
+    elif len(ranked) >= 2:
+        out.append(f"No picked run had {pct(UNDONE_SOME)} or more of its forgetting undone at any bit width.")
     return out
 
 

@@ -93,12 +93,13 @@ def _calibrated(pair: ModelPair, start, result: UnlearnResult, specs: list[Quant
 
 def _save_weights(writer: RunWriter, pair: ModelPair, result: UnlearnResult, config: RunConfig) -> None:
     """The unlearned weights as the LoRA adapter (peft layout) or, for full fine-tuning, dW = W_u - W_t, W_t the
-    stored target. A LoRA run that did not start from the stored target (qru.scenarios) stores dW as well: its adapter
-    applies to the snapped / rounded start, which is not stored."""
+    stored target. A LoRA run that did not start from the stored target (qru.scenarios) keeps its adapter in
+    ``adapter-on-start/`` (it applies to the snapped / rounded start, which is not stored) and stores dW as well."""
     if result.adapter_state is not None:
         tensors = {k: v.contiguous() for k, v in result.adapter_state.items()}
-        atomic_write(writer.folder / "adapter" / "adapter_model.safetensors", lambda p: save_file(tensors, str(p)))
-        write_json(writer.folder / "adapter" / "adapter_config.json", {
+        folder = writer.folder / ("adapter" if is_natural(config.unlearn) else "adapter-on-start")
+        atomic_write(folder / "adapter_model.safetensors", lambda p: save_file(tensors, str(p)))
+        write_json(folder / "adapter_config.json", {
             "peft_type": "LORA", "r": config.unlearn.lora_r, "lora_alpha": config.unlearn.lora_alpha,
             "lora_dropout": config.unlearn.lora_dropout, "target_modules": LORA_TARGETS, "bias": "none",
             "task_type": "CAUSAL_LM", "base_model_name_or_path": str(pair.root / "target")})

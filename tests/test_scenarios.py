@@ -248,3 +248,20 @@ def test_method_parameters_are_refused_where_they_do_not_apply_and_labelled_wher
     assert UnlearnConfig(method="npo").label.startswith("NPO+GDR full")  # defaults add nothing
     configs = configs_for(["sweep", "--preset", "zhang2025", "--seeds", "0", "--beta", "0.2"])
     assert {c.unlearn.method: c.unlearn.beta for c in configs} == {"ga": 0.1, "npo": 0.2}
+
+
+def test_breaker_cases_wrong_values_direction_and_refusals(capsys, tmp_path):
+    from qru.views.curves import controls_table
+    own = ["Tismere", "the Lork Laurel"]
+    every = own + ["the Rex Laurel", "Stoundale"]
+    assert entity_score(" received the Lork Laurel.", " received the Rex Laurel.", own, every) == 0.0
+    assert controls_table([], ["nf4-b64@4"]).empty
+    # the "unlearned" model remembers more than the target: nothing to undo, whatever 4 bits do
+    undone = forgetting_undone(_metrics(u32=100.0, t32=70.0, u4=70.0, t4=70.0)).set_index("metric")
+    assert np.isnan(undone.loc["knowmem_forget", "undone"]) and "remembers more" in undone.loc["knowmem_forget",
+                                                                                               "reason"]
+    with pytest.raises(ConfigError, match="write it as 'nf4-b64@4'"):
+        UnlearnConfig(start_grid="nf4-b064@4")
+    for extra in (["--start-grid", "fp4-b64@4"], ["--freeze-embeddings"], ["--sure", "0.1"], ["--bits", "32", "8"]):
+        assert main(["--cache", str(tmp_path), "demo", "--scale", "micro", *extra]) == 2
+        assert "the demo set fixes" in capsys.readouterr().err

@@ -212,3 +212,19 @@ def test_gptq_groups_that_do_not_divide_the_embedded_model_fail_before_anything_
         configs_for(["--cache", str(tmp_path), "run", "--scale", "micro", "--quantizer", "gptq", "--group-size",
                      "128", "--bits", "32", "4"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_paper_table_keeps_learning_rates_and_scenarios_apart_when_sweeps_are_read_together():
+    def rows(method, lr, scenario, value, model="unlearned"):
+        return {"run_id": f"{method}{lr}{scenario}", "method": method, "adapter": "full", "lr": lr, "seed": 0,
+                "scenario": scenario, "model": model, "bits": 4, "quant": "fp4", "nll_forget": value}
+    frame = pd.DataFrame([rows("NPO+GDR", 1e-6, "", 1.0), rows("NPO+GDR", 1e-3, "", 2.0),
+                          rows("NPO+GDR", 1e-6, "start on nf4-b64@4 grid", 3.0),
+                          rows("NPO+GDR", 1e-6, "", 0.5, "target"),
+                          rows("NPO+GDR", 1e-6, "start on nf4-b64@4 grid", 0.7, "target"),
+                          rows("NPO+GDR", 1e-6, "", 6.0, "retrain"),
+                          rows("NPO+GDR", 1e-6, "start on nf4-b64@4 grid", 6.0, "retrain")])
+    table = paper_table(frame, "nll_forget").set_index("")["full @4"]
+    assert table.to_dict() == {"NPO+GDR lr 1e-06 [natural start]": "1.000", "NPO+GDR lr 1e-06 [start on nf4-b64@4 grid]":
+                               "3.000", "NPO+GDR lr 0.001 [natural start]": "2.000", "target [natural start]": "0.500",
+                               "target [start on nf4-b64@4 grid]": "0.700", "retrain": "6.000"}

@@ -8,7 +8,8 @@ town, employer, award, partner, pastime, pet; not the name, which the prompt giv
 - reference: the spans of the ground truth that are values of the item's own entity, in text order;
 - prediction: the spans of the generated text that are values of *any* entity of the corpus (so naming another
   person's town costs precision), left to right without overlaps, the longest value winning at one position;
-- score: ROUGE-L F1 (rouge-score, no stemmer, as MUSE) of the two span sequences joined by spaces; 0 for an empty
+- score: ROUGE-L F1 (rouge-score, as MUSE) of the two span sequences with each distinct value as one symbol (a
+  wrong value earns nothing for the words it shares with the right one, such as "the" or "Laurel"); 0 for an empty
   prediction. Items whose ground truth holds no value of their entity are left out. Metric = mean score x 100.
 
 It needs the corpus's ``entities.json`` (the embedded corpus writes it; MUSE data has none, so there it is missing).
@@ -44,22 +45,27 @@ def value_spans(text: str, values: list[str]) -> list[str]:
 
 
 def owner(item: dict, entities: list[dict]) -> dict | None:
-    """The entity whose name appears in the item's prompt or ground truth (the longest name if several), or None."""
-    text = item["prompt"] + " " + item["gt"]
-    named = [e for e in entities if e.get("name") and e["name"] in text]
-    return max(named, key=lambda e: len(e["name"])) if named else None
+    """The entity named in the item's prompt (else in its ground truth), the longest name if several, or None."""
+    for text in (item["prompt"], item["gt"]):
+        named = [e for e in entities if e.get("name") and re.search(r"(?<!\w)" + re.escape(e["name"]) + r"(?!\w)",
+                                                                     text)]
+        if named:
+            return max(named, key=lambda e: len(e["name"]))
+    return None
 
 
 def entity_score(gt: str, output: str, own: list[str], every: list[str]) -> float | None:
     """ROUGE-L F1 in [0, 1] of the entity spans of ``output`` (values ``every``) against those of ``gt`` (values
-    ``own``); None if ``gt`` holds none."""
+    ``own``), each value one symbol; None if ``gt`` holds none."""
     reference = value_spans(gt, own)
     if not reference:
         return None
     prediction = value_spans(output, every)
     if not prediction:
         return 0.0
-    return rouge_l(" ".join(reference), " ".join(prediction))["f1"]
+    # each distinct value is one symbol, so a wrong value scores nothing even where it shares words ("the ... Laurel")
+    symbol = {v: f"v{i}" for i, v in enumerate(dict.fromkeys(reference + prediction))}
+    return rouge_l(" ".join(symbol[v] for v in reference), " ".join(symbol[v] for v in prediction))["f1"]
 
 
 def entity_verbmem(records: list[dict], items: list[dict], entities: list[dict]) -> tuple[float | None, list]:

@@ -139,7 +139,9 @@ def controls_table(rows: list[dict], quantizers: list[str], metrics=("knowmem_fo
     """Quantized vs noise controls side by side for the quantizer keys ``quantizers``: one row per (quantizer,
     model, control) with each metric as ``mean ± sd (n)`` over noise seeds (the quantized value alone)."""
     frame = curve_frame(rows)
-    frame = frame[frame["quantizer"].isin(quantizers)] if not frame.empty else frame
+    if frame.empty or "label" not in frame.columns:
+        return pd.DataFrame()
+    frame = frame[frame["quantizer"].isin(quantizers)]
     out = []
     for (label, model, control), group in frame.groupby(["label", "model", "control"], sort=False):
         row = {"quantizer": label, "model": model, "perturbation": control}

@@ -13,7 +13,7 @@ from qru.stats import bootstrap_ci
 
 ADAPTER_NAMES = {"full": "full", "lora": "LoRA"}
 # Metrics on a x100 (or %) scale, shown with one decimal; the others (NLL, shares) with three.
-SCORE_METRICS = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+SCORE_METRICS = ("verbmem", "verbmem_entity", "knowmem_forget", "knowmem_retain", "privleak")
 # Weight-delta totals joined to the unlearned rows (qru.deltas): how much of the update survived that bit width.
 DELTA_COLUMNS = {"share_kept": "Share of the update kept by quantization", "code_flip_rate": "Code-flip rate"}
 METHOD_ORDER = ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR", "NPO+KLR"]
@@ -52,6 +52,7 @@ def sweep_frame(configs: dict[str, RunConfig], metrics: dict[str, pd.DataFrame],
         part.insert(2, "adapter", ADAPTER_NAMES[config.unlearn.adapter])
         part.insert(3, "lr", config.unlearn.lr)
         part.insert(4, "seed", config.seed)
+        part.insert(5, "scenario", config.unlearn.scenario_label)
         parts.append(part)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -85,7 +86,22 @@ def cell(values: list[float], digits: int = 1) -> str:
 
 
 def _row_key(frame: pd.DataFrame, rows: str) -> pd.Series:
-    return frame["method"] if rows == "method" else frame["lr"].map(lambda v: f"lr {v:g}")
+    """The row name of each unlearned row: its method (or ``lr X``), plus whatever else tells runs apart that would
+    otherwise be pooled into one cell: the learning rate where a method has several, the scenario where runs
+    differ in it (sweeps read together)."""
+    key = frame["method"] if rows == "method" else frame["lr"].map(lambda v: f"lr {v:g}")
+    if rows == "method" and (frame.groupby(["method", "adapter"])["lr"].nunique() > 1).any():
+        key = key + frame["lr"].map(lambda v: f" lr {v:g}")
+    if rows != "method" and frame["method"].nunique() > 1:
+        key = frame["method"] + " " + key
+    return key + _scenario_suffix(frame)
+
+
+def _scenario_suffix(frame: pd.DataFrame) -> pd.Series:
+    scenario = frame["scenario"] if "scenario" in frame.columns else pd.Series("", index=frame.index)
+    if scenario.nunique() <= 1:
+        return pd.Series("", index=frame.index)
+    return scenario.map(lambda v: f" [{v}]" if v else " [natural start]")
 
 
 def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: int | None = None) -> pd.DataFrame:
@@ -103,26 +119,22 @@ def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: 
     columns = [(a, b) for a in ("full", "LoRA") for b in sorted(frame["bits"].unique(), reverse=True)
                if ((unlearned["adapter"] == a) & (unlearned["bits"] == b)).any()]
     order = METHOD_ORDER if rows == "method" else []
-    names = sorted(unlearned["row"].unique(), key=lambda r: (order.index(r) if r in order else len(order),
-                                                             _lr_value(r)))
+    first = unlearned.drop_duplicates("row").set_index("row")
+    names = sorted(first.index, key=lambda r: (order.index(first.loc[r, "method"]) if first.loc[r, "method"] in order
+                                               else len(order), first.loc[r, "method"], first.loc[r, "lr"], r))
     table = []
     for name in names:
         sub = unlearned[unlearned["row"] == name]
         table.append({"": name, **{f"{a} @{b}": cell(sub[(sub["adapter"] == a) & (sub["bits"] == b)][metric]
                                                         .tolist(), digits) for a, b in columns}})
-    for model in ("target", "retrain"):
-        sub = frame[frame["model"] == model].drop_duplicates(["bits", "quant"])
-        if not sub.empty:
-            table.append({"": model, **{f"{a} @{b}": cell(sub[sub["bits"] == b][metric].tolist(), digits)
-                                        for a, b in columns}})
+    references = frame[frame["model"].isin(["target", "retrain"])]
+    suffix = _scenario_suffix(references).where(references["model"] == "target", "")  # one retrain for all starts
+    references = references.assign(row=references["model"] + suffix)
+    for name in dict.fromkeys(references.sort_values("model", key=lambda m: m != "target")["row"]):
+        sub = references[references["row"] == name].drop_duplicates(["bits", "quant"])
+        table.append({"": name, **{f"{a} @{b}": cell(sub[sub["bits"] == b][metric].tolist(), digits)
+                                   for a, b in columns}})
     return pd.DataFrame(table)
-
-
-def _lr_value(row: str) -> float:
-    try:
-        return float(row.removeprefix("lr "))
-    except ValueError:
-        return 0.0
 
 
 def reference_layout(metric: str) -> pd.DataFrame:

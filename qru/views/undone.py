@@ -23,7 +23,7 @@ import pandas as pd
 
 from qru.evals.privleak import mia_auc
 from qru.stats import item_scores
-from qru.views.metric_tables import COLUMNS
+from qru.views.metric_tables import COLUMNS, COME_BACK
 
 FLOOR = {"knowmem_forget": 1.0, "nll_forget": 0.01, "verbmem_entity": 1.0, "verbmem": 1.0, "privleak": 1.0,
          "knowmem_retain": 1.0, "nll_retain": 0.01}
@@ -76,7 +76,8 @@ def _value(metrics: pd.DataFrame, model: str, bits: int, metric: str) -> float:
 def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.DataFrame:
     """One row per (metric, bit width below 32) of a run's metrics.json frame: metric, bits, the full-precision
     effect m_t,32 - m_u,32, the noise threshold and how it was set, the share undone (NaN where an effect is within
-    the noise) and ``reason`` (why it is not shown, else ""). Empty if the run lacks 32-bit target / unlearned rows.
+    the noise, or goes the wrong way: a forget metric where the unlearned model remembers more than the target) and
+    ``reason`` (why it is not shown, else ""). Empty if the run lacks 32-bit target / unlearned rows.
     ``samples`` = the run's samples.json (per-item scores for the noise; without it the floors are used)."""
     rows = []
     retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
@@ -91,8 +92,11 @@ def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.
         for bits in low_bits:
             ub, tb = _value(metrics, "unlearned", bits, metric), _value(metrics, "target", bits, metric)
             share, reason = float("nan"), ""
+            sign = COME_BACK.get(metric, (0, 0))[0]  # direction of remembering; 0: utility metrics, either way
             if abs(t32 - u32) <= threshold:
                 reason = "no full-precision effect beyond the noise"
+            elif sign and sign * (t32 - u32) <= 0:
+                reason = "the unlearned model remembers more than the target at 32 bits: no forgetting to undo"
             elif math.isnan(ub) or math.isnan(tb):
                 reason = "not measured"
             elif abs(tb - u32) <= threshold:
