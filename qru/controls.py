@@ -8,7 +8,9 @@ start of unlearning from the run's scenario, the unlearned model from its stored
 - with a noise control instead of quantization (qru.noise: the block's error values permuted, or Gaussian noise with
   the block's error RMS), for the target and the unlearned model, over several noise seeds;
 
-and, per quantizer, how close the target's weights sit to that quantizer's grid (:func:`grid_position`).
+and, per quantizer, how close the target's weights sit to that quantizer's grid (:func:`grid_position`), plus how
+close they sit to llama.cpp's 4-bit GGUF grids (qru.gguf_grid: Q4_1, Q4_0), and for a packaged pretrained model
+(SmolLM2, distributed as Q4_1) how close its source weights, before fine-tuning into the target, sit to them.
 
 Everything is kept in the run's ``controls.json`` (rows {model, quantizer, bits, control, seed, metrics...}); a
 rerun computes only what is missing, under a lock, and writes after every quantizer, so a kill loses at most one
@@ -26,9 +28,10 @@ import torch
 from safetensors.torch import load_file
 
 from qru.atomic import exclusive, write_json
-from qru.config import QuantSpec, RunConfig
+from qru.config import PACKAGED_MODELS, QuantSpec, RunConfig
 from qru.evals.privleak import privleak
 from qru.evals.suite import evaluate
+from qru.gguf_grid import GGUF_GRIDS, gguf_grid_position
 from qru.noise import KINDS, noisy_model
 from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
 from qru.scenarios import start_model
@@ -148,6 +151,13 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
         rows = read_controls(store, run_id)
         done = {_key(r) for r in rows}
         models = None
+        gguf = [item for item in _gguf_todo(store.config(run_id)) if item not in done]
+        if gguf:
+            models = load_run_models(store, run_id)
+            progress("controls", 0, len(specs), "position of the weights relative to the GGUF 4-bit grids")
+            rows += _gguf_rows(models, gguf)
+            done.update(_key(r) for r in rows)
+            write_json(store.path(run_id) / CONTROLS, rows)
         for i, spec in enumerate(specs):
             todo = _todo(spec, kinds, seeds, quantized, done)
             if not todo:
@@ -159,6 +169,26 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
                 done.add(_key(rows[-1]))
             write_json(store.path(run_id) / CONTROLS, rows)
         progress("controls", len(specs), len(specs), "done")
+    return rows
+
+
+def _gguf_todo(config: RunConfig) -> list[tuple]:
+    """The GGUF grid rows of a run, as _key tuples: the target's, and a packaged pretrained source's."""
+    models = ("target", "source") if config.model.source in PACKAGED_MODELS else ("target",)
+    return [(m, key, "grid", None) for m in models for key in GGUF_GRIDS]
+
+
+def _gguf_rows(models: RunModels, todo: list[tuple]) -> list[dict]:
+    from qru.hub import load_causal_lm
+
+    source = None
+    if any(item[0] == "source" for item in todo):
+        source = load_causal_lm(models.config.model.source, "fp32")
+    rows = []
+    for model, key, control, seed in todo:
+        weights = models.start if model == "target" else source
+        rows.append({"model": model, "quantizer": key, "bits": 4, "label": GGUF_GRIDS[key][1], "control": control,
+                     "seed": seed, **gguf_grid_position(weights, key)})
     return rows
 
 

@@ -9,7 +9,9 @@ weight statistics under the run's own quantizer); thresholds that turn numbers i
   entity-token VerbMem) that have an effect beyond their noise, and takes their median.
 - KEPT_UPDATE: rounding "kept the update" where share_kept >= 0.8, "erased most of it" where share_kept < 0.5.
 - Noise controls (where ``qru noise`` / ``qru curve`` computed them): qru.views.curves.verdict, "rounding back" or
-  "fragility"; the grid position of the target under the run's quantizer (qru.controls.grid_position).
+  "fragility"; the grid position of the target under the run's quantizer (qru.controls.grid_position) and, once per
+  run, relative to every measured 4-bit grid, the GGUF ones included (qru.views.curves.grid_sentence: on / near /
+  not on, thresholds there).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pandas as pd
 
 from qru.config import RunConfig
 from qru.views.metric_tables import COLUMNS
-from qru.views.curves import curve_frame, undone_by_control, verdict
+from qru.views.curves import curve_frame, grid_reading, grid_sentence, undone_by_control, verdict
 from qru.views.undone import forgetting_undone
 
 HEADLINE = ("knowmem_forget", "nll_forget", "verbmem_entity")
@@ -38,6 +40,7 @@ class RunFindings:
     config: RunConfig
     undone: pd.DataFrame
     per_bits: list[dict]
+    grid: str = ""  # where the target (and a pretrained source) sit relative to 4-bit grids, where measured
 
 
 def _delta_total(deltas: pd.DataFrame | None, key: str) -> dict:
@@ -67,8 +70,9 @@ def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFram
                                               "flips_boundary", "flips_scale", "numel", "below_half_step")},
                          "controls": {m: verdict(u, spec.key) for m, u in by_control.items()},
                          "grid": next((r for r in controls or [] if r.get("control") == "grid"
-                                       and r.get("quantizer") == spec.key), None)})
-    return RunFindings(run_id, name, config, undone, per_bits)
+                                       and r.get("quantizer") == spec.key
+                                       and r.get("model", "target") == "target"), None)})
+    return RunFindings(run_id, name, config, undone, per_bits, grid_sentence(controls or []))
 
 
 def _controls_words(b: dict) -> str:
@@ -82,10 +86,10 @@ def _controls_words(b: dict) -> str:
                      f"{v['verdict']}")
     text = ("Noise controls: " + "; ".join(parts) + ".") if parts else ""
     grid = b.get("grid")
-    if grid:
-        where = "on" if grid["share_on_grid"] > 0.5 else "near" if grid["share_on_grid"] > 0.05 else "not on"
-        text += (f" The target's weights sit {where} this grid ({grid['share_on_grid']:.1%} within 1% of a step of a "
-                 f"grid point; mean offset {grid['mean_offset_steps']:.3f} steps, 0.25 if spread evenly).")
+    if grid and grid.get("bits") != 4:  # 4-bit grids are read once per run (RunFindings.grid)
+        text += (f" The target's weights sit {grid_reading(grid)} this grid ({grid['share_on_grid']:.1%} within 1% of "
+                 f"a step of a grid point; mean offset {grid['mean_offset_steps']:.3f} steps, 0.25 if spread "
+                 "evenly).")
     return text.strip()
 
 
@@ -165,6 +169,8 @@ def sentences(f: RunFindings) -> list[str]:
         why = _why(b)
         if why:
             out.append(why)
+    if f.grid:
+        out.append(f.grid)
     return out
 
 

@@ -58,6 +58,45 @@ def test_grid_position_tells_snapped_from_natural_weights(micro_models):
     assert "sit on the grid of 4-bit NF4" in text
 
 
+def test_gguf_q4_1_grid_position_of_hand_made_weights():
+    """Weights built as d q + m per block of 32 (a dequantized Q4_1 file) sit on the Q4_1 grid; moved by a tenth of
+    a step they sit near it; random weights sit spread inside their bins."""
+    from qru.gguf_grid import gguf_grid_position, gguf_roundtrip
+    from qru.views.curves import grid_reading
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 16, (64, 128), generator=g).float()
+    codes[:, ::32], codes[:, 1::32] = 0, 15  # every block spans its full range, as a Q4_1 file's blocks do
+    d = (torch.rand(64 * 4, 1, generator=g) * 0.01 + 0.001).half().float()
+    m = (-8 * d).half().float()
+    on = (codes.reshape(-1, 32) * d + m).reshape(64, 128)
+    dequant, step = gguf_roundtrip(on, "gguf-q4_1")
+    assert torch.allclose(dequant, on, atol=1e-6) and torch.allclose(step, d.expand(-1, 32).reshape(64, 128))
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64, bias=False))
+    positions = {}
+    for name, weights in (("on", on), ("near", on + 0.1 * step * (torch.rand(64, 128, generator=g) - 0.5)),
+                          ("spread", torch.randn(64, 128, generator=g) * 0.02)):
+        with torch.no_grad():
+            model[0].weight.copy_(weights)
+        positions[name] = gguf_grid_position(model, "gguf-q4_1")
+        assert positions[name]["measured"] == 64 * 128
+    assert positions["on"]["share_on_grid"] > 0.99 and positions["on"]["mean_offset_steps"] < 1e-3
+    assert positions["near"]["mean_offset_steps"] < 0.05 and positions["spread"]["mean_offset_steps"] > 0.2
+    assert [grid_reading(positions[k]) for k in ("on", "near", "spread")] == ["on", "near", "not on"]
+    with pytest.raises(ValueError, match="blocks of 32"):
+        gguf_roundtrip(torch.zeros(4, 48), "gguf-q4_1")
+
+
+def test_grid_sentence_reads_target_and_source_rows():
+    row = {"control": "grid", "bits": 4}
+    rows = [{**row, "model": "target", "label": "GGUF Q4_1", "share_on_grid": 0.3, "mean_offset_steps": 0.1},
+            {**row, "model": "target", "label": "4-bit FP4", "share_on_grid": 0.02, "mean_offset_steps": 0.25},
+            {**row, "model": "source", "label": "GGUF Q4_1", "share_on_grid": 1.0, "mean_offset_steps": 0.0}]
+    text = grid_sentence(rows)
+    assert "sit near the grid of GGUF Q4_1; spread inside their bins under 4-bit FP4" in text
+    assert "Its pretrained source, before fine-tuning into the target: GGUF Q4_1: 100.0%" in text
+    assert text.endswith("sit on the grid of GGUF Q4_1.")
+
+
 @pytest.fixture(scope="module")
 def curve_run(module_store):
     from qru.pipeline import run
@@ -85,7 +124,10 @@ def test_a_small_curve_with_its_noise_band_and_sentence(curve_run, monkeypatch, 
                                                                "int8@8", "fp4-b64@4", "nf4-b64@4"]
     specs = curve_specs(config, (2,))
     rows = compute_controls(store, full, specs, ("permuted",), (0,))
-    assert len(rows) == len(specs) * (1 + 3 + 2)  # grid, 3 quantized models, 2 noisy models
+    assert len(rows) == 2 + len(specs) * (1 + 3 + 2)  # GGUF grids; per spec: grid, 3 quantized, 2 noisy models
+    gguf = {r["quantizer"]: r for r in rows if r["quantizer"].startswith("gguf")}
+    assert set(gguf) == {"gguf-q4_1", "gguf-q4_0"} and all(r["model"] == "target" for r in gguf.values())
+    assert gguf["gguf-q4_1"]["share_on_grid"] < 0.1  # a target trained in fp32 is not on a 4-bit grid
     import qru.controls
     monkeypatch.setattr(qru.controls, "_compute", lambda *a: pytest.fail("recomputed a stored control"))
     assert compute_controls(store, full, specs, ("permuted",), (0,)) == rows == read_controls(store, full)

@@ -155,21 +155,44 @@ def controls_table(rows: list[dict], quantizers: list[str], metrics=("knowmem_fo
     return pd.DataFrame(out)
 
 
-def grid_sentence(rows: list[dict]) -> str:
-    """Where the target's weights sit inside their 4-bit bins, in words, from controls.json's grid rows."""
-    grid = [r for r in rows if r.get("control") == "grid" and r.get("bits") == 4]
-    if not grid:
-        return ""
+ON_GRID_SHARE = 0.5  # over half the weights within 1% of a step of a grid point: "on" the grid
+NEAR_SHARE, NEAR_OFFSET = 0.1, 0.15  # 5x the evenly-spread share (2%), or a mean offset well under 0.25: "near"
+
+
+def grid_reading(row: dict) -> str:
+    """"on", "near" or "not on" a grid, from a grid row's share_on_grid and mean_offset_steps (thresholds above;
+    weights spread evenly inside their bins give about 2% and 0.25 steps)."""
+    if row["share_on_grid"] > ON_GRID_SHARE:
+        return "on"
+    if row["share_on_grid"] > NEAR_SHARE or row["mean_offset_steps"] < NEAR_OFFSET:
+        return "near"
+    return "not on"
+
+
+def _grid_words(rows: list[dict]) -> str:
     parts = [f"{r['label']}: {r['share_on_grid']:.1%} within 1% of a step of a grid point, mean offset "
-             f"{r['mean_offset_steps']:.3f} steps" for r in grid]
-    on = [r for r in grid if r["share_on_grid"] > 0.5]
-    near = [r for r in grid if 0.05 < r["share_on_grid"] <= 0.5]
-    reading = ("its weights sit on the grid of " + ", ".join(r["label"] for r in on) if on else
-               "its weights sit near the grid of " + ", ".join(r["label"] for r in near) if near else
-               "its weights sit spread inside their bins (evenly spread weights give about 2% within 1% of a step "
-               "and a mean offset of 0.25 steps), not on a 4-bit grid")
-    return "Measured on the target (the start of unlearning): " + "; ".join(parts) + f" — {reading}."
+             f"{r['mean_offset_steps']:.3f} steps" for r in rows]
+    by = {w: [r["label"] for r in rows if grid_reading(r) == w] for w in ("on", "near", "not on")}
+    reading = [f"{w} the grid of " + ", ".join(labels) for w, labels in by.items() if labels and w != "not on"]
+    if by["not on"]:
+        reading.append(("spread inside their bins under " + ", ".join(by["not on"])) if reading else
+                       "spread inside their bins (evenly spread weights give about 2% within 1% of a step and a mean "
+                       "offset of 0.25 steps), not on a 4-bit grid")
+    return "; ".join(parts) + " — its weights sit " + "; ".join(reading)
 
 
-__all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_sentence", "sentence", "undone_by_control",
+def grid_sentence(rows: list[dict]) -> str:
+    """Where the target's weights (and a pretrained source's, before fine-tuning into the target) sit inside their
+    4-bit bins, in words, from controls.json's grid rows (4-bit RTN / FP4 / NF4 and the GGUF grids)."""
+    grid = [r for r in rows if r.get("control") == "grid" and r.get("bits") == 4]
+    target = [r for r in grid if r.get("model", "target") == "target"]
+    source = [r for r in grid if r.get("model") == "source"]
+    text = ("Measured on the target (the start of unlearning): " + _grid_words(target) + ".") if target else ""
+    if source:
+        text += (" " if text else "") + ("Its pretrained source, before fine-tuning into the target: "
+                                         + _grid_words(source) + ".")
+    return text
+
+
+__all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_reading", "grid_sentence", "sentence", "undone_by_control",
            "verdict"]
