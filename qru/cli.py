@@ -338,17 +338,48 @@ def cmd_paper_table(args) -> int:
 
 
 def _controls_report(store: RunStore, run_id: str, rows: list[dict], metrics=("knowmem_forget", "nll_forget")) -> str:
-    from qru.views.curves import curve_frame, grid_sentence, sentence, undone_by_control
+    """What ``qru noise`` / ``qru curve`` print: the grid sentence, per metric the generated sentence (and where
+    RTN starts to change the target), then the shares undone by quantization vs the noise controls per quantizer."""
+    from qru.views.curves import curve_frame, grid_sentence, onset_sentence, sentence, undone_by_control, verdict_table
 
     frame, table = curve_frame(rows), store.metrics(run_id)
+    samples = _samples(store, run_id)
     lines = [grid_sentence(rows)] if grid_sentence(rows) else []
+    undone = {}
     for metric in metrics:
-        lines.append(sentence(run_id, undone_by_control(frame, table, metric), metric).replace("**", ""))
-        part = frame[frame["model"] == "unlearned"] if metric in frame.columns else frame.iloc[0:0]
-        if not part.empty:
-            summary = part.groupby(["label", "control"], sort=False)[metric].agg(["mean", "std", "count"])
-            lines.append(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+        undone[metric] = undone_by_control(frame, table, metric, samples)
+        onset = onset_sentence(frame, table, undone[metric], metric)
+        lines.append(sentence(run_id, undone[metric], metric).replace("**", "") + (" " + onset if onset else ""))
+    shares = verdict_table(undone)
+    if not shares.empty:
+        lines.append("\nshare of the forgetting undone, (u_b - u_32) / (t_b - u_32), by quantization and by noise of the "
+                     "same per-block size:\n" + shares.to_string(index=False))
     return "\n".join(lines)
+
+
+def _samples(store: RunStore, run_id: str) -> dict | None:
+    """A run's samples.json (per-item scores, for the noise thresholds), None if it has none."""
+    try:
+        return store.read_json(run_id, "samples.json")
+    except StoreError:
+        return None
+
+
+NOISE_DESCRIPTION = (
+    "Evaluate a finished run's target and unlearned model with random perturbations of the same per-block size as "
+    "the run's own quantizers' error (the block's error values permuted, or Gaussian with their RMS), over noise "
+    "seeds, and print the share of the forgetting undone by quantization vs by the noise: similar shares mean the "
+    "forgetting is fragile, far more by quantization means rounding back. Stored in the run's controls.json; a "
+    "rerun computes only what is missing.")
+CURVE_DESCRIPTION = (
+    "Metrics of a finished run against bit width: the target (the start of unlearning), retrain and unlearned model "
+    "under RTN int-k at each --bits and the bitsandbytes formats (LLM.int8 at 8, FP4/NF4 at 4), each with its noise "
+    "controls, plus where the target's weights sit relative to each 4-bit grid (GGUF Q4_1/Q4_0 included). Prints "
+    "per headline metric whether rounding back or fragility explains what came back, where RTN starts to change "
+    "the target, and the shares undone by quantization vs noise per quantizer; the Curves page draws it. Work: "
+    "about 1 + 2 x kinds x seeds evaluations per quantizer (the target's and retrain's quantized evaluations are "
+    "shared with every run from the same start; the run's own quantizers are read from its results). Stored in "
+    "the run's controls.json, written after each quantizer; a rerun computes only what is missing.")
 
 
 def cmd_noise(args) -> int:
@@ -471,18 +502,26 @@ def _resolve_run_id(store: RunStore, text: str) -> str:
 
 
 def _undone_text(store: RunStore, run_id: str) -> str:
-    """The share of the forgetting undone by quantization (qru.views.undone) as text."""
+    """The share of the forgetting undone by quantization (qru.views.undone) as text; why a cell is empty is given
+    once per reason below the table (footnotes a, b, ...), so the columns stay narrow."""
     from qru.views.undone import forgetting_undone, undone_table
 
-    try:
-        samples = store.read_json(run_id, "samples.json")
-    except StoreError:
-        samples = None
-    table = undone_table(forgetting_undone(store.metrics(run_id), samples))
+    table = undone_table(forgetting_undone(store.metrics(run_id), _samples(store, run_id)))
     if table.empty:
         return ""
-    return ("\nshare of the forgetting undone by quantization, (u_b - u_32) / (t_b - u_32), where the 32-bit effect "
-            "exceeds the noise:\n" + table.to_string(index=False))
+    notes: dict[str, str] = {}
+
+    def short(cell):
+        if isinstance(cell, str) and cell.startswith("— (") and cell.endswith(")"):
+            reason = cell[3:-1]
+            notes.setdefault(reason, chr(ord("a") + len(notes)))
+            return f"— ({notes[reason]})"
+        return cell
+    table = table.apply(lambda column: column.map(short))
+    legend = "".join(f"\n  ({mark}) {reason}" for reason, mark in notes.items())
+    return ("\nshare of the unlearning's effect undone by quantization, (u_b - u_32) / (t_b - u_32) (for the forget "
+            "metrics: the share of the forgetting undone), where the 32-bit effect exceeds the noise:\n"
+            + table.to_string(index=False) + legend)
 
 
 def cmd_show(args) -> int:
@@ -627,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("noise", help="noise controls of a stored run: its quantized bit widths again, with random "
-                                     "perturbations of the quantization error's size instead of quantization")
+                                     "perturbations of the quantization error's size instead of quantization",
+                       description=NOISE_DESCRIPTION)
     p.add_argument("run_id", help="a run id (or its unique beginning)")
     p.add_argument("--kinds", nargs="+", choices=NOISE_KINDS, default=list(NOISE_KINDS),
                    help="permuted: the block's error values permuted within the block; gaussian: N(0, block error "
@@ -637,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_noise)
 
     p = sub.add_parser("curve", help="metrics of a stored run against bit width (RTN 8..2 bits and the bitsandbytes "
-                                     "formats) for target, retrain and unlearned, with the noise-control band")
+                                     "formats) for target, retrain and unlearned, with the noise-control band",
+                       description=CURVE_DESCRIPTION)
     p.add_argument("run_id", help="a run id (or its unique beginning)")
     p.add_argument("--bits", type=int, nargs="+", choices=RTN_BITS, default=list(RTN_BITS),
                    help="bit widths (default 8 7 6 5 4 3 2)")

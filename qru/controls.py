@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file
 
@@ -31,8 +32,8 @@ from qru.atomic import exclusive, write_json
 from qru.config import PACKAGED_MODELS, QuantSpec, RunConfig
 from qru.evals.privleak import privleak
 from qru.evals.suite import evaluate
-from qru.gguf_grid import GGUF_GRIDS, gguf_grid_position
-from qru.noise import KINDS, noisy_model
+from qru.gguf_grid import GGUF_GRIDS, GGUFGrid, gguf_fake_quantize, gguf_grid_position
+from qru.noise import KINDS, block_ids, noisy_model
 from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
 from qru.scenarios import start_model
 from qru.store import RunStore, StoreError
@@ -52,6 +53,7 @@ class RunModels:
     start: torch.nn.Module
     unlearned: torch.nn.Module
     retrain_auc: float | None = None
+    metrics: pd.DataFrame | None = None  # the run's metrics.json frame
 
 
 def load_run_models(store: RunStore, run_id: str) -> RunModels:
@@ -71,7 +73,7 @@ def load_run_models(store: RunStore, run_id: str) -> RunModels:
     metrics = store.metrics(run_id)
     retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
     auc = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
-    return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start), auc)
+    return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start), auc, metrics)
 
 
 def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) -> torch.nn.Module:
@@ -93,29 +95,50 @@ def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) ->
 
 def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_size: int = 64) -> list[QuantSpec]:
     """The quantizers of a curve: RTN int-k (the run's own grid if it is an RTN run, else asymmetric with groups of
-    ``group_size``) at each of ``bits``, then LLM.int8 at 8 and FP4 / NF4 (block 64) at 4 where 8 / 4 are in bits."""
+    ``group_size``) at each of ``bits``, then LLM.int8 at 8, and FP4 / NF4 (block 64) and llama.cpp's GGUF Q4_1 /
+    Q4_0 (qru.gguf_grid.GGUFGrid) at 4, where 8 / 4 are in bits."""
     kind = "rtn-sym" if config.quantizer == "rtn" and config.symmetric else "rtn-asym"
     group = config.group_size if config.quantizer == "rtn" else group_size
     specs = [QuantSpec(b, kind, group_size=group) for b in bits]
     specs += [QuantSpec(8, "int8")] if 8 in bits else []
     specs += [QuantSpec(4, "fp4", 64), QuantSpec(4, "nf4", 64)] if 4 in bits else []
+    specs += [GGUFGrid(key) for key in GGUF_GRIDS] if 4 in bits else []
     return specs
 
 
 def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
     """Where a model's quantizable weights sit inside their bins under ``spec``: the mean of |W - Q(W)| / step
     (about 0.25 for weights spread evenly inside their bins, 0 on the grid) and the share within NEAR_GRID of a step
-    of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid)."""
-    total = near = 0
+    of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid), both over the weights that do not set
+    their block's scale (:func:`scale_anchors`: those sit on the grid by construction, 1 in 64 for FP4/NF4), and
+    ``anchors``, the share of weights left out."""
+    total = near = anchors = 0
     offset = 0.0
     for module in quantizable_linears(model).values():
         w = module.weight.detach().float()
         q = quantize_tensor(w, spec)
         rel = (w - q.dequant).abs() / q.step.clamp(min=1e-30)
-        total += w.numel()
-        near += int((rel <= NEAR_GRID).sum())
-        offset += float(rel.double().sum())
-    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1)}
+        keep = ~scale_anchors(w, block_ids(tuple(w.shape), spec), symmetric=spec.quant_type != "rtn-asym")
+        total += int(keep.sum())
+        anchors += int((~keep).sum())
+        near += int((rel[keep] <= NEAR_GRID).sum())
+        offset += float(rel[keep].double().sum())
+    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1),
+            "anchors": anchors / max(total + anchors, 1)}
+
+
+def scale_anchors(weight: torch.Tensor, ids: torch.Tensor, symmetric: bool = True) -> torch.Tensor:
+    """bool, shape of ``weight``: the weights that set their block's scale (blocks given by ``ids``, same shape): the
+    largest |w| of each block (absmax grids), or its smallest and largest w (min/max grids). They land on a grid
+    point by construction, whatever the rest of the block does, so grid positions leave them out."""
+    flat, idx = weight.detach().float().flatten(), ids.flatten()
+    n = int(idx.max()) + 1 if idx.numel() else 0
+
+    def extreme(values: torch.Tensor, how: str) -> torch.Tensor:
+        init = torch.full((n,), float("-inf") if how == "amax" else float("inf"))
+        return values == init.scatter_reduce(0, idx, values, how)[idx]
+    anchor = extreme(flat.abs(), "amax") if symmetric else extreme(flat, "amax") | extreme(flat, "amin")
+    return anchor.reshape(weight.shape)
 
 
 def read_controls(store: RunStore, run_id: str) -> list[dict]:
@@ -152,23 +175,27 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
         done = {_key(r) for r in rows}
         models = None
         gguf = [item for item in _gguf_todo(store.config(run_id)) if item not in done]
+        todos = [(spec, _todo(spec, kinds, seeds, quantized, done)) for spec in specs]
+        total, step = len(gguf) + sum(len(t) for _, t in todos), 0
         if gguf:
             models = load_run_models(store, run_id)
-            progress("controls", 0, len(specs), "position of the weights relative to the GGUF 4-bit grids")
+            progress("controls", step, total, "where the weights sit relative to the GGUF 4-bit grids")
             rows += _gguf_rows(models, gguf)
+            step += len(gguf)
             done.update(_key(r) for r in rows)
             write_json(store.path(run_id) / CONTROLS, rows)
-        for i, spec in enumerate(specs):
-            todo = _todo(spec, kinds, seeds, quantized, done)
+        for spec, todo in todos:
             if not todo:
                 continue
             models = models or load_run_models(store, run_id)
-            progress("controls", i, len(specs), spec.label)
-            for item in todo:
-                rows.append(_compute(models, spec, *item))
+            for model, control, seed in todo:
+                what = "grid position" if control == "grid" else control + (f" seed {seed}" if seed is not None else "")
+                progress("controls", step, total, f"{spec.label}: {model}, {what}")
+                rows.append(_compute(models, spec, model, control, seed))
                 done.add(_key(rows[-1]))
+                step += 1
             write_json(store.path(run_id) / CONTROLS, rows)
-        progress("controls", len(specs), len(specs), "done")
+        progress("controls", total, total, "done")
     return rows
 
 
@@ -205,16 +232,44 @@ def _compute(models: RunModels, spec: QuantSpec, model: str, control: str, seed:
            "seed": seed}
     source = {"target": models.start, "retrain": models.pair.retrain, "unlearned": models.unlearned}[model]
     if control == "grid":
-        return {**row, **grid_position(source, spec)}
+        return {**row, **(gguf_grid_position(source, spec.key) if _is_gguf(spec) else grid_position(source, spec))}
     if source is None:
         return {**row, "missing": "no retrain model"}
-    perturbed = fake_quantize(source, spec) if control == "quantized" else noisy_model(source, spec, control, seed)
-    cfg = models.config
-    metrics = evaluate(perturbed, models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
-    if models.retrain_auc:
+    if control == "quantized":
+        metrics = _stored_quantized(models, spec, model)
+    else:
+        cfg = models.config
+        metrics = evaluate(noisy_model(source, spec, control, seed), models.pair.tokenizer, models.corpus, cfg.eval,
+                           cfg.model.max_len)["metrics"]
+    if models.retrain_auc and "auc" in metrics:
         metrics["privleak"] = privleak(metrics["auc"], models.retrain_auc)
     return {**row, **metrics}
 
 
-__all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position",
+def _stored_quantized(models: RunModels, spec: QuantSpec, model: str) -> dict:
+    """Metrics of ``model`` fake-quantized by ``spec``, from where the run already stored them: the run's own
+    quantizers in its metrics.json, the target and retrain models from the reference evaluations cached beside
+    the models (qru.pipeline, shared by every run from the same start); computed (and, for those two, cached) where
+    missing. A run evaluated with bitsandbytes' quantized loading (--quant-load) is recomputed with fake-quant, the
+    quantization its noise controls are sized on."""
+    from qru.pipeline import reference_eval
+
+    cfg = models.config
+    if not cfg.quant_load and not _is_gguf(spec):
+        if spec.key in {s.key for s in cfg.quant_specs()}:
+            stored = models.metrics[(models.metrics["model"] == model) & (models.metrics["bits"] == spec.bits)]
+            if not stored.empty:
+                return {k: v for k, v in stored.iloc[0].to_dict().items() if k not in ("model", "bits", "quant")}
+        if model != "unlearned":
+            return dict(reference_eval(models.pair, model, spec, models.corpus, cfg, models.start)["metrics"])
+    source = models.unlearned if model == "unlearned" else models.start if model == "target" else models.pair.retrain
+    quantized = gguf_fake_quantize(source, spec.key) if _is_gguf(spec) else fake_quantize(source, spec)
+    return evaluate(quantized, models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
+
+
+def _is_gguf(spec) -> bool:
+    return getattr(spec, "is_gguf", False)
+
+
+__all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position", "scale_anchors",
            "load_run_models", "read_controls"]

@@ -55,8 +55,8 @@ def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFram
     """The numbers of one stored run (its config, metrics.json frame, samples.json, deltas.parquet frame and, where
     computed, its controls.json rows: noise controls and grid positions, qru.controls)."""
     undone = forgetting_undone(metrics, samples)
-    by_control = {m: undone_by_control(curve_frame(controls or []), metrics, m) for m in ("knowmem_forget",
-                                                                                           "nll_forget")}
+    by_control = {m: undone_by_control(curve_frame(controls or []), metrics, m, samples)
+                  for m in ("knowmem_forget", "nll_forget")}
     per_bits = []
     for spec in config.quant_specs():
         if spec.bits == 32:
@@ -152,7 +152,8 @@ def sentences(f: RunFindings) -> list[str]:
     """Markdown sentences about one run, generated from its numbers."""
     c = f.config
     scenario = "; ".join(f"{k}: {v}" for k, v in c.unlearn.scenario.items())
-    out = [f"**{f.name}** — {c.unlearn.label.split(' [')[0]}; {scenario}."]
+    method = c.unlearn.label.split(" [")[0]
+    out = [f"**{f.name}**" + ("" if f.name.startswith(method) else f" — {method}") + f"; {scenario}."]
     if not f.per_bits:
         out.append("This run has no quantized bit width: there is nothing for quantization to undo.")
     for b in f.per_bits:

@@ -16,6 +16,9 @@ The step of a block is |d| as the file stores it (the first two bytes of each qu
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -24,6 +27,47 @@ from qru.quant import quantizable_linears
 GGUF_GRIDS = {"gguf-q4_1": ("Q4_1", "GGUF Q4_1 (blocks of 32, d q + m)"),
               "gguf-q4_0": ("Q4_0", "GGUF Q4_0 (blocks of 32, d (q - 8))")}
 NEAR_GRID = 0.01  # a weight within this share of a step of a grid point counts as "on the grid" (as qru.controls)
+
+
+@dataclass(frozen=True)
+class GGUFGrid:
+    """A GGUF 4-bit format as a quantizer of the curve (qru.controls): ``key`` is a key of GGUF_GRIDS. It has the
+    fields the curve reads from a QuantSpec (bits, key, label, quant_type, is_gptq, is_rtn); Linear layers whose
+    input size is not a multiple of 32 stay unquantized (llama.cpp would store them otherwise)."""
+
+    key: str
+    bits: int = 4
+    is_gptq: bool = False
+    is_rtn: bool = False
+    is_gguf: bool = True
+
+    def __post_init__(self) -> None:
+        if self.key not in GGUF_GRIDS:
+            raise ValueError(f"unknown GGUF grid {self.key!r} (choose from {', '.join(GGUF_GRIDS)})")
+
+    @property
+    def quant_type(self) -> str:
+        return self.key
+
+    @property
+    def label(self) -> str:
+        return GGUF_GRIDS[self.key][1]
+
+
+def gguf_fake_quantize(model: torch.nn.Module, key: str) -> torch.nn.Module:
+    """A copy of ``model`` (float32 compute) whose quantizable Linear weights with an input size divisible by 32
+    are replaced by their GGUF ``key`` round trip Q(W) (:func:`gguf_roundtrip`); ``model`` is unchanged."""
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in quantizable_linears(quantized).values():
+            if module.weight.shape[1] % 32 == 0:
+                module.weight.copy_(gguf_roundtrip(module.weight, key)[0].to(module.weight.dtype))
+    return quantized.eval()
+
+
+def gguf_blocks(shape: tuple[int, int]) -> torch.Tensor:
+    """int64 [out, in]: the GGUF block (32 consecutive weights of a row) of each weight."""
+    return torch.arange(shape[0] * shape[1]).reshape(shape) // 32
 
 
 def gguf_roundtrip(weight: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,11 +91,15 @@ def gguf_roundtrip(weight: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.
 
 
 def gguf_grid_position(model: torch.nn.Module, key: str) -> dict:
-    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key``: ``mean_offset_steps`` (mean
-    |W - Q(W)| / step; a block of equal weights has step 0 and counts as on the grid), ``share_on_grid`` (the share
-    within NEAR_GRID of a step of a grid point) and ``measured`` (how many weights: Linear layers whose input size is
-    not a multiple of 32 are left out). Raises KeyError for an unknown key."""
-    total = near = 0
+    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key``, over the weights that do
+    not set their block's scale (Q4_1: each block's min and max; Q4_0: its largest |w|; they sit on the grid by
+    construction): ``mean_offset_steps`` (mean |W - Q(W)| / step; a block of equal weights has step 0 and counts as
+    on the grid), ``share_on_grid`` (the share within NEAR_GRID of a step of a grid point), ``anchors`` (the share
+    of weights left out as scale-setting) and ``measured`` (how many weights in all: Linear layers whose input size
+    is not a multiple of 32 are left out). Raises KeyError for an unknown key."""
+    from qru.controls import scale_anchors
+
+    total = near = anchors = 0
     offset = 0.0
     for module in quantizable_linears(model).values():
         w = module.weight.detach().float().cpu()
@@ -60,10 +108,15 @@ def gguf_grid_position(model: torch.nn.Module, key: str) -> dict:
         dequant, step = gguf_roundtrip(w, key)
         error = (w - dequant).abs()
         rel = torch.where(step > 0, error / step.clamp(min=1e-30), torch.zeros_like(error))
-        total += w.numel()
-        near += int((rel <= NEAR_GRID).sum())
-        offset += float(rel.double().sum())
-    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1), "measured": total}
+        ids = gguf_blocks(tuple(w.shape))
+        keep = ~scale_anchors(w, ids, symmetric=GGUF_GRIDS[key][0] == "Q4_0")
+        total += int(keep.sum())
+        anchors += int((~keep).sum())
+        near += int((rel[keep] <= NEAR_GRID).sum())
+        offset += float(rel[keep].double().sum())
+    measured = total + anchors
+    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1),
+            "anchors": anchors / max(measured, 1), "measured": measured}
 
 
-__all__ = ["GGUF_GRIDS", "gguf_grid_position", "gguf_roundtrip"]
+__all__ = ["GGUFGrid", "GGUF_GRIDS", "gguf_blocks", "gguf_fake_quantize", "gguf_grid_position", "gguf_roundtrip"]

@@ -69,13 +69,16 @@ def gaussian_error(error: torch.Tensor, ids: torch.Tensor, gen: torch.Generator)
 
 
 def perturbation(weight: torch.Tensor, spec: QuantSpec, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """The noise control's perturbation E [out, in] (float32) of ``weight`` under ``spec``: ``permuted`` or
-    ``gaussian`` (module docstring). Raises ValueError for an unknown kind or a quantizer without blocks."""
+    """The noise control's perturbation E [out, in] (float32) of ``weight`` under ``spec`` (a QuantSpec, or a
+    qru.gguf_grid.GGUFGrid with blocks of 32 along a row): ``permuted`` or ``gaussian`` (module docstring). Raises ValueError for an unknown kind or a quantizer without blocks."""
     if kind not in KINDS:
         raise ValueError(f"unknown noise control {kind!r} (choose from {', '.join(KINDS)})")
     w = weight.detach().float()
-    ids = block_ids(tuple(w.shape), spec)
-    error = quantize_tensor(w, spec).dequant - w
+    if getattr(spec, "is_gguf", False):  # a GGUF 4-bit format (qru.gguf_grid.GGUFGrid): blocks of 32 along a row
+        from qru.gguf_grid import gguf_blocks, gguf_roundtrip
+        ids, error = gguf_blocks(tuple(w.shape)), gguf_roundtrip(w, spec.key)[0] - w
+    else:
+        ids, error = block_ids(tuple(w.shape), spec), quantize_tensor(w, spec).dequant - w
     return permuted_error(error, ids, gen) if kind == "permuted" else gaussian_error(error, ids, gen)
 
 
@@ -86,6 +89,8 @@ def noisy_model(model: nn.Module, spec: QuantSpec, kind: str, seed: int) -> nn.M
     noisy = copy.deepcopy(model)
     with torch.no_grad():
         for module in quantizable_linears(noisy).values():
+            if getattr(spec, "is_gguf", False) and module.weight.shape[1] % 32:
+                continue  # left unquantized by the GGUF grid too (qru.gguf_grid.gguf_fake_quantize)
             module.weight.add_(perturbation(module.weight, spec, kind, gen))
     return noisy.eval()
 

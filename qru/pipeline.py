@@ -41,10 +41,12 @@ NO_RETRAIN = ("no retrain model was given (--retrain-model): PrivLeak is measure
 FULL_GRID_MAX_WEIGHTS = 20_000_000
 
 
-def _reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig,
+def reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: RunConfig,
                     start: torch.nn.Module | None = None) -> dict:
-    """Metrics of the target (``start``, the model unlearning started from, where it is not the stored target:
-    qru.scenarios) or the retrain model under ``spec``, cached beside the models per start point."""
+    """The evaluation result (``evaluate``'s dict; its "metrics") of the target (``start``, the model unlearning
+    started from, where it is not the stored target: qru.scenarios) or the retrain model (``kind``) under ``spec``,
+    cached in ``<models>/evals/`` per start point, eval config and quantizer, so every run (and curve, qru.controls)
+    from the same start shares it. Raises what evaluation and quantization raise."""
     tag = start_tag(config.unlearn) if kind == "target" else ""
     name = f"{kind}-{tag}" if tag else kind
     key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": name})
@@ -154,7 +156,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     retrain_auc = None
     if pair.retrain is not None:
         stage("evaluating the 32-bit retrain model (PrivLeak reference)")
-        retrain_auc = _reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
+        retrain_auc = reference_eval(pair, "retrain", QuantSpec(), corpus, config)["metrics"]["auc"]
     else:
         writer.log(f"PrivLeak missing: {NO_RETRAIN}")
     rows, samples = [], {}
@@ -182,7 +184,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
 def _evaluate_all(pair: ModelPair, start, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
     """Metrics of the target (the start of unlearning), retrain (cached) and unlearned models quantized by ``spec``."""
     kinds = ("target", "retrain") if pair.retrain is not None else ("target",)
-    evals = {kind: _reference_eval(pair, kind, spec, corpus, config, start) for kind in kinds}
+    evals = {kind: reference_eval(pair, kind, spec, corpus, config, start) for kind in kinds}
     evals["unlearned"] = evaluate(_quantized(result.model, spec, config, pair, corpus), pair.tokenizer, corpus,
                                   config.eval, config.model.max_len)
     return evals

@@ -209,12 +209,21 @@ def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, t
     at = _app(root, "curves")
     assert [b for b in at.button if b.label.startswith("Compute the curve of")]
     assert "qru --cache" in at.code[0].value and f"curve {run_id}" in " ".join(c.value for c in at.code)
+    [m for m in at.multiselect if m.label.startswith("Bit widths")][0].set_value([4, 2]).run()
+    [m for m in at.multiselect if m.label == "Noise controls"][0].set_value(["permuted"]).run()
+    at.number_input[0].set_value(1).run()
+    assert f"curve {run_id} --bits 4 2 --kinds permuted --noise-seeds 0" in " ".join(c.value for c in at.code)
+    assert "Per quantizer (6 here)" in " ".join(c.value for c in at.caption)
     compute_controls(copy, run_id, [QuantSpec(4, "fp4", 64)], ("permuted",), (0,))  # the run's own 4-bit quantizer
     at = _app(root, "curves")
     assert not at.exception and len(at.get("plotly_chart")) == 1
-    assert "KnowMem-forget" in _texts(at) or "NLL forget" in _texts(at)
+    text = _texts(at)
+    assert "KnowMem-forget" in text or "NLL forget" in text
+    assert "Measured on the target (the start of unlearning)" in text and "GGUF Q4_1" in text
     at = _app(root, "metrics")
     assert not at.exception and any("Quantized vs noise controls" in c.value for c in at.caption)
+    at = _app(root, "findings")
+    assert not at.exception and "GGUF Q4_1 (blocks of 32" in _texts(at)
 
 
 def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):

@@ -86,6 +86,31 @@ def test_gguf_q4_1_grid_position_of_hand_made_weights():
         gguf_roundtrip(torch.zeros(4, 48), "gguf-q4_1")
 
 
+def test_gguf_grid_as_a_curve_quantizer_and_its_noise():
+    """A GGUF format quantizes (and perturbs) in blocks of 32 along a row: Q(W) of weights on its grid is W, the
+    permuted control has each block's own error multiset, and rows not divisible by 32 are left alone."""
+    from qru.gguf_grid import GGUFGrid, gguf_fake_quantize, gguf_roundtrip
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8, bias=False), torch.nn.Linear(8, 40, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(8, 64, generator=g))
+    spec = GGUFGrid("gguf-q4_1")
+    assert (spec.bits, spec.label.startswith("GGUF Q4_1"), spec.is_gptq) == (4, True, False)
+    quantized = gguf_fake_quantize(model, "gguf-q4_1")
+    assert torch.equal(quantized[1].weight, model[1].weight)  # in = 8: not a multiple of 32, unquantized
+    assert torch.allclose(gguf_fake_quantize(quantized, "gguf-q4_1")[0].weight, quantized[0].weight, atol=1e-6)
+    w = model[0].weight.detach()
+    error = gguf_roundtrip(w, "gguf-q4_1")[0] - w
+    noise = perturbation(w, spec, "permuted", torch.Generator().manual_seed(1))
+    for block in range(w.numel() // 32):
+        flat = slice(32 * block, 32 * block + 32)
+        assert torch.equal(torch.sort(noise.flatten()[flat]).values, torch.sort(error.flatten()[flat]).values)
+    noisy = noisy_model(model, spec, "gaussian", 0)
+    assert torch.equal(noisy[1].weight, model[1].weight) and not torch.equal(noisy[0].weight, model[0].weight)
+    with pytest.raises(ValueError, match="unknown GGUF grid"):
+        GGUFGrid("gguf-q2_k")
+
+
 def test_grid_sentence_reads_target_and_source_rows():
     row = {"control": "grid", "bits": 4}
     rows = [{**row, "model": "target", "label": "GGUF Q4_1", "share_on_grid": 0.3, "mean_offset_steps": 0.1},
@@ -121,7 +146,8 @@ def test_a_small_curve_with_its_noise_band_and_sentence(curve_run, monkeypatch, 
     store, full, _ = curve_run
     config = store.config(full)
     assert [s.key for s in curve_specs(config, (8, 4, 2))] == ["rtn-asym-g64@8", "rtn-asym-g64@4", "rtn-asym-g64@2",
-                                                               "int8@8", "fp4-b64@4", "nf4-b64@4"]
+                                                               "int8@8", "fp4-b64@4", "nf4-b64@4", "gguf-q4_1",
+                                                               "gguf-q4_0"]
     specs = curve_specs(config, (2,))
     rows = compute_controls(store, full, specs, ("permuted",), (0,))
     assert len(rows) == 2 + len(specs) * (1 + 3 + 2)  # GGUF grids; per spec: grid, 3 quantized, 2 noisy models
@@ -141,10 +167,22 @@ def test_a_small_curve_with_its_noise_band_and_sentence(curve_run, monkeypatch, 
     fig = curve_figure({"run": (frame, metrics)}, "nll_forget")
     assert any("noise band" in t.name for t in fig.data)
     monkeypatch.undo()
+    # the run's own quantizer: the quantized rows are read from its metrics.json, only the 2 noisy models evaluated
+    calls = []
+    real = qru.controls.evaluate
+    monkeypatch.setattr(qru.controls, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = compute_controls(store, full, [QuantSpec(4, "fp4", 64)], ("permuted",), (0,))
+    assert len(calls) == 2
+    for model in ("target", "retrain", "unlearned"):
+        row = next(r for r in rows if r["quantizer"] == "fp4-b64@4" and r["model"] == model
+                   and r["control"] == "quantized")
+        stored = metrics[(metrics["model"] == model) & (metrics["bits"] == 4)].iloc[0]
+        assert row["nll_forget"] == stored["nll_forget"] and row["knowmem_forget"] == stored["knowmem_forget"]
+    monkeypatch.undo()
     assert main(["--cache", str(store.root), "curve", full, "--bits", "2", "--kinds", "permuted",
-                 "--noise-seeds", "0", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "NLL forget" in out and "permuted" in out
+                 "--noise-seeds", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "NLL forget" in captured.out and "undone by quantization" in captured.out
 
 
 def test_verdict_reads_hand_made_numbers():
@@ -156,6 +194,44 @@ def test_verdict_reads_hand_made_numbers():
     assert verdict(undone, "q")["verdict"] == "fragility"
     undone.loc[undone["control"] == "quantized", "undone"] = 0.1
     assert verdict(undone, "q")["verdict"] == "nothing undone"
+
+
+def _hand_curve(target: dict, unlearned: dict, noisy: dict):
+    """controls rows and a metrics frame for KnowMem-forget: target / unlearned value per RTN bit width, the
+    unlearned model under permuted noise per bit width (the target's noisy value = its quantized one)."""
+    import pandas as pd
+    rows = []
+    for bits in target:
+        key = f"rtn-asym-g64@{bits}"
+        for model, value in (("target", target[bits]), ("unlearned", unlearned[bits])):
+            rows.append({"model": model, "quantizer": key, "bits": bits, "label": f"RTN {bits}", "control": "quantized",
+                         "seed": None, "knowmem_forget": value})
+        rows += [{"model": "target", "quantizer": key, "bits": bits, "label": f"RTN {bits}", "control": "permuted",
+                  "seed": 0, "knowmem_forget": target[bits]},
+                 {"model": "unlearned", "quantizer": key, "bits": bits, "label": f"RTN {bits}", "control": "permuted",
+                  "seed": 0, "knowmem_forget": noisy[bits]}]
+    metrics = pd.DataFrame([{"model": "target", "bits": 32, "knowmem_forget": 90.0},
+                            {"model": "unlearned", "bits": 32, "knowmem_forget": 10.0}])
+    return curve_frame(rows), metrics
+
+
+def test_curve_reads_rounding_back_before_the_target_changes_and_hides_noise():
+    from qru.views.curves import onset_sentence
+    # rounding back: at 4 bits the unlearned model is back at 80 while noise of that size leaves it at 12; the target
+    # itself changes beyond the 1-point floor only at 2 bits
+    frame, metrics = _hand_curve({8: 90, 4: 90.5, 2: 60}, {8: 10.5, 4: 80, 2: 55}, {8: 10, 4: 12, 2: 50})
+    undone = undone_by_control(frame, metrics, "knowmem_forget")
+    assert undone.attrs["noise"] == 1.0  # no samples: the floor
+    v = verdict(undone, "rtn-asym-g64@4")
+    assert v["quantized"] == pytest.approx(70 / 80.5) and v["verdict"] == "rounding back"
+    assert verdict(undone, "rtn-asym-g64@2")["verdict"] == "fragility"  # noise undid 40/50, quantization 45/50
+    text = onset_sentence(frame, metrics, undone, "knowmem_forget")
+    assert "beyond the noise (1) at 2 bits" in text and "from 4 bits down, before that point" in text
+    # a 32-bit effect within the noise: no share is stated, and the sentence says why
+    metrics.loc[metrics["model"] == "unlearned", "knowmem_forget"] = 89.5
+    undone = undone_by_control(frame, metrics, "knowmem_forget")
+    assert undone["undone"].isna().all() and verdict(undone, "rtn-asym-g64@4")["verdict"] == "not measured"
+    assert "no full-precision effect beyond the noise" in sentence("r", undone, "knowmem_forget")
 
 
 def test_noisy_model_leaves_the_model_and_is_seeded(micro_models):

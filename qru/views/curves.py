@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from qru.views.metric_tables import COLUMNS
+from qru.views.undone import metric_noise, share_undone
 
 UNDONE, HALF = 0.2, 0.5
 CURVE_METRICS = ("knowmem_forget", "nll_forget", "knowmem_retain", "privleak", "verbmem_entity")
@@ -34,37 +35,49 @@ def _full(metrics: pd.DataFrame, model: str, metric: str) -> float:
     return float(rows.iloc[0][metric]) if not rows.empty and metric in rows.columns else float("nan")
 
 
-def undone_by_control(frame: pd.DataFrame, metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+UNDONE_COLUMNS = ["quantizer", "bits", "label", "control", "seed", "value", "undone", "reason"]
+
+
+def undone_by_control(frame: pd.DataFrame, metrics: pd.DataFrame, metric: str, samples: dict | None = None) -> pd.DataFrame:
     """One row per (quantizer, control, seed) with the unlearned model's value and the share undone under that
-    perturbation (NaN where the target and the unlearned model at 32 bits do not differ)."""
-    u32 = _full(metrics, "unlearned", metric)
+    perturbation of both models (qru.views.undone.share_undone: NaN, with the reason, where the 32-bit effect or the
+    perturbed target's distance to the unlearned model is within the metric's noise; ``samples``, the run's
+    samples.json, sets that noise from the paired items, else the floors). ``.attrs["noise"]`` holds the threshold."""
+    threshold = metric_noise(metrics, samples, metric)[0]
+    u32, t32 = _full(metrics, "unlearned", metric), _full(metrics, "target", metric)
     out = []
-    if metric not in frame.columns:
-        return pd.DataFrame(columns=["quantizer", "bits", "label", "control", "seed", "value", "undone"])
-    for (quantizer, control, seed), group in frame.groupby(["quantizer", "control", "seed"], dropna=False):
-        u = group[group["model"] == "unlearned"]
-        t = group[group["model"] == "target"]
-        if u.empty or t.empty:
-            continue
-        ub, tb = float(u.iloc[0][metric]), float(t.iloc[0][metric])
-        denominator = tb - u32
-        out.append({"quantizer": quantizer, "bits": int(u.iloc[0]["bits"]), "label": u.iloc[0].get("label", quantizer),
-                    "control": control, "seed": seed, "value": ub,
-                    "undone": (ub - u32) / denominator if abs(denominator) > 1e-12 else float("nan")})
-    return pd.DataFrame(out)
+    if metric in frame.columns:
+        for (quantizer, control, seed), group in frame.groupby(["quantizer", "control", "seed"], dropna=False):
+            u = group[group["model"] == "unlearned"]
+            t = group[group["model"] == "target"]
+            if u.empty or t.empty:
+                continue
+            ub, tb = float(u.iloc[0][metric]), float(t.iloc[0][metric])
+            share, reason = share_undone(metric, t32, u32, tb, ub, threshold)
+            out.append({"quantizer": quantizer, "bits": int(u.iloc[0]["bits"]),
+                        "label": u.iloc[0].get("label", quantizer), "control": control, "seed": seed, "value": ub,
+                        "undone": share, "reason": reason})
+    result = pd.DataFrame(out, columns=UNDONE_COLUMNS)
+    result.attrs["noise"] = threshold
+    return result
 
 
 def verdict(undone: pd.DataFrame, quantizer: str) -> dict:
     """For one quantizer: the share undone by quantization, the mean and max over the noise controls, and the
-    verdict ("nothing undone", "fragility", "rounding back", or "not measured")."""
+    verdict ("nothing undone", "fragility", "rounding back", or "not measured" with the reason)."""
     part = undone[undone["quantizer"] == quantizer]
-    q = part[part["control"] == "quantized"]["undone"]
+    q = part[part["control"] == "quantized"]
     noise = part[~part["control"].isin(["quantized"])]["undone"].dropna()
-    if q.empty or not np.isfinite(q.iloc[0]) or noise.empty:
-        return {"quantized": float("nan"), "noise_mean": float("nan"), "noise_max": float("nan"),
-                "verdict": "not measured"}
-    qv = float(q.iloc[0])
-    result = {"quantized": qv, "noise_mean": float(noise.mean()), "noise_max": float(noise.max())}
+    missing = {"quantized": float("nan"), "noise_mean": float("nan"), "noise_max": float("nan"),
+               "verdict": "not measured"}
+    if q.empty:
+        return {**missing, "reason": "not quantized"}
+    if not np.isfinite(q["undone"].iloc[0]):
+        return {**missing, "reason": q["reason"].iloc[0] if "reason" in q.columns else ""}
+    if noise.empty:
+        return {**missing, "reason": "no noise control measured"}
+    qv = float(q["undone"].iloc[0])
+    result = {"quantized": qv, "noise_mean": float(noise.mean()), "noise_max": float(noise.max()), "reason": ""}
     if qv < UNDONE:
         result["verdict"] = "nothing undone"
     elif result["noise_mean"] >= HALF * qv:
@@ -80,8 +93,9 @@ def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
     verdicts = {q: verdict(undone, q) for q in undone["quantizer"].unique()} if not undone.empty else {}
     measured = {q: v for q, v in verdicts.items() if v["verdict"] != "not measured"}
     if not measured:
-        return (f"**{name}**, {title}: no share undone can be computed (the unlearned model does not differ from "
-                "the target at 32 bits on this metric, or the controls are missing).")
+        reasons = sorted({v["reason"] for v in verdicts.values() if v.get("reason")})
+        why = "; ".join(reasons) if reasons else "the controls are missing"
+        return f"**{name}**, {title}: no share undone can be stated ({why})."
     labels = undone.drop_duplicates("quantizer").set_index("quantizer")["label"]
     undid = {q: v for q, v in measured.items() if v["verdict"] != "nothing undone"}
     if not undid:
@@ -99,37 +113,99 @@ def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
     return f"**{name}**, {title}: {cause}. " + "; ".join(parts) + "."
 
 
+def verdict_table(undone: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per quantizer (in curve order) and metric (``undone``: metric -> :func:`undone_by_control`): the share of the
+    forgetting undone by quantization and by the noise controls (mean, min..max over kinds and seeds), as
+    percentages, and the verdict (or why none)."""
+    rows = []
+    for metric, part in undone.items():
+        for quantizer in part["quantizer"].unique():
+            v = verdict(part, quantizer)
+            noise = part[(part["quantizer"] == quantizer) & (part["control"] != "quantized")]["undone"].dropna()
+            rows.append({"quantizer": part[part["quantizer"] == quantizer]["label"].iloc[0],
+                         "metric": COLUMNS.get(metric, metric),
+                         "undone by quantization": _pct(v["quantized"]),
+                         "undone by noise (mean)": _pct(v["noise_mean"]),
+                         "noise min..max": f"{_pct(noise.min())}..{_pct(noise.max())}" if len(noise) else "—",
+                         "n noise": len(noise),
+                         "verdict": v["verdict"] + (f" ({v['reason']})" if v.get("reason") else "")})
+    return pd.DataFrame(rows)
+
+
+def _pct(x: float) -> str:
+    return f"{round(100 * x) or 0}%" if np.isfinite(x) else "—"
+
+
+def onset_sentence(frame: pd.DataFrame, metrics: pd.DataFrame, undone: pd.DataFrame, metric: str) -> str:
+    """Where RTN quantization starts to change the target itself beyond the metric's noise (the highest RTN bit
+    width where |m_t,b - m_t,32| exceeds ``undone.attrs["noise"]``), and whether the forgetting is undone (share
+    >= UNDONE) before that point (at a higher bit width), at it, or only after it."""
+    threshold = undone.attrs.get("noise", 0.0)
+    t32 = _full(metrics, "target", metric)
+    if metric not in frame.columns or not np.isfinite(t32):
+        return ""
+    rtn = frame[frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")]
+    target = rtn[rtn["model"] == "target"].set_index("bits")[metric].sort_index(ascending=False)
+    if target.empty:
+        return ""
+    moved = [int(b) for b, v in target.items() if abs(v - t32) > threshold]
+    q = undone[undone["quantizer"].str.startswith("rtn") & (undone["control"] == "quantized")]
+    undid = [int(b) for b, u in zip(q["bits"], q["undone"]) if np.isfinite(u) and u >= UNDONE]
+    title = COLUMNS.get(metric, metric)
+    low = int(target.index.min())
+    onset = (f"RTN starts to change the target's {title} beyond the noise ({threshold:.3g}) at {max(moved)} bits"
+             if moved else f"RTN changes the target's {title} by no more than the noise ({threshold:.3g}) down to "
+                           f"{low} bits")
+    if not undid:
+        return onset + f"; no RTN width undid {UNDONE:.0%} or more of the forgetting."
+    first = max(undid)
+    when = ("before that point (the target itself is still intact there)" if not moved or first > max(moved) else
+            "at that point" if first == max(moved) else "only after that point")
+    return onset + f"; the forgetting is undone ({UNDONE:.0%} or more) from {first} bits down, {when}."
+
+
+MARKERS = {"target": "circle-open", "retrain": "square-open", "unlearned": "diamond"}
+
+
 def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: str) -> go.Figure:
     """The metric against bit width for each run (``curves``: name -> (curve_frame, metrics frame)): the 32-bit
     value at x = 32 is drawn at the right of 8; RTN lines for target, retrain and unlearned, bitsandbytes formats as
-    markers, and the noise-control band (min..max over controls and seeds) of the unlearned model."""
+    markers (the label on hover), and the unlearned model's noise controls: the band (min..max over controls and
+    seeds) and each control's mean as an x (visible where the band is as thin as the line)."""
     fig = go.Figure()
     order = {32: 9}  # 32 bits drawn just right of 8
     x_of = lambda b: order.get(int(b), int(b))  # noqa: E731
+    widths = set()
     for name, (frame, metrics) in curves.items():
         if metric not in frame.columns:
             continue
         rtn = frame[frame["quantizer"].str.startswith("rtn")]
+        widths.update(int(b) for b in frame["bits"])
         for model, dash in (("target", "dot"), ("retrain", "dash"), ("unlearned", "solid")):
             q = rtn[(rtn["model"] == model) & (rtn["control"] == "quantized")].sort_values("bits")
             full = _full(metrics, model, metric)
             xs = [x_of(b) for b in q["bits"]] + [x_of(32)]
             fig.add_trace(go.Scatter(x=xs, y=list(q[metric]) + [full], mode="lines+markers", name=f"{name}: {model}",
                                      line={"dash": dash}))
-        bnb = frame[~frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")
-                    & (frame["model"] == "unlearned")]
-        if not bnb.empty:
-            fig.add_trace(go.Scatter(x=[x_of(b) for b in bnb["bits"]], y=bnb[metric], mode="markers",
-                                     marker={"symbol": "diamond", "size": 10}, text=bnb["label"],
-                                     name=f"{name}: unlearned, bitsandbytes"))
+        bnb = frame[~frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")]
+        for model, part in bnb.groupby("model", sort=False):
+            fig.add_trace(go.Scatter(x=[x_of(b) for b in part["bits"]], y=part[metric], mode="markers",
+                                     marker={"symbol": MARKERS.get(model, "diamond"), "size": 10},
+                                     text=part["label"], hovertemplate="%{text}: %{y:.3g}",
+                                     name=f"{name}: {model}, bitsandbytes"))
         noise = rtn[(rtn["model"] == "unlearned") & ~rtn["control"].isin(["quantized"])]
         if not noise.empty:
             band = noise.groupby("bits")[metric].agg(["min", "max"]).sort_index()
             xs = [x_of(b) for b in band.index]
             fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(band["max"]) + list(band["min"])[::-1], fill="toself",
                                      opacity=0.25, line={"width": 0}, name=f"{name}: unlearned, noise band"))
-    fig.update_layout(xaxis={"title": "bit width (RTN int-k; right: 32 bits)", "tickvals": [2, 3, 4, 5, 6, 7, 8, 9],
-                             "ticktext": ["2", "3", "4", "5", "6", "7", "8", "32"]},
+            means = noise.groupby(["bits", "control"])[metric].mean().reset_index()
+            fig.add_trace(go.Scatter(x=[x_of(b) for b in means["bits"]], y=means[metric], mode="markers",
+                                     marker={"symbol": "x", "size": 8}, text=means["control"],
+                                     hovertemplate="%{text} noise: %{y:.3g}", name=f"{name}: unlearned, noise mean"))
+    ticks = sorted(widths - {32}) + [32]
+    fig.update_layout(xaxis={"title": "bit width (RTN int-k lines; right: 32 bits)", "tickvals": [x_of(b) for b in ticks],
+                             "ticktext": [str(b) for b in ticks]},
                       yaxis={"title": COLUMNS.get(metric, metric)}, height=480, margin={"t": 30})
     return fig
 
@@ -177,7 +253,8 @@ def _grid_words(rows: list[dict]) -> str:
     if by["not on"]:
         reading.append(("spread inside their bins under " + ", ".join(by["not on"])) if reading else
                        "spread inside their bins (evenly spread weights give about 2% within 1% of a step and a mean "
-                       "offset of 0.25 steps), not on a 4-bit grid")
+                       "offset of 0.25 steps; the weights that set each block's scale, on the grid by construction, "
+                       "are left out), not on a 4-bit grid")
     return "; ".join(parts) + " — its weights sit " + "; ".join(reading)
 
 
@@ -194,5 +271,6 @@ def grid_sentence(rows: list[dict]) -> str:
     return text
 
 
-__all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_reading", "grid_sentence", "sentence", "undone_by_control",
-           "verdict"]
+__all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_reading", "grid_sentence",
+           "onset_sentence", "sentence", "undone_by_control", "verdict",
+           "verdict_table"]

@@ -73,6 +73,33 @@ def _value(metrics: pd.DataFrame, model: str, bits: int, metric: str) -> float:
     return float(rows.iloc[0][metric])
 
 
+def metric_noise(metrics: pd.DataFrame, samples: dict | None, metric: str) -> tuple[float, str]:
+    """:func:`noise` of ``metric`` for a run given its metrics.json frame (for the retrain AUC of PrivLeak) and its
+    samples.json (None: the floors)."""
+    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
+    auc_retrain = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
+    return noise(metric, samples, auc_retrain)
+
+
+def share_undone(metric: str, t32: float, u32: float, tb: float, ub: float, threshold: float) -> tuple[float, str]:
+    """(share undone, "") = ((ub - u32) / (tb - u32), "") for one metric under one perturbation of both models (t: the
+    target, u: the unlearned model; 32: full precision, b: perturbed), or (NaN, why it is not stated) where the
+    full-precision effect or the denominator is within ``threshold``, a forget metric's effect goes the wrong way
+    (the unlearned model remembers more), or a value is missing (NaN)."""
+    sign = COME_BACK.get(metric, (0, 0))[0]  # direction of remembering; 0: utility metrics, either way
+    if math.isnan(t32) or math.isnan(u32):
+        return float("nan"), "not measured at 32 bits"
+    if abs(t32 - u32) <= threshold:
+        return float("nan"), "no full-precision effect beyond the noise"
+    if sign and sign * (t32 - u32) <= 0:
+        return float("nan"), "the unlearned model remembers more than the target at 32 bits: no forgetting to undo"
+    if math.isnan(ub) or math.isnan(tb):
+        return float("nan"), "not measured"
+    if abs(tb - u32) <= threshold:
+        return float("nan"), "the quantized target is within the noise of the unlearned model"
+    return (ub - u32) / (tb - u32), ""
+
+
 def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.DataFrame:
     """One row per (metric, bit width below 32) of a run's metrics.json frame: metric, bits, the full-precision
     effect m_t,32 - m_u,32, the noise threshold and how it was set, the share undone (NaN where an effect is within
@@ -91,18 +118,7 @@ def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.
         threshold, how = noise(metric, samples, auc_retrain)
         for bits in low_bits:
             ub, tb = _value(metrics, "unlearned", bits, metric), _value(metrics, "target", bits, metric)
-            share, reason = float("nan"), ""
-            sign = COME_BACK.get(metric, (0, 0))[0]  # direction of remembering; 0: utility metrics, either way
-            if abs(t32 - u32) <= threshold:
-                reason = "no full-precision effect beyond the noise"
-            elif sign and sign * (t32 - u32) <= 0:
-                reason = "the unlearned model remembers more than the target at 32 bits: no forgetting to undo"
-            elif math.isnan(ub) or math.isnan(tb):
-                reason = "not measured"
-            elif abs(tb - u32) <= threshold:
-                reason = "the quantized target is within the noise of the unlearned model"
-            else:
-                share = (ub - u32) / (tb - u32)
+            share, reason = share_undone(metric, t32, u32, tb, ub, threshold)
             rows.append({"metric": metric, "bits": bits, "effect_32": t32 - u32, "noise": threshold,
                          "noise_from": how, "undone": share, "reason": reason})
     return pd.DataFrame(rows, columns=["metric", "bits", "effect_32", "noise", "noise_from", "undone", "reason"])
@@ -116,7 +132,7 @@ def undone_table(undone: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         row = {"metric": COLUMNS.get(metric, metric), "effect at 32 bits (target − unlearned)": f"{first['effect_32']:+.3g}"}
         for _, r in group.iterrows():
-            row[f"undone at {r['bits']} bits"] = f"{100 * r['undone']:.0f}%" if np.isfinite(r["undone"]) \
+            row[f"undone at {r['bits']} bits"] = f"{round(100 * r['undone']) or 0}%" if np.isfinite(r["undone"]) \
                 else f"— ({r['reason']})"
         row["noise threshold"] = f"{first['noise']:.3g} ({first['noise_from']})"
         rows.append(row)
@@ -129,4 +145,4 @@ THRESHOLD_TEXT = ("Share undone = (m_unlearned,b − m_unlearned,32) / (m_target
                   "target − unlearned difference over the evaluation items (PrivLeak: bootstrap over texts), at "
                   "least 1 point (scores) or 0.01 nats (NLL).")
 
-__all__ = ["FLOOR", "THRESHOLD_TEXT", "forgetting_undone", "noise", "undone_table"]
+__all__ = ["metric_noise", "share_undone", "FLOOR", "THRESHOLD_TEXT", "forgetting_undone", "noise", "undone_table"]
