@@ -365,6 +365,17 @@ def _samples(store: RunStore, run_id: str) -> dict | None:
         return None
 
 
+def _noise_seed(text: str) -> int:
+    """A noise seed: an integer in 0..2**63-1 (torch.Generator's range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"a noise seed must be in 0..2**63-1, got {text}")
+    return value
+
+
 NOISE_DESCRIPTION = (
     "Evaluate a finished run's target and unlearned model with random perturbations of the same per-block size as "
     "the run's own quantizers' error (the block's error values permuted, or Gaussian with their RMS), over noise "
@@ -388,7 +399,9 @@ def cmd_noise(args) -> int:
     store = RunStore(args.cache)
     run_id = _resolve_run_id(store, args.run_id)
     config = store.config(run_id)
-    specs = [s for s in config.quant_specs() if s.bits < 32] if isinstance(config, RunConfig) else []
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"{run_id} is not a qru run: noise controls need its models")
+    specs = [s for s in config.quant_specs() if s.bits < 32]
     if not specs:
         raise ConfigError(f"run {run_id} has no quantized bit width to compare noise controls with")
     if any(s.is_gptq for s in specs):
@@ -672,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", choices=NOISE_KINDS, default=list(NOISE_KINDS),
                    help="permuted: the block's error values permuted within the block; gaussian: N(0, block error "
                         "RMS^2) (default both)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="noise seeds (default 0 1 2)")
+    p.add_argument("--seeds", type=_noise_seed, nargs="+", default=[0, 1, 2], help="noise seeds (default 0 1 2)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_noise)
 
@@ -685,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=int, choices=RTN_GROUP_SIZES, default=64,
                    help="RTN group size (default 64; an RTN run keeps its own)")
     p.add_argument("--kinds", nargs="+", choices=NOISE_KINDS, default=list(NOISE_KINDS), help="noise controls")
-    p.add_argument("--noise-seeds", type=int, nargs="+", default=[0, 1], help="noise seeds (default 0 1)")
+    p.add_argument("--noise-seeds", type=_noise_seed, nargs="+", default=[0, 1], help="noise seeds (default 0 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_curve)
 

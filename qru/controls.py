@@ -110,7 +110,8 @@ def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
     """Where a model's quantizable weights sit inside their bins under ``spec``: the mean of |W - Q(W)| / step
     (about 0.25 for weights spread evenly inside their bins, 0 on the grid) and the share within NEAR_GRID of a step
     of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid), both over the weights that do not set
-    their block's scale (:func:`scale_anchors`: those sit on the grid by construction, 1 in 64 for FP4/NF4), and
+    their block's scale (:func:`scale_anchors`: those sit on the grid by construction, 1 in 64 for FP4/NF4; none
+    for RTN asymmetric, whose rounded zero point leaves them off the grid), and
     ``anchors``, the share of weights left out."""
     total = near = anchors = 0
     offset = 0.0
@@ -118,7 +119,9 @@ def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
         w = module.weight.detach().float()
         q = quantize_tensor(w, spec)
         rel = (w - q.dequant).abs() / q.step.clamp(min=1e-30)
-        keep = ~scale_anchors(w, block_ids(tuple(w.shape), spec), symmetric=spec.quant_type != "rtn-asym")
+        # RTN asym's min/max are off the grid too (its zero point is rounded): nothing to leave out there
+        keep = ~scale_anchors(w, block_ids(tuple(w.shape), spec)) if spec.quant_type != "rtn-asym" \
+            else torch.ones_like(w, dtype=torch.bool)
         total += int(keep.sum())
         anchors += int((~keep).sum())
         near += int((rel[keep] <= NEAR_GRID).sum())
@@ -142,14 +145,20 @@ def scale_anchors(weight: torch.Tensor, ids: torch.Tensor, symmetric: bool = Tru
 
 
 def read_controls(store: RunStore, run_id: str) -> list[dict]:
-    """The rows of a run's controls.json ([] if none). Raises StoreError if the file is not valid JSON."""
+    """The rows of a run's controls.json ([] if none). Raises StoreError if the file is not valid JSON or not a
+    list of rows (dicts with model, quantizer, bits and control)."""
     path = store.path(run_id) / CONTROLS
     if not path.is_file():
         return []
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StoreError(f"run {run_id}: {CONTROLS} cannot be read ({exc})") from exc
+    fields = ("model", "quantizer", "bits", "control")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(f in r for f in fields) for r in rows):
+        raise StoreError(f"run {run_id}: {CONTROLS} is not a list of rows with {', '.join(fields)} (damaged? move it "
+                         "away and recompute)")
+    return rows
 
 
 def _key(row: dict) -> tuple:
@@ -170,12 +179,19 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
         if spec.bits == 32 or spec.is_gptq:
             raise ValueError(f"{spec.key}: controls need a quantizer that rounds block by block, below 32 bits")
     lock = store.path(run_id) / ".controls.lock"
-    with exclusive(lock, what=f"the controls of run {run_id}"):
+    kinds, seeds = tuple(dict.fromkeys(kinds)), tuple(dict.fromkeys(seeds))  # a repeated kind or seed once
+    for seed in seeds:
+        if not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+            raise ValueError(f"noise seed must be an integer in 0..2**63-1, got {seed!r}")
+    with exclusive(lock, what=f"run {run_id} (its controls)"):
         rows = read_controls(store, run_id)
         done = {_key(r) for r in rows}
         models = None
-        gguf = [item for item in _gguf_todo(store.config(run_id)) if item not in done]
-        todos = [(spec, _todo(spec, kinds, seeds, quantized, done)) for spec in specs]
+        config = store.config(run_id)
+        if not isinstance(config, RunConfig):
+            raise StoreError(f"{run_id} is not a qru run (a comparison or import has no models to perturb)")
+        gguf = [item for item in _gguf_todo(config) if item not in done]
+        todos = [(spec, _todo(spec, kinds, seeds, quantized, done | set(gguf))) for spec in specs]
         total, step = len(gguf) + sum(len(t) for _, t in todos), 0
         if gguf:
             models = load_run_models(store, run_id)
@@ -223,7 +239,7 @@ def _todo(spec: QuantSpec, kinds, seeds, quantized: bool, done: set) -> list[tup
     items = [("target", "grid", None)]
     if quantized:
         items += [(m, "quantized", None) for m in ("target", "retrain", "unlearned")]
-    items += [(m, k, s) for k in kinds for s in seeds for m in ("target", "unlearned")]
+    items += [(m, k, s) for k in dict.fromkeys(kinds) for s in dict.fromkeys(seeds) for m in ("target", "unlearned")]
     return [it for it in items if (it[0], spec.key, it[1], it[2]) not in done]
 
 

@@ -13,6 +13,9 @@ the ``gguf`` package's reference implementation, ``gguf.quants.quantize`` / ``de
 
 The step of a block is |d| as the file stores it (the first two bytes of each quantized block). A weight's position is
 |W - Q(W)| / step: 0 on the grid, about 0.25 on average for weights spread evenly inside their bins.
+
+The same formats are quantizers of the bit-width curve (:class:`GGUFGrid`, :func:`gguf_fake_quantize`): like the
+other fake-quantizers, they replace the quantizable Linear weights by Q(W) and leave the embeddings in float32.
 """
 from __future__ import annotations
 
@@ -24,8 +27,7 @@ import torch
 
 from qru.quant import quantizable_linears
 
-GGUF_GRIDS = {"gguf-q4_1": ("Q4_1", "GGUF Q4_1 (blocks of 32, d q + m)"),
-              "gguf-q4_0": ("Q4_0", "GGUF Q4_0 (blocks of 32, d (q - 8))")}
+GGUF_GRIDS = {"gguf-q4_1": ("Q4_1", "GGUF Q4_1"), "gguf-q4_0": ("Q4_0", "GGUF Q4_0")}  # key: (ggml type, label)
 NEAR_GRID = 0.01  # a weight within this share of a step of a grid point counts as "on the grid" (as qru.controls)
 
 

@@ -49,7 +49,8 @@ def reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: 
     from the same start shares it. Raises what evaluation and quantization raise."""
     tag = start_tag(config.unlearn) if kind == "target" else ""
     name = f"{kind}-{tag}" if tag else kind
-    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": name})
+    loaded = {"quant_load": True} if config.quant_load and spec.bits < 32 else {}  # bitsandbytes-loaded, not fake-quant
+    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": name, **loaded})
     path = pair.root / "evals" / f"{name}-{spec.bits}-{spec.quant_type}-{key}.json"
     if path.is_file():
         result = json.loads(path.read_text(encoding="utf-8"))

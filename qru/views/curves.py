@@ -74,12 +74,14 @@ def verdict(undone: pd.DataFrame, quantizer: str) -> dict:
         return {**missing, "reason": "not quantized"}
     if not np.isfinite(q["undone"].iloc[0]):
         return {**missing, "reason": q["reason"].iloc[0] if "reason" in q.columns else ""}
-    if noise.empty:
-        return {**missing, "reason": "no noise control measured"}
     qv = float(q["undone"].iloc[0])
-    result = {"quantized": qv, "noise_mean": float(noise.mean()), "noise_max": float(noise.max()), "reason": ""}
+    result = {"quantized": qv, "noise_mean": float(noise.mean()) if len(noise) else float("nan"),
+              "noise_max": float(noise.max()) if len(noise) else float("nan"), "reason": ""}
     if qv < UNDONE:
         result["verdict"] = "nothing undone"
+    elif noise.empty:
+        result.update(verdict="not measured", reason="quantization undid part, but no noise control's share is "
+                                                     "beyond the noise (or none was computed)")
     elif result["noise_mean"] >= HALF * qv:
         result["verdict"] = "fragility"
     else:
@@ -121,11 +123,12 @@ def verdict_table(undone: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for metric, part in undone.items():
         for quantizer in part["quantizer"].unique():
             v = verdict(part, quantizer)
-            noise = part[(part["quantizer"] == quantizer) & (part["control"] != "quantized")]["undone"].dropna()
-            rows.append({"quantizer": part[part["quantizer"] == quantizer]["label"].iloc[0],
-                         "metric": COLUMNS.get(metric, metric),
-                         "undone by quantization": _pct(v["quantized"]),
-                         "undone by noise (mean)": _pct(v["noise_mean"]),
+            mine = part[part["quantizer"] == quantizer]
+            noise = mine[mine["control"] != "quantized"]["undone"].dropna()
+            quantized = mine[mine["control"] == "quantized"]["undone"]
+            rows.append({"quantizer": mine["label"].iloc[0], "metric": COLUMNS.get(metric, metric),
+                         "undone by quantization": _pct(float(quantized.iloc[0])) if len(quantized) else "—",
+                         "undone by noise (mean)": _pct(float(noise.mean())) if len(noise) else "—",
                          "noise min..max": f"{_pct(noise.min())}..{_pct(noise.max())}" if len(noise) else "—",
                          "n noise": len(noise),
                          "verdict": v["verdict"] + (f" ({v['reason']})" if v.get("reason") else "")})
@@ -137,19 +140,25 @@ def _pct(x: float) -> str:
 
 
 def onset_sentence(frame: pd.DataFrame, metrics: pd.DataFrame, undone: pd.DataFrame, metric: str) -> str:
-    """Where RTN quantization starts to change the target itself beyond the metric's noise (the highest RTN bit
-    width where |m_t,b - m_t,32| exceeds ``undone.attrs["noise"]``), and whether the forgetting is undone (share
-    >= UNDONE) before that point (at a higher bit width), at it, or only after it."""
+    """Where RTN quantization (the RTN family with the most bit widths, :func:`rtn_families`) starts to change the
+    target itself beyond the metric's noise (the highest RTN bit width where |m_t,b - m_t,32| exceeds
+    ``undone.attrs["noise"]``), and whether the forgetting is undone (share >= UNDONE) before that point (at a
+    higher bit width), at it, or only after it."""
     threshold = undone.attrs.get("noise", 0.0)
     t32 = _full(metrics, "target", metric)
     if metric not in frame.columns or not np.isfinite(t32):
         return ""
-    rtn = frame[frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")]
+    families = rtn_families(frame)
+    if not families:
+        return ""
+    rtn = _rtn(frame, families[0])
+    rtn = rtn[rtn["control"] == "quantized"]
     target = rtn[rtn["model"] == "target"].set_index("bits")[metric].sort_index(ascending=False)
     if target.empty:
         return ""
     moved = [int(b) for b, v in target.items() if abs(v - t32) > threshold]
-    q = undone[undone["quantizer"].str.startswith("rtn") & (undone["control"] == "quantized")]
+    q = _rtn(undone, families[0])
+    q = q[q["control"] == "quantized"]
     undid = [int(b) for b, u in zip(q["bits"], q["undone"]) if np.isfinite(u) and u >= UNDONE]
     title = COLUMNS.get(metric, metric)
     low = int(target.index.min())
@@ -167,11 +176,24 @@ def onset_sentence(frame: pd.DataFrame, metrics: pd.DataFrame, undone: pd.DataFr
 MARKERS = {"target": "circle-open", "retrain": "square-open", "unlearned": "diamond"}
 
 
+def rtn_families(frame: pd.DataFrame) -> list[str]:
+    """The RTN quantizer families of a curve frame (key without the bit width, e.g. ``rtn-asym-g64``), the one with
+    the most bit widths first."""
+    rtn = frame[frame["quantizer"].str.startswith("rtn")]
+    families = rtn["quantizer"].str.split("@").str[0]
+    return list(rtn.assign(family=families).groupby("family")["bits"].nunique().sort_values(ascending=False).index)
+
+
+def _rtn(frame: pd.DataFrame, family: str) -> pd.DataFrame:
+    return frame[frame["quantizer"].str.split("@").str[0] == family]
+
+
 def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: str) -> go.Figure:
     """The metric against bit width for each run (``curves``: name -> (curve_frame, metrics frame)): the 32-bit
-    value at x = 32 is drawn at the right of 8; RTN lines for target, retrain and unlearned, bitsandbytes formats as
-    markers (the label on hover), and the unlearned model's noise controls: the band (min..max over controls and
-    seeds) and each control's mean as an x (visible where the band is as thin as the line)."""
+    value at x = 32 is drawn at the right of 8; RTN lines for target, retrain and unlearned (one set per RTN group
+    size computed), the other formats (bitsandbytes, GGUF) as markers (the label on hover), and the unlearned
+    model's noise controls: the band of each RTN family (min..max over controls and seeds) and each quantizer's
+    noise mean as an x (visible where the band is as thin as the line, and for the other formats)."""
     fig = go.Figure()
     order = {32: 9}  # 32 bits drawn just right of 8
     x_of = lambda b: order.get(int(b), int(b))  # noqa: E731
@@ -179,33 +201,42 @@ def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: s
     for name, (frame, metrics) in curves.items():
         if metric not in frame.columns:
             continue
-        rtn = frame[frame["quantizer"].str.startswith("rtn")]
         widths.update(int(b) for b in frame["bits"])
-        for model, dash in (("target", "dot"), ("retrain", "dash"), ("unlearned", "solid")):
-            q = rtn[(rtn["model"] == model) & (rtn["control"] == "quantized")].sort_values("bits")
-            full = _full(metrics, model, metric)
-            xs = [x_of(b) for b in q["bits"]] + [x_of(32)]
-            fig.add_trace(go.Scatter(x=xs, y=list(q[metric]) + [full], mode="lines+markers", name=f"{name}: {model}",
-                                     line={"dash": dash}))
-        bnb = frame[~frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")]
-        for model, part in bnb.groupby("model", sort=False):
+        families = rtn_families(frame)
+        for family in families:
+            rtn = _rtn(frame, family)
+            tag = f" ({family})" if len(families) > 1 else ""
+            for model, dash in (("target", "dot"), ("retrain", "dash"), ("unlearned", "solid")):
+                q = rtn[(rtn["model"] == model) & (rtn["control"] == "quantized")].sort_values("bits")
+                xs = [x_of(b) for b in q["bits"]] + [x_of(32)]
+                fig.add_trace(go.Scatter(x=xs, y=list(q[metric]) + [_full(metrics, model, metric)],
+                                         mode="lines+markers", name=f"{name}: {model}{tag}", line={"dash": dash}))
+            noise = rtn[(rtn["model"] == "unlearned") & (rtn["control"] != "quantized")]
+            if not noise.empty:
+                band = noise.groupby("bits")[metric].agg(["min", "max"]).sort_index()
+                xs = [x_of(b) for b in band.index]
+                fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(band["max"]) + list(band["min"])[::-1],
+                                         fill="toself", opacity=0.25, line={"width": 0},
+                                         name=f"{name}: unlearned, noise band{tag}"))
+        other = frame[~frame["quantizer"].str.startswith("rtn") & (frame["control"] == "quantized")]
+        for model, part in other.groupby("model", sort=False):
             fig.add_trace(go.Scatter(x=[x_of(b) for b in part["bits"]], y=part[metric], mode="markers",
                                      marker={"symbol": MARKERS.get(model, "diamond"), "size": 10},
                                      text=part["label"], hovertemplate="%{text}: %{y:.3g}",
-                                     name=f"{name}: {model}, bitsandbytes"))
-        noise = rtn[(rtn["model"] == "unlearned") & ~rtn["control"].isin(["quantized"])]
+                                     name=f"{name}: {model}, bitsandbytes / GGUF"))
+        noise = frame[(frame["model"] == "unlearned") & (frame["control"] != "quantized")]
         if not noise.empty:
-            band = noise.groupby("bits")[metric].agg(["min", "max"]).sort_index()
-            xs = [x_of(b) for b in band.index]
-            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(band["max"]) + list(band["min"])[::-1], fill="toself",
-                                     opacity=0.25, line={"width": 0}, name=f"{name}: unlearned, noise band"))
-            means = noise.groupby(["bits", "control"])[metric].mean().reset_index()
-            fig.add_trace(go.Scatter(x=[x_of(b) for b in means["bits"]], y=means[metric], mode="markers",
-                                     marker={"symbol": "x", "size": 8}, text=means["control"],
-                                     hovertemplate="%{text} noise: %{y:.3g}", name=f"{name}: unlearned, noise mean"))
+            means = noise.groupby(["quantizer", "label", "bits"])[metric].agg(["mean", "min", "max"]).reset_index()
+            fig.add_trace(go.Scatter(x=[x_of(b) for b in means["bits"]], y=means["mean"], mode="markers",
+                                     marker={"symbol": "x", "size": 8},
+                                     error_y={"type": "data", "symmetric": False,
+                                              "array": means["max"] - means["mean"],
+                                              "arrayminus": means["mean"] - means["min"]},
+                                     text=means["label"], hovertemplate="%{text}, noise: %{y:.3g}",
+                                     name=f"{name}: unlearned, noise mean (min..max)"))
     ticks = sorted(widths - {32}) + [32]
-    fig.update_layout(xaxis={"title": "bit width (RTN int-k lines; right: 32 bits)", "tickvals": [x_of(b) for b in ticks],
-                             "ticktext": [str(b) for b in ticks]},
+    fig.update_layout(xaxis={"title": "bit width (RTN int-k lines; right: 32 bits)",
+                             "tickvals": [x_of(b) for b in ticks], "ticktext": [str(b) for b in ticks]},
                       yaxis={"title": COLUMNS.get(metric, metric)}, height=480, margin={"t": 30})
     return fig
 
@@ -272,5 +303,5 @@ def grid_sentence(rows: list[dict]) -> str:
 
 
 __all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_reading", "grid_sentence",
-           "onset_sentence", "sentence", "undone_by_control", "verdict",
+           "onset_sentence", "rtn_families", "sentence", "undone_by_control", "verdict",
            "verdict_table"]

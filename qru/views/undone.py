@@ -85,7 +85,8 @@ def share_undone(metric: str, t32: float, u32: float, tb: float, ub: float, thre
     """(share undone, "") = ((ub - u32) / (tb - u32), "") for one metric under one perturbation of both models (t: the
     target, u: the unlearned model; 32: full precision, b: perturbed), or (NaN, why it is not stated) where the
     full-precision effect or the denominator is within ``threshold``, a forget metric's effect goes the wrong way
-    (the unlearned model remembers more), or a value is missing (NaN)."""
+    (the unlearned model remembers more at 32 bits, or the perturbed target remembers less than the unlearned model
+    at 32 bits: both models wrecked, nothing "came back"), or a value is missing (NaN)."""
     sign = COME_BACK.get(metric, (0, 0))[0]  # direction of remembering; 0: utility metrics, either way
     if math.isnan(t32) or math.isnan(u32):
         return float("nan"), "not measured at 32 bits"
@@ -97,6 +98,8 @@ def share_undone(metric: str, t32: float, u32: float, tb: float, ub: float, thre
         return float("nan"), "not measured"
     if abs(tb - u32) <= threshold:
         return float("nan"), "the quantized target is within the noise of the unlearned model"
+    if sign and sign * (tb - u32) <= 0:
+        return float("nan"), "the quantized target no longer remembers more than the unlearned model"
     return (ub - u32) / (tb - u32), ""
 
 
