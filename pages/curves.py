@@ -12,7 +12,8 @@ from qru.controls import CURVE_BITS, read_controls
 from qru.jobs import launch_job, running_jobs
 from qru.store import StoreError
 from qru.views.curves import (CURVE_METRICS, HALF, UNDONE, curve_figure, curve_frame, grid_sentence,
-                              onset_sentence, sentence, undone_by_control, verdict_table)
+                              onset_sentence, sentence, target_sentence, undone_by_control,
+                              verdict_table)
 from qru.views.metric_tables import COLUMNS
 
 ui.in_frame()
@@ -79,7 +80,8 @@ for run_id, rows in curves.items():
     samples = ui.load(run_id, "samples", stop=False)
     undone = undone_by_control(frame, metrics, metric, samples)
     st.markdown(" ".join(t for t in (sentence(name[run_id], undone, metric),
-                                     onset_sentence(frame, metrics, undone, metric), grid_sentence(rows)) if t))
+                                     onset_sentence(frame, metrics, undone, metric),
+                                     target_sentence(frame, metrics, undone, metric), grid_sentence(rows)) if t))
     config = store.config(run_id)
     if isinstance(config, RunConfig) and config.unlearn.start_grid:
         st.caption(f"{name[run_id]} started from the target snapped to {config.unlearn.start_grid}: its target is "

@@ -340,7 +340,8 @@ def cmd_paper_table(args) -> int:
 def _controls_report(store: RunStore, run_id: str, rows: list[dict], metrics=("knowmem_forget", "nll_forget")) -> str:
     """What ``qru noise`` / ``qru curve`` print: the grid sentence, per metric the generated sentence (and where
     RTN starts to change the target), then the shares undone by quantization vs the noise controls per quantizer."""
-    from qru.views.curves import curve_frame, grid_sentence, onset_sentence, sentence, undone_by_control, verdict_table
+    from qru.views.curves import (curve_frame, grid_sentence, onset_sentence, sentence, target_sentence,
+                                  undone_by_control, verdict_table)
 
     frame, table = curve_frame(rows), store.metrics(run_id)
     samples = _samples(store, run_id)
@@ -348,8 +349,9 @@ def _controls_report(store: RunStore, run_id: str, rows: list[dict], metrics=("k
     undone = {}
     for metric in metrics:
         undone[metric] = undone_by_control(frame, table, metric, samples)
-        onset = onset_sentence(frame, table, undone[metric], metric)
-        lines.append(sentence(run_id, undone[metric], metric).replace("**", "") + (" " + onset if onset else ""))
+        extra = [onset_sentence(frame, table, undone[metric], metric),
+                 target_sentence(frame, table, undone[metric], metric)]
+        lines.append(" ".join([sentence(run_id, undone[metric], metric).replace("**", "")] + [t for t in extra if t]))
     shares = verdict_table(undone)
     if not shares.empty:
         lines.append("\nshare of the forgetting undone, (u_b - u_32) / (t_b - u_32), by quantization and by noise of the "

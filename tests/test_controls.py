@@ -310,3 +310,15 @@ def test_two_rtn_group_sizes_are_drawn_apart_and_the_shares_table_agrees():
     assert g64["verdict"].startswith("not measured (quantization undid part")
     assert "RTN changes the target's KnowMem-forget by no more than the noise (1) down to 2 bits" in \
         onset_sentence(frame, metrics, undone, "knowmem_forget")
+
+
+def test_target_sentence_names_quantizers_that_round_the_target_back():
+    from qru.views.curves import target_sentence
+    # rounding back on the target: quantized 90 -> 40, noise 90 -> 88 (KnowMem-forget, 1-point floor)
+    frame, metrics = _hand_curve({4: 40.0}, {4: 12.0}, {4: 11.0})
+    frame.loc[(frame["model"] == "target") & (frame["control"] == "permuted"), "knowmem_forget"] = 88.0
+    undone = undone_by_control(frame, metrics, "knowmem_forget")
+    text = target_sentence(frame, metrics, undone, "knowmem_forget")
+    assert "RTN 4 moves it from 90 to 40, noise of the same size to 88" in text
+    frame.loc[(frame["model"] == "target") & (frame["control"] == "permuted"), "knowmem_forget"] = 45.0
+    assert target_sentence(frame, metrics, undone, "knowmem_forget") == ""  # noise does as much: not rounding

@@ -235,7 +235,7 @@ def test_qru_show_prints_the_share_undone(grid_runs, capsys):
     store, natural, _ = grid_runs
     assert main(["--cache", str(store.root), "show", natural]) == 0
     out = capsys.readouterr().out
-    assert "share of the forgetting undone by quantization" in out and "KnowMem-forget" in out
+    assert "share of the unlearning's effect undone by quantization" in out and "KnowMem-forget" in out
 
 
 def test_method_parameters_are_refused_where_they_do_not_apply_and_labelled_where_they_do():

@@ -103,16 +103,42 @@ def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
     if not undid:
         worst = max(measured, key=lambda q: measured[q]["quantized"])
         return (f"**{name}**, {title}: no quantizer of the curve undid the forgetting (at most "
-                f"{measured[worst]['quantized']:.0%}, {labels[worst]}).")
+                f"{_pct(measured[worst]['quantized'])}, {labels[worst]}).")
     parts = []
     for q, v in sorted(undid.items(), key=lambda kv: -kv[1]["quantized"]):
-        parts.append(f"{labels[q]}: {v['quantized']:.0%} undone by quantization vs {v['noise_mean']:.0%} (at most "
-                     f"{v['noise_max']:.0%}) by noise of the same size — {v['verdict']}")
+        parts.append(f"{labels[q]}: {_pct(v['quantized'])} undone by quantization vs {_pct(v['noise_mean'])} (at "
+                     f"most {_pct(v['noise_max'])}) by noise of the same size — {v['verdict']}")
     kinds = {v["verdict"] for v in undid.values()}
     cause = ("rounding back explains what came back" if kinds == {"rounding back"} else
              "fragility explains what came back" if kinds == {"fragility"} else
              "rounding back at some widths, fragility at others")
     return f"**{name}**, {title}: {cause}. " + "; ".join(parts) + "."
+
+
+def target_sentence(frame: pd.DataFrame, metrics: pd.DataFrame, undone: pd.DataFrame, metric: str) -> str:
+    """Quantizers that move the target itself beyond the metric's noise (``undone.attrs["noise"]``) while their noise
+    controls move it less than HALF as far: rounding, not the size of the perturbation, changes the target (its
+    weights are pulled to particular grid points, e.g. back to the codes of a 4-bit source it was fine-tuned from).
+    "" if none."""
+    threshold, t32 = undone.attrs.get("noise", 0.0), _full(metrics, "target", metric)
+    if metric not in frame.columns or not np.isfinite(t32):
+        return ""
+    target = frame[frame["model"] == "target"]
+    parts = []
+    for quantizer, group in target.groupby("quantizer", sort=False):
+        q = group[group["control"] == "quantized"][metric].dropna()
+        noise = group[group["control"] != "quantized"][metric].dropna()
+        if q.empty or noise.empty:
+            continue
+        moved, noise_moved = abs(float(q.iloc[0]) - t32), float((noise - t32).abs().mean())
+        if moved > threshold and noise_moved < HALF * moved:
+            parts.append(f"{group['label'].iloc[0]} moves it from {t32:.3g} to {float(q.iloc[0]):.3g}, noise of the same "
+                         f"size to {float(noise.mean()):.3g}")
+    if not parts:
+        return ""
+    return (f"Rounding, not the size of the perturbation, changes the target's {COLUMNS.get(metric, metric)}: "
+            + "; ".join(parts) + " (its weights are pulled to particular grid points, e.g. back to the codes of a "
+            "4-bit source it was fine-tuned from).")
 
 
 def verdict_table(undone: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -263,7 +289,7 @@ def controls_table(rows: list[dict], quantizers: list[str], metrics=("knowmem_fo
 
 
 ON_GRID_SHARE = 0.5  # over half the weights within 1% of a step of a grid point: "on" the grid
-NEAR_SHARE, NEAR_OFFSET = 0.1, 0.15  # 5x the evenly-spread share (2%), or a mean offset well under 0.25: "near"
+NEAR_SHARE, NEAR_OFFSET = 0.25, 0.15  # a quarter of the weights on grid points, or a mean offset well under 0.25
 
 
 def grid_reading(row: dict) -> str:
@@ -303,5 +329,5 @@ def grid_sentence(rows: list[dict]) -> str:
 
 
 __all__ = ["CURVE_METRICS", "controls_table", "curve_figure", "curve_frame", "grid_reading", "grid_sentence",
-           "onset_sentence", "rtn_families", "sentence", "undone_by_control", "verdict",
+           "onset_sentence", "rtn_families", "target_sentence", "sentence", "undone_by_control", "verdict",
            "verdict_table"]
