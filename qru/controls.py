@@ -32,6 +32,7 @@ from qru.atomic import exclusive, write_json
 from qru.config import PACKAGED_MODELS, QuantSpec, RunConfig
 from qru.evals.privleak import privleak
 from qru.evals.suite import evaluate
+from qru.grid_position import position_summary, scale_anchors
 from qru.gguf_grid import GGUF_GRIDS, GGUFGrid, gguf_fake_quantize, gguf_grid_position
 from qru.noise import KINDS, block_ids, noisy_model
 from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
@@ -40,7 +41,6 @@ from qru.store import RunStore, StoreError
 
 CONTROLS = "controls.json"
 CURVE_BITS = (8, 7, 6, 5, 4, 3, 2)
-NEAR_GRID = 0.01  # a weight within this share of a step of a grid point counts as "on the grid"
 
 
 @dataclass
@@ -107,41 +107,20 @@ def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_siz
 
 
 def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
-    """Where a model's quantizable weights sit inside their bins under ``spec``: the mean of |W - Q(W)| / step
-    (about 0.25 for weights spread evenly inside their bins, 0 on the grid) and the share within NEAR_GRID of a step
-    of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid), both over the weights that do not set
-    their block's scale (:func:`scale_anchors`: those sit on the grid by construction, 1 in 64 for FP4/NF4; none
-    for RTN asymmetric, whose rounded zero point leaves them off the grid), and
-    ``anchors``, the share of weights left out."""
-    total = near = anchors = 0
-    offset = 0.0
-    for module in quantizable_linears(model).values():
-        w = module.weight.detach().float()
-        q = quantize_tensor(w, spec)
-        rel = (w - q.dequant).abs() / q.step.clamp(min=1e-30)
-        # RTN asym's min/max are off the grid too (its zero point is rounded): nothing to leave out there
-        keep = ~scale_anchors(w, block_ids(tuple(w.shape), spec)) if spec.quant_type != "rtn-asym" \
-            else torch.ones_like(w, dtype=torch.bool)
-        total += int(keep.sum())
-        anchors += int((~keep).sum())
-        near += int((rel[keep] <= NEAR_GRID).sum())
-        offset += float(rel[keep].double().sum())
-    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1),
-            "anchors": anchors / max(total + anchors, 1)}
-
-
-def scale_anchors(weight: torch.Tensor, ids: torch.Tensor, symmetric: bool = True) -> torch.Tensor:
-    """bool, shape of ``weight``: the weights that set their block's scale (blocks given by ``ids``, same shape): the
-    largest |w| of each block (absmax grids), or its smallest and largest w (min/max grids). They land on a grid
-    point by construction, whatever the rest of the block does, so grid positions leave them out."""
-    flat, idx = weight.detach().float().flatten(), ids.flatten()
-    n = int(idx.max()) + 1 if idx.numel() else 0
-
-    def extreme(values: torch.Tensor, how: str) -> torch.Tensor:
-        init = torch.full((n,), float("-inf") if how == "amax" else float("inf"))
-        return values == init.scatter_reduce(0, idx, values, how)[idx]
-    anchor = extreme(flat.abs(), "amax") if symmetric else extreme(flat, "amax") | extreme(flat, "amin")
-    return anchor.reshape(weight.shape)
+    """Where a model's quantizable weights sit inside their bins under ``spec`` (qru.grid_position.position_summary):
+    the mean of |W - Q(W)| / step (about 0.25 for weights spread evenly inside their bins, 0 on the grid), the share
+    within NEAR_GRID of a step of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid), both over the
+    weights that do not set their block's scale (scale_anchors: on the grid by construction, 1 in 64 for FP4/NF4;
+    none for RTN asymmetric, whose rounded zero point leaves them off the grid), the share left out and the count."""
+    def parts():
+        for module in quantizable_linears(model).values():
+            w = module.weight.detach().float()
+            q = quantize_tensor(w, spec)
+            rel = (w - q.dequant).abs() / q.step.clamp(min=1e-30)
+            keep = ~scale_anchors(w, block_ids(tuple(w.shape), spec)) if spec.quant_type != "rtn-asym" \
+                else torch.ones_like(w, dtype=torch.bool)
+            yield rel, keep
+    return position_summary(parts())
 
 
 def read_controls(store: RunStore, run_id: str) -> list[dict]:
@@ -287,5 +266,5 @@ def _is_gguf(spec) -> bool:
     return getattr(spec, "is_gguf", False)
 
 
-__all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position", "scale_anchors",
+__all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position",
            "load_run_models", "read_controls"]

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qru.grid_position import position_summary, scale_anchors
 from qru.quant import quantizable_linears
 
 GGUF_GRIDS = {"gguf-q4_1": ("Q4_1", "GGUF Q4_1"), "gguf-q4_0": ("Q4_0", "GGUF Q4_0")}  # key: (ggml type, label)
-NEAR_GRID = 0.01  # a weight within this share of a step of a grid point counts as "on the grid" (as qru.controls)
 
 
 @dataclass(frozen=True)
@@ -93,32 +93,22 @@ def gguf_roundtrip(weight: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.
 
 
 def gguf_grid_position(model: torch.nn.Module, key: str) -> dict:
-    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key``, over the weights that do
-    not set their block's scale (Q4_1: each block's min and max; Q4_0: its largest |w|; they sit on the grid by
-    construction): ``mean_offset_steps`` (mean |W - Q(W)| / step; a block of equal weights has step 0 and counts as
-    on the grid), ``share_on_grid`` (the share within NEAR_GRID of a step of a grid point), ``anchors`` (the share
-    of weights left out as scale-setting) and ``measured`` (how many weights in all: Linear layers whose input size
-    is not a multiple of 32 are left out). Raises KeyError for an unknown key."""
-    from qru.controls import scale_anchors
-
-    total = near = anchors = 0
-    offset = 0.0
-    for module in quantizable_linears(model).values():
-        w = module.weight.detach().float().cpu()
-        if w.shape[1] % 32:
-            continue
-        dequant, step = gguf_roundtrip(w, key)
-        error = (w - dequant).abs()
-        rel = torch.where(step > 0, error / step.clamp(min=1e-30), torch.zeros_like(error))
-        ids = gguf_blocks(tuple(w.shape))
-        keep = ~scale_anchors(w, ids, symmetric=GGUF_GRIDS[key][0] == "Q4_0")
-        total += int(keep.sum())
-        anchors += int((~keep).sum())
-        near += int((rel[keep] <= NEAR_GRID).sum())
-        offset += float(rel[keep].double().sum())
-    measured = total + anchors
-    return {"mean_offset_steps": offset / max(total, 1), "share_on_grid": near / max(total, 1),
-            "anchors": anchors / max(measured, 1), "measured": measured}
+    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key`` (qru.grid_position
+    .position_summary), over the weights that do not set their block's scale (Q4_1: each block's min and max; Q4_0:
+    its largest |w|; they sit on the grid by construction): ``mean_offset_steps`` (mean |W - Q(W)| / step; a block
+    of equal weights has step 0 and counts as on the grid), ``share_on_grid`` (within NEAR_GRID of a step),
+    ``anchors`` (the share left out) and ``measured`` (how many weights in all: Linear layers whose input size is
+    not a multiple of 32 are left out). Raises KeyError for an unknown key."""
+    def parts():
+        for module in quantizable_linears(model).values():
+            w = module.weight.detach().float().cpu()
+            if w.shape[1] % 32:
+                continue
+            dequant, step = gguf_roundtrip(w, key)
+            error = (w - dequant).abs()
+            rel = torch.where(step > 0, error / step.clamp(min=1e-30), torch.zeros_like(error))
+            yield rel, ~scale_anchors(w, gguf_blocks(tuple(w.shape)), symmetric=GGUF_GRIDS[key][0] == "Q4_0")
+    return position_summary(parts())
 
 
 __all__ = ["GGUFGrid", "GGUF_GRIDS", "gguf_blocks", "gguf_fake_quantize", "gguf_grid_position", "gguf_roundtrip"]
