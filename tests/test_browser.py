@@ -94,6 +94,9 @@ def test_teaching_page_works_without_any_run(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2200})
     page.goto(f"{url}/teaching")  # a fresh server, an empty store, no model
     _settle(page)
+    # a cold server's first script run can start after _settle's first look: wait for the second chart itself
+    page.locator("[data-testid=stPlotlyChart]").nth(1).wait_for(timeout=90_000)
+    _settle(page)
     assert page.locator("[data-testid=stPlotlyChart]").count() == 2
     flips = page.get_by_test_id("stMetric").first.inner_text()
     assert page.get_by_text("Page not found").count() == 0 and page.url.endswith("/teaching")
