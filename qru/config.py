@@ -258,11 +258,6 @@ class QuantSpec:
         return self.quant_type in GPTQ_TYPES
 
     @property
-    def is_gguf(self) -> bool:
-        """False: the GGUF formats are qru.gguf_grid.GGUFGrid, a curve quantizer with the same fields."""
-        return False
-
-    @property
     def label(self) -> str:
         if self.is_rtn or self.is_gptq:
             group = f"g{self.group_size}" if self.group_size else "per-channel"

@@ -38,7 +38,6 @@ from qru.noise import KINDS, block_ids, noisy_model
 from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
 from qru.scenarios import start_model
 from qru.store import RunStore, StoreError
-from qru.views.undone import retrain_auc
 
 CONTROLS = "controls.json"
 CURVE_BITS = (8, 7, 6, 5, 4, 3, 2)
@@ -72,8 +71,9 @@ def load_run_models(store: RunStore, run_id: str) -> RunModels:
     pair = ensure_models(corpus, config.corpus, config.model, store.root)
     start = start_model(pair.target, config.unlearn)
     metrics = store.metrics(run_id)
-    return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start),
-                     retrain_auc(metrics), metrics)
+    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
+    auc = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
+    return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start), auc, metrics)
 
 
 def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) -> torch.nn.Module:
@@ -227,11 +227,11 @@ def _compute(models: RunModels, spec: QuantSpec, model: str, control: str, seed:
            "seed": seed}
     source = {"target": models.start, "retrain": models.pair.retrain, "unlearned": models.unlearned}[model]
     if control == "grid":
-        return {**row, **(gguf_grid_position(source, spec.key) if spec.is_gguf else grid_position(source, spec))}
+        return {**row, **(gguf_grid_position(source, spec.key) if _is_gguf(spec) else grid_position(source, spec))}
     if source is None:
         return {**row, "missing": "no retrain model"}
     if control == "quantized":
-        metrics = _stored_quantized(models, spec, model, source)
+        metrics = _stored_quantized(models, spec, model)
     else:
         cfg = models.config
         metrics = evaluate(noisy_model(source, spec, control, seed), models.pair.tokenizer, models.corpus, cfg.eval,
@@ -241,7 +241,7 @@ def _compute(models: RunModels, spec: QuantSpec, model: str, control: str, seed:
     return {**row, **metrics}
 
 
-def _stored_quantized(models: RunModels, spec: QuantSpec, model: str, source: torch.nn.Module) -> dict:
+def _stored_quantized(models: RunModels, spec: QuantSpec, model: str) -> dict:
     """Metrics of ``model`` fake-quantized by ``spec``, from where the run already stored them: the run's own
     quantizers in its metrics.json, the target and retrain models from the reference evaluations cached beside
     the models (qru.pipeline, shared by every run from the same start); computed (and, for those two, cached) where
@@ -250,15 +250,20 @@ def _stored_quantized(models: RunModels, spec: QuantSpec, model: str, source: to
     from qru.pipeline import reference_eval
 
     cfg = models.config
-    if not cfg.quant_load and not spec.is_gguf:
+    if not cfg.quant_load and not _is_gguf(spec):
         if spec.key in {s.key for s in cfg.quant_specs()}:
             stored = models.metrics[(models.metrics["model"] == model) & (models.metrics["bits"] == spec.bits)]
             if not stored.empty:
                 return {k: v for k, v in stored.iloc[0].to_dict().items() if k not in ("model", "bits", "quant")}
         if model != "unlearned":
             return dict(reference_eval(models.pair, model, spec, models.corpus, cfg, models.start)["metrics"])
-    quantized = gguf_fake_quantize(source, spec.key) if spec.is_gguf else fake_quantize(source, spec)
+    source = models.unlearned if model == "unlearned" else models.start if model == "target" else models.pair.retrain
+    quantized = gguf_fake_quantize(source, spec.key) if _is_gguf(spec) else fake_quantize(source, spec)
     return evaluate(quantized, models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
+
+
+def _is_gguf(spec) -> bool:
+    return getattr(spec, "is_gguf", False)
 
 
 __all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position",

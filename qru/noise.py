@@ -74,7 +74,7 @@ def perturbation(weight: torch.Tensor, spec: QuantSpec, kind: str, gen: torch.Ge
     if kind not in KINDS:
         raise ValueError(f"unknown noise control {kind!r} (choose from {', '.join(KINDS)})")
     w = weight.detach().float()
-    if spec.is_gguf:  # a GGUF 4-bit format (qru.gguf_grid.GGUFGrid): blocks of 32 along a row
+    if getattr(spec, "is_gguf", False):  # a GGUF 4-bit format (qru.gguf_grid.GGUFGrid): blocks of 32 along a row
         from qru.gguf_grid import gguf_blocks, gguf_roundtrip
         ids, error = gguf_blocks(tuple(w.shape)), gguf_roundtrip(w, spec.key)[0] - w
     else:
@@ -89,7 +89,7 @@ def noisy_model(model: nn.Module, spec: QuantSpec, kind: str, seed: int) -> nn.M
     noisy = copy.deepcopy(model)
     with torch.no_grad():
         for module in quantizable_linears(noisy).values():
-            if spec.is_gguf and module.weight.shape[1] % 32:
+            if getattr(spec, "is_gguf", False) and module.weight.shape[1] % 32:
                 continue  # left unquantized by the GGUF grid too (qru.gguf_grid.gguf_fake_quantize)
             module.weight.add_(perturbation(module.weight, spec, kind, gen))
     return noisy.eval()

@@ -73,16 +73,12 @@ def _value(metrics: pd.DataFrame, model: str, bits: int, metric: str) -> float:
     return float(rows.iloc[0][metric])
 
 
-def retrain_auc(metrics: pd.DataFrame) -> float | None:
-    """The 32-bit retrain model's Min-K% AUC (PrivLeak's reference) from a run's metrics.json frame, None if absent."""
-    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
-    return float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
-
-
 def metric_noise(metrics: pd.DataFrame, samples: dict | None, metric: str) -> tuple[float, str]:
     """:func:`noise` of ``metric`` for a run given its metrics.json frame (for the retrain AUC of PrivLeak) and its
     samples.json (None: the floors)."""
-    return noise(metric, samples, retrain_auc(metrics))
+    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
+    auc_retrain = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
+    return noise(metric, samples, auc_retrain)
 
 
 def share_undone(metric: str, t32: float, u32: float, tb: float, ub: float, threshold: float) -> tuple[float, str]:
@@ -114,7 +110,8 @@ def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.
     ``reason`` (why it is not shown, else ""). Empty if the run lacks 32-bit target / unlearned rows.
     ``samples`` = the run's samples.json (per-item scores for the noise; without it the floors are used)."""
     rows = []
-    auc_retrain = retrain_auc(metrics)
+    retrain = metrics[(metrics["model"] == "retrain") & (metrics["bits"] == 32)]
+    auc_retrain = float(retrain.iloc[0]["auc"]) if not retrain.empty and "auc" in retrain.columns else None
     low_bits = sorted({int(b) for b in metrics.loc[metrics["model"] == "unlearned", "bits"] if b != 32},
                       reverse=True)
     for metric in [c for c in COLUMNS if c in metrics.columns]:
@@ -151,4 +148,4 @@ THRESHOLD_TEXT = ("Share undone = (m_unlearned,b − m_unlearned,32) / (m_target
                   "target − unlearned difference over the evaluation items (PrivLeak: bootstrap over texts), at "
                   "least 1 point (scores) or 0.01 nats (NLL).")
 
-__all__ = ["metric_noise", "retrain_auc", "share_undone", "FLOOR", "THRESHOLD_TEXT", "forgetting_undone", "noise", "undone_table"]
+__all__ = ["metric_noise", "share_undone", "FLOOR", "THRESHOLD_TEXT", "forgetting_undone", "noise", "undone_table"]
