@@ -14,7 +14,9 @@ from qru.views.quantizers import FAMILIES, Choice, available, choice_of, default
 from qru.views.runs import picker_labels
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
-PAGES = {"run": ("Run", ":material/play_arrow:"), "deltas": ("Weight deltas", ":material/bar_chart:"),
+PAGES = {"run": ("Run", ":material/play_arrow:"), "sweeps": ("Sweeps", ":material/stacked_line_chart:"),
+         "bring_your_own": ("Bring your own", ":material/upload_file:"),
+         "deltas": ("Weight deltas", ":material/bar_chart:"),
          "metrics": ("Metrics", ":material/table_chart:"), "findings": ("Findings", ":material/lightbulb:"),
          "curves": ("Curves", ":material/show_chart:"),
          "probes": ("Probes", ":material/manage_search:"),

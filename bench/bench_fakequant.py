@@ -5,9 +5,10 @@ largest difference between the two models' metrics.
 """
 from common import setup, timed
 
-from qru.config import EvalConfig, QuantSpec
+from qru.config import EvalConfig
 from qru.evals.suite import evaluate
-from qru.quant import fake_quantize, to_bnb_linear4bit
+from qru.quant.bnb import fake_quantize, to_bnb_linear4bit
+from qru.quant.spec import QuantSpec
 
 
 def main() -> None:

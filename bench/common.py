@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from qru.cli import SCALES
+from qru.recipes import SCALES
 from qru.corpus import ensure_corpus
 from qru.models import ensure_models
 from qru.store import RunStore

@@ -6,15 +6,15 @@ import shlex
 import streamlit as st
 
 import ui
+from qru.analysis.verdicts import HALF, UNDONE, curve_frame, undone_by_control
 from qru.atomic import LockedError, is_locked
-from qru.config import NOISE_KINDS, ConfigError, RunConfig
+from qru.config import ConfigError, RunConfig
 from qru.controls import CURVE_BITS, read_controls
-from qru.jobs import launch_job, running_jobs
+from qru.jobs import launch_analysis, running_jobs
+from qru.quant.spec import NOISE_KINDS
+from qru.metrics import curve_metrics, headline, label
 from qru.store import StoreError
-from qru.views.curves import (CURVE_METRICS, HALF, UNDONE, curve_figure, curve_frame, grid_sentence,
-                              onset_sentence, sentence, target_sentence, undone_by_control,
-                              verdict_table)
-from qru.views.metric_tables import COLUMNS
+from qru.views.curves import curve_figure, grid_sentence, onset_sentence, sentence, target_sentence, verdict_table
 
 ui.in_frame()
 
@@ -63,7 +63,7 @@ with st.expander("Compute a curve" + (f" ({len(missing)} picked run(s) have none
         verb = "Compute more of the curve of" if info.run_id in curves else "Compute the curve of"
         if st.button(f"{verb} {name[info.run_id]}", key=f"curve-{info.run_id}"):
             try:
-                launch_job(store, argv, f"curve of {name[info.run_id]}")
+                launch_analysis(store, argv, f"curve of {name[info.run_id]}")
             except (ConfigError, LockedError, OSError) as exc:
                 st.error(f"Could not start: {exc}")
             else:
@@ -72,7 +72,7 @@ if running_jobs(store):
     st.fragment(ui.jobs_panel, run_every=2)()
 if not curves:
     st.stop()
-metric = st.selectbox("Metric", list(CURVE_METRICS), format_func=lambda m: COLUMNS.get(m, m))
+metric = st.selectbox("Metric", curve_metrics(), format_func=label)
 data = {name[r]: (curve_frame(rows), ui.load(r, "metrics")) for r, rows in curves.items()}
 st.plotly_chart(curve_figure(data, metric))
 for run_id, rows in curves.items():
@@ -88,4 +88,4 @@ for run_id, rows in curves.items():
                    "on that grid by construction.")
     with st.expander(f"Share undone per quantizer: {name[run_id]}"):
         st.dataframe(verdict_table({m: undone_by_control(frame, metrics, m, samples)
-                                    for m in ("knowmem_forget", "nll_forget", "verbmem_entity")}), hide_index=True)
+                                    for m in headline()}), hide_index=True)

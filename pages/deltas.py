@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from qru.config import QuantSpec
+from qru.quant.spec import QuantSpec
 from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, flip_summary, hist_series, histogram_figure,
                                     layer_heatmap, layer_table, shared_zmax)
 from qru.views.flip_analysis import explain, flip_thresholds, module_table, own_quantizer_totals

@@ -3,9 +3,10 @@ by how much, what rounding did to the weights, and which scenario options differ
 import streamlit as st
 
 import ui
+from qru.analysis.findings import UNDONE_MOST, UNDONE_SOME, run_findings
 from qru.config import RunConfig
 from qru.controls import read_controls
-from qru.findings import differences, run_findings, sentences, summary_frame
+from qru.findings import differences, sentences, summary_frame
 from qru.store import StoreError
 from qru.views.undone import THRESHOLD_TEXT
 
@@ -14,7 +15,8 @@ ui.in_frame()
 st.title("Findings: which runs did quantization undo, and why?")
 st.caption("Generated from the picked runs' stored metrics and weight deltas under each run's own quantizers. "
            + THRESHOLD_TEXT + " The verdict of a bit width is the median over the headline metrics (KnowMem-forget, "
-           "forget NLL, entity-token VerbMem): at least 50% reads “undid most”, at least 20% “undid part”.")
+           f"forget NLL, entity-token VerbMem): at least {UNDONE_MOST:.0%} reads “undid most”, at least "
+           f"{UNDONE_SOME:.0%} “undid part”.")
 runs = ui.require_runs(metrics=True)
 name = ui.names(runs)
 findings = []

@@ -2,11 +2,12 @@
 import streamlit as st
 
 import ui
+from qru.analysis.undone import forgetting_undone
 from qru.reference import SETTING, paper_table
 from qru.stats import CONFIDENCE
 from qru.sweeps import combine, list_sweeps
-from qru.views.metric_tables import COLUMNS
-from qru.views.undone import THRESHOLD_TEXT, forgetting_undone, undone_table
+from qru.metrics import labels as metric_labels
+from qru.views.undone import THRESHOLD_TEXT, undone_table
 from qru.controls import read_controls
 from qru.store import StoreError
 from qru.views.curves import controls_table
@@ -30,7 +31,7 @@ def show_paper_table() -> None:
     picked = a.multiselect("Sweeps", list(by_id), default=list(by_id)[:1], format_func=lambda s: by_id[s].label,
                            help="several sweeps are read as one table: zhang2025 and lora2026 together give the "
                                 "full fine-tuning and LoRA columns side by side")
-    labels = {**COLUMNS, **DELTA_COLUMNS}
+    labels = {**metric_labels(), **DELTA_COLUMNS}
     metric = b.selectbox("Metric", list(labels), format_func=labels.get,
                          help="the last two: weight deltas of the unlearned model under the run's own quantizer")
     if not picked:

@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from qru.config import RTN_GROUP_SIZES
+from qru.quant.spec import RTN_GROUP_SIZES
 from qru.teaching import (BLOCK_SHAPE, CONCENTRATION, QUANTIZERS, STARTS, UPDATE_KINDS, UPDATE_SIZES, bit_choices,
                           block_stats, boundary_histogram, drawn_group, make_block, make_update, quantizer_spec,
                           reading)

@@ -13,8 +13,8 @@ are copied), and the file is closed again, so memory holds a few tensors whateve
 Which tensors are compared: the weights of the layers that ``load_in_4bit`` / ``load_in_8bit`` quantize, i.e.
 2-D ``*.weight`` tensors of Linear layers. In a state dict that means every 2-D ``.weight`` except the output head
 (``lm_head``) and embeddings (names containing ``embed``, ``wte`` or ``wpe``), matching
-``qru.quant.quantizable_linears`` for Llama-style models. Names are given without the ``.weight`` suffix, as module
-names.
+``qru.quant.bnb.quantizable_linears`` for Llama-style models. Names are given without the ``.weight`` suffix, as
+module names.
 """
 from __future__ import annotations
 

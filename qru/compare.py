@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 from qru.checkpoints import Checkpoint, fingerprint, open_target, open_unlearned, stream_pairs
-from qru.config import DeltasConfig, QuantSpec
+from qru.config import DeltasConfig
 from qru.deltas import deltas_files, scan
 from qru.errors import CheckpointError
+from qru.quant.spec import QuantSpec
 from qru.store import RunStore, run_id_of
 
 Progress = Callable[[str, int, int, str], None]

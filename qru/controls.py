@@ -5,11 +5,11 @@ start of unlearning from the run's scenario, the unlearned model from its stored
 
 - quantized by each quantizer of the curve: RTN int-k at 8..2 bits and the bitsandbytes formats (LLM.int8 at 8,
   FP4 and NF4 at 4), for the target (the start of unlearning), the retrain and the unlearned model;
-- with a noise control instead of quantization (qru.noise: the block's error values permuted, or Gaussian noise with
-  the block's error RMS), for the target and the unlearned model, over several noise seeds;
+- with a noise control instead of quantization (qru.quant.noise: the block's error values permuted, or Gaussian noise
+  with the block's error RMS), for the target and the unlearned model, over several noise seeds;
 
 and, per quantizer, how close the target's weights sit to that quantizer's grid (:func:`grid_position`), plus how
-close they sit to llama.cpp's 4-bit GGUF grids (qru.gguf_grid: Q4_1, Q4_0), and for a packaged pretrained model
+close they sit to llama.cpp's 4-bit GGUF grids (qru.quant.gguf: Q4_1, Q4_0), and for a packaged pretrained model
 (SmolLM2, distributed as Q4_1) how close its source weights, before fine-tuning into the target, sit to them.
 
 Everything is kept in the run's ``controls.json`` (rows {model, quantizer, bits, control, seed, metrics...}); a
@@ -29,13 +29,14 @@ import torch
 from safetensors.torch import load_file
 
 from qru.atomic import exclusive, write_json
-from qru.config import PACKAGED_MODELS, QuantSpec, RunConfig
+from qru.config import PACKAGED_MODELS, RunConfig
 from qru.evals.privleak import privleak
 from qru.evals.suite import evaluate
-from qru.grid_position import position_summary, scale_anchors
-from qru.gguf_grid import GGUF_GRIDS, GGUFGrid, gguf_fake_quantize, gguf_grid_position
-from qru.noise import KINDS, block_ids, noisy_model
-from qru.quant import fake_quantize, quantizable_linears, quantize_tensor
+from qru.quant.bnb import quantizable_linears, quantize_tensor
+from qru.quant.gguf import gguf_grid_position
+from qru.quant.grid_position import position_summary, scale_anchors
+from qru.quant.noise import KINDS, block_ids, noisy_model
+from qru.quant.spec import GGUF_GRIDS, GGUFGrid, QuantSpec
 from qru.scenarios import start_model
 from qru.store import RunStore, StoreError
 
@@ -96,7 +97,7 @@ def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) ->
 def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_size: int = 64) -> list[QuantSpec]:
     """The quantizers of a curve: RTN int-k (the run's own grid if it is an RTN run, else asymmetric with groups of
     ``group_size``) at each of ``bits``, then LLM.int8 at 8, and FP4 / NF4 (block 64) and llama.cpp's GGUF Q4_1 /
-    Q4_0 (qru.gguf_grid.GGUFGrid) at 4, where 8 / 4 are in bits."""
+    Q4_0 (qru.quant.gguf.GGUFGrid) at 4, where 8 / 4 are in bits."""
     kind = "rtn-sym" if config.quantizer == "rtn" and config.symmetric else "rtn-asym"
     group = config.group_size if config.quantizer == "rtn" else group_size
     specs = [QuantSpec(b, kind, group_size=group) for b in bits]
@@ -107,7 +108,8 @@ def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_siz
 
 
 def grid_position(model: torch.nn.Module, spec: QuantSpec) -> dict:
-    """Where a model's quantizable weights sit inside their bins under ``spec`` (qru.grid_position.position_summary):
+    """Where a model's quantizable weights sit inside their bins under ``spec``
+    (qru.quant.grid_position.position_summary):
     the mean of |W - Q(W)| / step (about 0.25 for weights spread evenly inside their bins, 0 on the grid), the share
     within NEAR_GRID of a step of a grid point (about 2 NEAR_GRID when spread evenly, 1 on the grid), both over the
     weights that do not set their block's scale (scale_anchors: on the grid by construction, 1 in 64 for FP4/NF4;
@@ -227,7 +229,7 @@ def _compute(models: RunModels, spec: QuantSpec, model: str, control: str, seed:
            "seed": seed}
     source = {"target": models.start, "retrain": models.pair.retrain, "unlearned": models.unlearned}[model]
     if control == "grid":
-        return {**row, **(gguf_grid_position(source, spec.key) if _is_gguf(spec) else grid_position(source, spec))}
+        return {**row, **(gguf_grid_position(source, spec.key) if spec.is_gguf else grid_position(source, spec))}
     if source is None:
         return {**row, "missing": "no retrain model"}
     if control == "quantized":
@@ -250,7 +252,7 @@ def _stored_quantized(models: RunModels, spec: QuantSpec, model: str) -> dict:
     from qru.pipeline import reference_eval
 
     cfg = models.config
-    if not cfg.quant_load and not _is_gguf(spec):
+    if not cfg.quant_load and not spec.is_gguf:
         if spec.key in {s.key for s in cfg.quant_specs()}:
             stored = models.metrics[(models.metrics["model"] == model) & (models.metrics["bits"] == spec.bits)]
             if not stored.empty:
@@ -258,12 +260,7 @@ def _stored_quantized(models: RunModels, spec: QuantSpec, model: str) -> dict:
         if model != "unlearned":
             return dict(reference_eval(models.pair, model, spec, models.corpus, cfg, models.start)["metrics"])
     source = models.unlearned if model == "unlearned" else models.start if model == "target" else models.pair.retrain
-    quantized = gguf_fake_quantize(source, spec.key) if _is_gguf(spec) else fake_quantize(source, spec)
-    return evaluate(quantized, models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
-
-
-def _is_gguf(spec) -> bool:
-    return getattr(spec, "is_gguf", False)
+    return evaluate(spec.fake_quantize(source), models.pair.tokenizer, models.corpus, cfg.eval, cfg.model.max_len)["metrics"]
 
 
 __all__ = ["CONTROLS", "CURVE_BITS", "RunModels", "compute_controls", "curve_specs", "grid_position",

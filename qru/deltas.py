@@ -1,7 +1,7 @@
 """Weight deltas against the quantizer's step size, per quantized Linear layer and in total.
 
 For each quantized weight W (target W_t, unlearned W_u, dW = W_u - W_t, Q = the quantizer, Δ = the step size of
-W_t's quantization, design.md "Terms"):
+W_t's quantization, docs/design.md "Terms"):
 
 - histograms of |dW| and of |dW|/Δ, and of the dequantized delta |Q(W_u) - Q(W_t)|, on fixed log-spaced bins,
   stored pre-binned (never raw arrays; exact zeros counted apart);
@@ -12,7 +12,7 @@ W_t's quantization, design.md "Terms"):
 - the distance of each target weight to its nearest rounding boundary, in weight units and in steps (histograms
   ``bnd`` and ``bndrel``): how large an update must be to flip a given share of weights;
 - ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2: the share of the update that survives quantization
-  (1 = kept on average, 0 = erased; design.md "Calibration");
+  (1 = kept on average, 0 = erased; docs/design.md "Calibration");
 - ``cosine`` between Q(W_u) - Q(W_t) and dW;
 - ``noise_ratio`` = ||Q(W_u) - Q(W_t)|| / ||dW||: the ratio the papers' explanation suggests. It is not survival:
   rounding adds noise, so it exceeds 1 even where the update is kept.
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from qru.config import QuantSpec, analysis_grid  # noqa: F401 (analysis_grid: part of this module's API)
-from qru.quant import QuantizedTensor, quantizable_linears, quantize_tensor
+from qru.quant.bnb import QuantizedTensor, quantizable_linears, quantize_tensor
+from qru.quant.spec import QuantSpec
 
 # |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
 ABS_EDGES = np.logspace(-10, 0, 101)
@@ -90,7 +90,7 @@ def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, dw: torch
     """The quantizer-dependent statistics of one weight pair (float, same shape [out, in]; ``dw`` = W_u - W_t)
     under ``spec`` (see the module docstring): a row (median_step, below_half_step, code_flips, code_flip_rate,
     flips_boundary, flips_scale, the sums and ratios) and histograms {"rel", "dq", "bnd", "bndrel"} (int64 [n_bins];
-    all None at 32 bits). ``quantized`` = (Q(W_t), Q(W_u)) where the quantizer is not per tensor (GPTQ, qru.gptq:
+    all None at 32 bits). ``quantized`` = (Q(W_t), Q(W_u)) where the quantizer is not per tensor (GPTQ, qru.quant.gptq:
     each side calibrated in its own model). Raises ValueError where the quantizer cannot take the weight."""
     if spec.bits == 32:
         row = {"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,

@@ -11,7 +11,7 @@ Import (``qru import``), per evaluated model and bit width:
   scale and ``log.json`` with per-sample records) and ``privleak/auc.json`` (``forget_holdout_Min-40%``); or a row of
   its ``out_file`` CSV (columns ``name``, ``verbmem_f``, ``knowmem_f``, ``knowmem_r``, ``privleak``, in percent).
 
-qru's metric names (VerbMem etc. x 100, design.md) are used in the store; per-sample records become ``samples.json``
+qru's metric names (VerbMem etc. x 100, docs/design.md) are used in the store; per-sample records become ``samples.json``
 and probes, so the Metrics and Probes pages show imported results beside qru's own. PrivLeak is taken as the tool
 reported it; where a tool stored only the AUC, it is computed against an imported retrain model's AUC, and is missing
 (with the reason) without one.

@@ -1,9 +1,12 @@
 """Background jobs: ``qru`` CLI commands started as separate processes (the dashboard never computes in its own
 script thread), and their progress read back from the run store.
 
-A job is one CLI command that computes one or more runs (``qru run ...``, ``qru demo`` or ``qru deltas ...``). Launching it writes
-``<store>/jobs/<job_id>.json`` (the command, its process id and the run ids it will compute, known in advance from
-the config keys) and sends its output to ``<store>/jobs/<job_id>.log``. Its progress is read from the status files of
+A job computes configs built by qru.recipes: :func:`launch` serializes them into ``<store>/jobs/<job_id>.config.json``
+and starts ``qru <command> --config FILE`` (run, sweep, deltas or import), so a config travels one way: built once,
+serialized, computed; nothing parses a command line again. Analyses of a finished run (``qru curve`` / ``qru noise``)
+start from their arguments (:func:`launch_analysis`). Launching writes ``<store>/jobs/<job_id>.json`` (the command,
+its process id and the run ids it will compute, known in advance from the config keys) and sends its output to
+``<store>/jobs/<job_id>.log``. Its progress is read from the status files of
 its runs, so any page, tab or browser refresh sees the same state.
 """
 from __future__ import annotations
@@ -18,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qru.atomic import LockedError, read_json, write_json
-from qru.cli import configs_for
-from qru.config import ConfigError, RunConfig
+from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, run_config_from_dict,
+                        stored_config_from_dict, to_dict)
 from qru.store import RunStore, StoreError, run_id_of
 
 JOBS = "jobs"
@@ -62,25 +65,81 @@ class JobProgress:
     log_tail: str = ""
 
 
-def launch_job(store: RunStore, argv: list[str], title: str) -> Job:
-    """Start ``python -m qru.cli --cache STORE ARGV`` in its own session and record it as a job.
+COMMANDS = ("run", "sweep", "deltas", "import")
 
-    ``argv`` must be a ``run``, ``demo``, ``sweep``, ``deltas``, ``import``, ``curve`` or ``noise`` command; it is
-    validated first
-    (ConfigError names the bad
-    value) so that nothing starts for a bad form. Returns the Job; the process keeps running if the caller exits.
-    """
-    run_ids = _analysis_runs(store, argv) if argv[:1] in (["curve"], ["noise"]) else \
-        [run_id_of(c) for c in configs_for(argv)]
-    busy = running_job(store, run_ids) if argv[:1] not in (["curve"], ["noise"]) else None
+
+def write_job_file(path: Path, command: str, configs: list, sweep: str = "", seeds: tuple[int, ...] = ()) -> None:
+    """Serialize ``configs`` (RunConfigs; one DeltasConfig or ImportConfig) for ``qru COMMAND --config PATH``."""
+    write_json(path, {"command": command, "configs": [to_dict(c) for c in configs], "sweep": sweep,
+                      "seeds": list(seeds)})
+
+
+def read_job_file(path: str | Path, command: str):
+    """The configs of a job file for ``command``: a list of RunConfigs (run), ``{"configs", "sweep", "seeds"}``
+    (sweep), one DeltasConfig (deltas) or ImportConfig (import). Raises ConfigError naming the file if it cannot be
+    read, is for another command or holds a bad config."""
+    try:
+        data = read_json(Path(path), ConfigError, str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the job file {path}: {exc.strerror or exc}") from None
+    if not isinstance(data, dict) or data.get("command") != command or not isinstance(data.get("configs"), list):
+        raise ConfigError(f"{path} is not a job file of `qru {command}`")
+    try:
+        if command in ("run", "sweep"):
+            configs = [run_config_from_dict(c) for c in data["configs"]]
+            if not configs:
+                raise ConfigError("it holds no run")
+            return configs if command == "run" else {"configs": configs, "sweep": str(data.get("sweep", "")),
+                                                      "seeds": [int(s) for s in data.get("seeds", [])]}
+        (config,) = [stored_config_from_dict(c) for c in data["configs"]]
+        if not isinstance(config, DeltasConfig if command == "deltas" else ImportConfig):
+            raise ConfigError(f"it holds no {command} config")
+        return config
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"job file {path}: {exc}") from None
+
+
+def launch(store: RunStore, command: str, configs: list, title: str, force: bool = False, sweep: str = "",
+           seeds: tuple[int, ...] = ()) -> Job:
+    """Start ``python -m qru --cache STORE COMMAND --config FILE`` in its own session and record it as a job.
+
+    ``command``: run (``configs`` RunConfigs, e.g. one run or the demo set), sweep (its RunConfigs, ``sweep`` the
+    preset and ``seeds``), deltas (one DeltasConfig) or import (one ImportConfig), as built by qru.recipes; ``force``
+    recomputes stored runs. Raises LockedError if a running job computes any of these runs, ConfigError for an
+    unknown command. Returns the Job; the process keeps running if the caller exits."""
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown job command {command!r} (choose from {', '.join(COMMANDS)})")
+    run_ids = [run_id_of(c) for c in configs]
+    busy = running_job(store, run_ids)
     if busy:
         raise LockedError(f"these runs are already being computed by the job {busy.title!r} started at "
                           f"{time.strftime('%H:%M:%S', time.localtime(busy.started))}")
+    job_id, folder = _new_job_id(store)
+    path = folder / f"{job_id}.config.json"
+    write_job_file(path, command, configs, sweep, seeds)
+    return _start(store, job_id, [command, "--config", str(path)] + (["--force"] if force else []), title, run_ids)
+
+
+def launch_analysis(store: RunStore, argv: list[str], title: str) -> Job:
+    """Start ``qru curve RUN ...`` or ``qru noise RUN ...`` (``argv`` after ``qru --cache STORE``) as a job.
+    Raises ConfigError unless the command is one of those two on a finished run of the store."""
+    if argv[:1] not in (["curve"], ["noise"]):
+        raise ConfigError(f"not an analysis command: {argv[:1]!r} (curve or noise)")
+    _analysis_runs(store, argv)
+    job_id, _ = _new_job_id(store)
+    return _start(store, job_id, list(argv), title, [])
+
+
+def _new_job_id(store: RunStore) -> tuple[str, Path]:
     folder = store.root / JOBS
     folder.mkdir(parents=True, exist_ok=True)
-    job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], folder
+
+
+def _start(store: RunStore, job_id: str, argv: list[str], title: str, run_ids: list[str]) -> Job:
+    folder = store.root / JOBS
     with open(folder / f"{job_id}.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "qru.cli", "--cache", str(store.root), *argv],
+        proc = subprocess.Popen([sys.executable, "-m", "qru", "--cache", str(store.root), *argv],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends (no zombie that looks alive)
@@ -106,7 +165,7 @@ def list_jobs(store: RunStore) -> list[Job]:
     """Every recorded job, newest first; unreadable records are skipped."""
     folder = store.root / JOBS
     jobs = []
-    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*[0-9a-f].json"), reverse=True) if folder.is_dir() else []:
         try:
             jobs.append(Job(**read_json(path, StoreError, str(path))))
         except (StoreError, TypeError):
@@ -248,5 +307,5 @@ def log_tail(store: RunStore, job: Job, run_id: str | None = None, lines: int = 
     return ""
 
 
-__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch_job", "list_jobs", "log_tail", "running_job",
-           "running_jobs"]
+__all__ = ["Job", "JobProgress", "is_alive", "job_progress", "launch", "launch_analysis", "list_jobs", "log_tail",
+           "read_job_file", "running_job", "running_jobs", "write_job_file"]

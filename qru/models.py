@@ -2,7 +2,7 @@
 fine-tuned from its packaged weights, or any Hugging Face causal LM used as it is.
 
 The target is trained on D_f + D_r, the retrain model (the gold standard of unlearning) on D_r only, with the same
-tokenizer, architecture and recipe (design.md "Terms"). Both live under ``<cache>/models/<key>/`` where ``key`` hashes
+tokenizer, architecture and recipe (docs/design.md "Terms"). Both live under ``<cache>/models/<key>/`` where ``key`` hashes
 the corpus and model configs; a second request loads them instead of retraining. A Hugging Face source is not copied:
 its folder under ``<cache>/models/<key>/`` holds only the cached reference evaluations.
 """

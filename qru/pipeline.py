@@ -19,16 +19,17 @@ import torch
 from safetensors.torch import save_file
 
 from qru.atomic import atomic_write, write_json
-from qru.config import QuantSpec, RunConfig, config_key, to_dict
+from qru.config import RunConfig, config_key, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
-from qru.deltas import analysis_grid, deltas_files, scan, weight_pairs
+from qru.deltas import deltas_files, scan, weight_pairs
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import add_entity_verbmem, evaluate
 from qru.hub import check_model_source, load_any_tokenizer
 from qru.models import ModelPair, ensure_models
-from qru.quant import fake_quantize, quantizable_linears
-from qru.quant_load import quantized_copy
+from qru.quant.bnb import fake_quantize, quantizable_linears
+from qru.quant.load import quantized_copy
+from qru.quant.spec import QuantSpec, analysis_grid
 from qru.scenarios import is_natural, start_model, start_tag
 from qru.store import RunStore, RunWriter, run_id_of
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
@@ -75,8 +76,8 @@ def _quantized(model, spec: QuantSpec, config: RunConfig, pair: ModelPair, corpu
 
 
 def _gptq(model, spec: QuantSpec, config: RunConfig, pair: ModelPair, corpus):
-    """GPTQ of ``model`` with the retain set as calibration text (qru.gptq)."""
-    from qru.gptq import gptq_quantize
+    """GPTQ of ``model`` with the retain set as calibration text (qru.quant.gptq)."""
+    from qru.quant.gptq import gptq_quantize
 
     return gptq_quantize(model, pair.tokenizer, corpus.train_documents("retrain"), spec, config.model.max_len)
 
@@ -204,7 +205,7 @@ def memorization_deltas(pair: ModelPair, config: RunConfig, cache_root: Path, pr
 
 
 def analysis_specs(config: RunConfig, n_weights: int = 0) -> list[QuantSpec]:
-    """The run's own quantizers (32 bits included) followed by the rest of :func:`qru.deltas.analysis_grid`; for a
+    """The run's own quantizers (32 bits included) followed by the rest of :func:`qru.quant.spec.analysis_grid`; for a
     model with more than FULL_GRID_MAX_WEIGHTS quantizable weights, by the bitsandbytes quantizers only."""
     own = config.quant_specs()
     keys = {s.key for s in own}

@@ -1,6 +1,6 @@
 """The papers' reference numbers (Llama-2-7B on MUSE), for display beside qru's own results, never as targets.
 
-Source: design.md "Reference numbers", from Zhang et al. (ICLR 2025, arXiv 2410.16454), Table 2 (MUSE-News,
+Source: docs/design.md "Reference numbers", from Zhang et al. (ICLR 2025, arXiv 2410.16454), Table 2 (MUSE-News,
 bitsandbytes FP4 4-bit) and arXiv 2602.13151 (LoRA unlearning, merged before quantization). Columns follow qru's
 metric names; None = not reported there.
 """

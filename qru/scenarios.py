@@ -1,4 +1,4 @@
-"""Scenario options of a run (design.md "Calibration"): which conditions decide whether PTQ undoes unlearning.
+"""Scenario options of a run (docs/design.md "Calibration"): which conditions decide whether PTQ undoes unlearning.
 
 - *start point*: unlearning starts from the fp32 target as trained, or from the target snapped to a quantizer's grid
   (every quantizable weight replaced by its dequantized value Q(W): a model distributed in 4-bit, dequantized,
@@ -9,19 +9,19 @@
 - *embeddings*: trained or frozen under full fine-tuning; tied embeddings are never quantized and can carry part of
   the unlearning past PTQ.
 
-The fields live in :class:`qru.config.UnlearnConfig` (``start_grid``, ``weight_precision``, ``freeze_embeddings``).
+The fields live in :class:`qru.config.UnlearnConfig` (``start_grid``, ``weight_precision``, ``freeze_embeddings``);
+the demo set of both outcomes is built by qru.recipes.demo_set.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from qru.config import QuantSpec, RunConfig, UnlearnConfig
-from qru.quant import fake_quantize
+from qru.config import UnlearnConfig
+from qru.quant.bnb import fake_quantize
+from qru.quant.spec import QuantSpec
 
 
 def round_bf16_(params) -> None:
@@ -69,42 +69,4 @@ def freeze_embeddings(model: nn.Module) -> None:
         head.weight.requires_grad_(False)
 
 
-@dataclass(frozen=True)
-class DemoRun:
-    """One run of the demo set: its name, adapter, start grid (``""`` = natural) and 4-bit quantizer type."""
-
-    name: str
-    adapter: str
-    start_grid: str
-    quant_type_4bit: str
-
-
-# The demo set (design.md "Calibration"): NPO+GDR, full fine-tuning at lr 5e-5 and LoRA at 5e-4, quantized with NF4
-# (block 64). From the fp32 target as trained, 4-bit rounding kept the tiny model's unlearning; from the target
-# snapped to the same NF4 grid most of full fine-tuning's forgetting came back while LoRA kept most of it; snapped to
-# NF4 but quantized with FP4 (another grid), it did not come back. The runs measure which outcome happens here.
-DEMO_GRID = "nf4-b64@4"
-DEMO_LR = {"full": 5e-5, "lora": 5e-4}
-DEMO_SET = (DemoRun("natural start, full fine-tuning", "full", "", "nf4"),
-            DemoRun("natural start, LoRA", "lora", "", "nf4"),
-            DemoRun("on-grid start, full fine-tuning", "full", DEMO_GRID, "nf4"),
-            DemoRun("on-grid start, LoRA", "lora", DEMO_GRID, "nf4"),
-            DemoRun("control: on the NF4 grid, quantized with FP4", "full", DEMO_GRID, "fp4"))
-
-
-def demo_configs(base: RunConfig, lr: float | None = None) -> list[RunConfig]:
-    """The RunConfigs of DEMO_SET on ``base`` (corpus, model, bit widths, evaluation, seed and the unlearning fields
-    the set does not fix): NPO+GDR at DEMO_LR (or ``lr``) with the run's start grid, adapter and 4-bit type
-    (bitsandbytes, block 64). Raises ConfigError if ``base`` cannot take them (e.g. an RTN quantizer)."""
-    configs = []
-    for demo in DEMO_SET:
-        unlearn = dataclasses.replace(base.unlearn, method="npo", regularizer="gdr", adapter=demo.adapter,
-                                      lr=lr or DEMO_LR[demo.adapter], start_grid=demo.start_grid,
-                                      freeze_embeddings=False, sure_share=0.0)
-        configs.append(dataclasses.replace(base, unlearn=unlearn, quant_type_4bit=demo.quant_type_4bit,
-                                           blocksize=64))
-    return configs
-
-
-__all__ = ["DEMO_SET", "DemoRun", "demo_configs", "freeze_embeddings", "is_natural", "round_bf16_", "start_model",
-           "start_tag"]
+__all__ = ["freeze_embeddings", "is_natural", "round_bf16_", "start_model", "start_tag"]

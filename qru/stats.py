@@ -3,7 +3,7 @@
 Confidence intervals are percentile bootstrap intervals of the mean (scipy.stats.bootstrap, seeded), over the seeds of
 a sweep or over the items of one run. Per-sample scores (a run's samples.json, qru.evals.suite) re-aggregate into the
 stored metrics: VerbMem / KnowMem = mean ROUGE-L F1 x 100 (MUSE), NLL = token-weighted mean, AUC from the Min-K%
-scores (design.md "Reference definitions").
+scores (docs/design.md "Reference definitions").
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ import pandas as pd
 from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
 from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, config_key, stored_config_from_dict,
                         to_dict)
+from qru.metrics import required_columns
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
@@ -316,9 +317,8 @@ class RunWriter:
                         total=self._status.get("total", 0), error=f"{type(exc).__name__}: {exc}")
 
 
-# Columns a stored table must have, with whether they must be numeric.
-METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, "verbmem": True, "knowmem_forget": True,
-                  "knowmem_retain": True, "privleak": True, "nll_forget": True, "nll_retain": True}
+# Columns a stored table must have, with whether they must be numeric (the metrics: qru.metrics.required_columns).
+METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, **{name: True for name in required_columns()}}
 DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "module": False, "numel": True,
                  "zero_delta": True, "mean_abs_delta": True, "median_step": True, "below_half_step": True,
                  "code_flip_rate": True, "share_kept": True, "cosine": True, "noise_ratio": True}

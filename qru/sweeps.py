@@ -5,7 +5,7 @@ run is found in the store and not redone, so running the same sweep again after 
 The sweep itself is recorded in ``<store>/sweeps/<preset>-<key>.json`` (preset, seeds, run ids in order) so the
 dashboard can show its overall progress and lay its runs out as the papers' tables.
 
-Presets (design.md "Defaults from the papers"):
+Presets (docs/design.md "Defaults from the papers"):
 - ``zhang2025``: Zhang et al. 2025 (arXiv 2410.16454), Table 2: GA, GA+GDR, GA+KLR, NPO, NPO+GDR, NPO+KLR with full
   fine-tuning at lr 1e-5, 5 epochs, evaluated at 32/8/4 bits.
 - ``lora2026``: arXiv 2602.13151: the same six methods with LoRA r 32, alpha 32, lr 1e-4, 5 epochs, merged before
@@ -15,7 +15,6 @@ Presets (design.md "Defaults from the papers"):
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from qru.atomic import write_json
-from qru.config import ConfigError, RunConfig, UnlearnConfig, config_key
+from qru.config import ConfigError, RunConfig, config_key
 from qru.store import RunStore, run_id_of
 
 SWEEPS = "sweeps"
@@ -57,29 +56,6 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"unknown sweep preset {name!r} (choose from {', '.join(PRESETS)})")
     return PRESETS[name]
-
-
-def sweep_configs(name: str, base: RunConfig, seeds: tuple[int, ...] = (0, 1, 2)) -> list[RunConfig]:
-    """The RunConfigs of preset ``name`` on ``base`` (corpus, model, bit widths, quantizer, evaluation, the
-    unlearning fields a preset does not set), one per combination and seed, seeds innermost.
-
-    Raises ConfigError for an unknown preset, no seeds, repeated seeds or a bad seed.
-    """
-    spec = preset(name)
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ConfigError("a sweep needs at least one seed")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds repeat: {seeds}")
-    configs = []
-    for method, regularizer, adapter, lr in spec.combos:
-        form = base.unlearn.loss_form if method == "npo" or regularizer == "klr" else "faithful"  # same computation
-        beta = base.unlearn.beta if method == "npo" else 0.1  # beta is NPO's only
-        unlearn = dataclasses.replace(base.unlearn, method=method, regularizer=regularizer, adapter=adapter, lr=lr,
-                                      epochs=spec.epochs, lora_r=32, lora_alpha=32, loss_form=form, beta=beta)
-        for seed in seeds:
-            configs.append(dataclasses.replace(base, unlearn=unlearn, seed=seed))
-    return configs
 
 
 def record_path(store: RunStore, name: str, configs: list[RunConfig]) -> Path:
@@ -173,4 +149,4 @@ def run_sweep(name: str, configs: list[RunConfig], seeds: tuple[int, ...], store
     return ids, failures
 
 
-__all__ = ["PRESETS", "Preset", "SweepInfo", "combine", "list_sweeps", "preset", "record", "run_sweep", "sweep_configs"]
+__all__ = ["PRESETS", "Preset", "SweepInfo", "combine", "list_sweeps", "preset", "record", "run_sweep"]

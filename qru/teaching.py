@@ -1,14 +1,14 @@
 """The teaching view "Why 4-bit forgets to forget": one block of weights, one update, one quantizer, no model.
 
 A target block W_t (a trained Linear layer's weights, N(0, 0.02) per element) is moved by an update dW to the
-unlearned block W_u = W_t + dW, and both are quantized with the same quantizer (qru.quant.quantize_tensor). The
-counts are those of qru.deltas for a whole model (design.md "Terms" and "Calibration"):
+unlearned block W_u = W_t + dW, and both are quantized with the same quantizer (qru.quant.bnb.quantize_tensor). The
+counts are those of qru.deltas for a whole model (docs/design.md "Terms" and "Calibration"):
 
 - code flip: the quantized code of a weight differs between Q(W_t) and Q(W_u); a boundary crossing when W_u's code on
   the target's own grid (scales kept) already differs, else a flip caused by a changed block/group scale;
 - share kept = <Q(W_u) - Q(W_t), dW> / ||dW||^2 (1 = the update survives on average, 0 = erased).
 
-Two starting positions (design.md "What the pages must let a user see"): weights anywhere inside their bins, as
+Two starting positions (docs/design.md "What the pages must let a user see"): weights anywhere inside their bins, as
 training leaves them, where rounding is unbiased (a weight flips by a whole step with probability about |dW|/Δ, so
 the update survives on average); or weights already on the quantizer's grid (the target replaced by its own
 dequantized weights, as when a model distributed in 4-bit is unlearned and re-quantized), where every update below
@@ -23,9 +23,9 @@ import math
 import numpy as np
 import torch
 
-from qru.config import QUANT_TYPES_4BIT, RTN_BITS, RTN_GROUP_SIZES, QuantSpec
 from qru.deltas import tensor_delta
-from qru.quant import level_table, quantize_tensor
+from qru.quant.bnb import level_table, quantize_tensor
+from qru.quant.spec import QUANT_TYPES_4BIT, RTN_BITS, RTN_GROUP_SIZES, QuantSpec
 
 # The update sizes offered (RMS per weight, weight units): 1, 2, 5 x 10^k from 1e-6 to 1e-1.
 UPDATE_SIZES = tuple(float(f"{m}e{k}") for k in range(-6, -1) for m in (1, 2, 5)) + (0.1,)
@@ -87,7 +87,7 @@ def make_block(seed: int = 0, rows: int = BLOCK_SHAPE[0], cols: int = BLOCK_SHAP
     """A target block W_t: float32 [rows, cols], i.i.d. N(0, std^2) (weight units) from ``seed``.
 
     ``start="bin"`` returns those weights, which sit anywhere inside their quantization bins; ``start="grid"``
-    replaces them by their dequantized values under ``spec`` (design.md "Calibration": the target replaced by its
+    replaces them by their dequantized values under ``spec`` (docs/design.md "Calibration": the target replaced by its
     own dequantized weights), so that every weight sits on a level of ``spec``'s grid and quantizing the block again
     gives the same codes. Raises ValueError naming a bad seed, shape, std or start, or a missing ``spec`` for
     ``start="grid"``.
@@ -114,7 +114,7 @@ def make_update(block: torch.Tensor, size: float, kind: str = "diffuse", seed: i
     ||dW||_F = size * sqrt(rows * cols) whatever the kind:
 
     - ``"diffuse"``: i.i.d. Gaussian, every weight moves by about ``size`` (full fine-tuning, which the papers
-      describe as moving weights by ~1e-5 per element at lr 1e-5; design.md "Reference numbers", Mechanism);
+      describe as moving weights by ~1e-5 per element at lr 1e-5; docs/design.md "Reference numbers", Mechanism);
     - ``"lowrank"``: rank 1, u v^T with Gaussian u on ceil(rows/8) random rows and Gaussian v on ceil(cols/8) random
       columns: the whole norm sits in about 1/64 of the weights, each moving ~8x ``size`` (a stand-in for a merged
       LoRA update B A carried by a few output features and input directions; arXiv 2602.13151);
@@ -161,7 +161,7 @@ def block_stats(w_t: torch.Tensor, w_u: torch.Tensor, spec: QuantSpec) -> dict:
     ``numel``; ``code_flips`` (weights whose code differs between Q(W_t) and Q(W_u)), split into
     ``flips_boundary`` (crossed a rounding boundary: ``qt.grid_codes(W_u) != qt.codes``) and ``flips_scale`` (the
     block/group scale changed); ``code_flip_rate``; ``below_half_step`` (share of weights with |dW| < Δ/2, Δ the
-    target's step); ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2 (1 = kept, 0 = erased; design.md
+    target's step); ``share_kept`` = <Q(W_u) - Q(W_t), dW> / ||dW||^2 (1 = kept, 0 = erased; docs/design.md
     "Calibration"); ``cosine`` and ``noise_ratio`` = ||Q(W_u) - Q(W_t)|| / ||dW|| (qru.deltas);
     ``median_step`` (weight units); ``update_to_step`` = RMS(dW) / median Δ; ``moved_to_step`` = RMS of the
     non-zero entries of dW / median Δ (larger than ``update_to_step`` for a concentrated update);

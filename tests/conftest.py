@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qru.cli import SCALES
+from qru.recipes import SCALES
 from qru.corpus import ensure_corpus
 from qru.models import ensure_models
 

@@ -197,7 +197,7 @@ def test_findings_page_states_the_numbers_of_the_picked_runs(store):
 
 
 def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, tmp_path):
-    from qru.config import QuantSpec
+    from qru.quant.spec import QuantSpec
     from qru.controls import compute_controls
 
     root = tmp_path / "store"
@@ -299,7 +299,7 @@ def test_runs_alike_but_for_the_seed_and_a_32_bit_only_run_are_shown_without_err
 
 def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micro_models, tmp_path):
     from qru.compare import compare, deltas_config
-    from qru.config import quantizer_set
+    from qru.quant.spec import quantizer_set
 
     root = tmp_path / "store"
     for part in ("runs", "models", "corpus"):

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from qru.checkpoints import Checkpoint, LoraAdapter, open_unlearned, quantizable_name, stream_pairs
 from qru.cli import main
 from qru.compare import compare, deltas_config
-from qru.config import QuantSpec, quantizer_set
 from qru.deltas import scan, weight_pairs
 from qru.errors import CheckpointError
+from qru.quant.spec import QuantSpec, quantizer_set
 from qru.store import RunStore
 
 SPECS = ["fp4-b64@4", "int8@8", "rtn-asym-g32@3", "rtn-sym-g0@8"]

@@ -106,7 +106,7 @@ def test_cache_that_is_a_file_and_huge_seed_are_one_line_errors(tmp_path, capsys
 
 
 def test_progress_printer_survives_a_closed_stderr(monkeypatch):
-    from qru.cli import _progress_printer
+    from qru.cli.reports import progress_printer as _progress_printer
 
     class Closed:
         def write(self, _):

@@ -1,7 +1,8 @@
 import pytest
 
-from qru.config import (ConfigError, CorpusConfig, QuantSpec, RunConfig, UnlearnConfig, config_key,
-                        run_config_from_dict, to_dict)
+from qru.config import (ConfigError, CorpusConfig, RunConfig, UnlearnConfig, config_key, run_config_from_dict,
+                        to_dict)
+from qru.quant.spec import QuantSpec
 
 
 @pytest.mark.parametrize("kwargs, needle", [

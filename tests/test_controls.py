@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from qru.cli import configs_for, main
-from qru.config import QuantSpec
 from qru.controls import compute_controls, curve_specs, grid_position, load_run_models, read_controls
 from qru.deltas import scan, weight_pairs
-from qru.noise import block_ids, gaussian_error, noisy_model, permuted_error, perturbation
-from qru.quant import quantize_tensor
+from qru.quant.bnb import quantize_tensor
+from qru.quant.noise import block_ids, gaussian_error, noisy_model, permuted_error, perturbation
+from qru.quant.spec import QuantSpec
 from qru.store import RunStore
-from qru.views.curves import curve_figure, curve_frame, grid_sentence, sentence, undone_by_control, verdict
+from qru.analysis.verdicts import curve_frame, undone_by_control, verdict
+from qru.views.curves import curve_figure, grid_sentence, sentence
 
 SPECS = [QuantSpec(4, "fp4", 64), QuantSpec(8, "int8"), QuantSpec(3, "rtn-asym", group_size=32),
          QuantSpec(4, "rtn-sym", group_size=0)]
@@ -48,7 +49,7 @@ def test_gaussian_noise_has_the_blocks_error_rms():
 
 
 def test_grid_position_tells_snapped_from_natural_weights(micro_models):
-    from qru.quant import fake_quantize
+    from qru.quant.bnb import fake_quantize
     spec = QuantSpec(4, "nf4", 64)
     natural = grid_position(micro_models.target, spec)
     snapped = grid_position(fake_quantize(micro_models.target, spec), spec)
@@ -61,8 +62,8 @@ def test_grid_position_tells_snapped_from_natural_weights(micro_models):
 def test_gguf_q4_1_grid_position_of_hand_made_weights():
     """Weights built as d q + m per block of 32 (a dequantized Q4_1 file) sit on the Q4_1 grid; moved by a tenth of
     a step they sit near it; random weights sit spread inside their bins."""
-    from qru.gguf_grid import gguf_grid_position, gguf_roundtrip
-    from qru.views.curves import grid_reading
+    from qru.quant.gguf import gguf_grid_position, gguf_roundtrip
+    from qru.analysis.grid import grid_reading
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 16, (64, 128), generator=g).float()
     codes[:, ::32], codes[:, 1::32] = 0, 15  # every block spans its full range, as a Q4_1 file's blocks do
@@ -89,7 +90,8 @@ def test_gguf_q4_1_grid_position_of_hand_made_weights():
 def test_gguf_grid_as_a_curve_quantizer_and_its_noise():
     """A GGUF format quantizes (and perturbs) in blocks of 32 along a row: Q(W) of weights on its grid is W, the
     permuted control has each block's own error multiset, and rows not divisible by 32 are left alone."""
-    from qru.gguf_grid import GGUFGrid, gguf_fake_quantize, gguf_roundtrip
+    from qru.quant.gguf import gguf_fake_quantize, gguf_roundtrip
+    from qru.quant.spec import GGUFGrid
     g = torch.Generator().manual_seed(3)
     model = torch.nn.Sequential(torch.nn.Linear(64, 8, bias=False), torch.nn.Linear(8, 40, bias=False))
     with torch.no_grad():
@@ -180,7 +182,7 @@ def test_a_small_curve_with_its_noise_band_and_sentence(curve_run, monkeypatch, 
         stored = metrics[(metrics["model"] == model) & (metrics["bits"] == 4)].iloc[0]
         assert row["nll_forget"] == stored["nll_forget"] and row["knowmem_forget"] == stored["knowmem_forget"]
     monkeypatch.undo()
-    from qru.gguf_grid import GGUFGrid
+    from qru.quant.spec import GGUFGrid
     rows = compute_controls(store, full, [GGUFGrid("gguf-q4_1")], ("permuted",), (0,))
     keys = [(r["model"], r["quantizer"], r["control"], r.get("seed")) for r in rows]
     assert len(keys) == len(set(keys))  # the GGUF grid row measured once, not again as the quantizer's grid row
@@ -253,7 +255,7 @@ def test_noisy_model_leaves_the_model_and_is_seeded(micro_models):
 def test_share_undone_needs_the_perturbed_target_to_remember_more():
     """Both models wrecked (the quantized target remembers less than the unlearned model at 32 bits): nothing came
     back, so no share, whatever the ratio says."""
-    from qru.views.undone import share_undone
+    from qru.analysis.undone import share_undone
     share, reason = share_undone("knowmem_forget", 50, 10, 0, 0, 2)
     assert share != share and "no longer remembers more" in reason
     share, reason = share_undone("nll_forget", 0.718, 1.176, 1.409, 1.640, 0.05)  # NLL: lower = remembers
@@ -284,7 +286,8 @@ def test_noise_seeds_are_checked_and_repeats_computed_once(tmp_path, capsys):
 
 def test_two_rtn_group_sizes_are_drawn_apart_and_the_shares_table_agrees():
     import pandas as pd
-    from qru.views.curves import onset_sentence, rtn_families, verdict_table
+    from qru.analysis.verdicts import rtn_families
+    from qru.views.curves import onset_sentence, verdict_table
     rows = []
     for group, value in ((64, 80.0), (32, 30.0)):
         for bits in (4, 2):

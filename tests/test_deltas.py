@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from qru.config import QuantSpec
 from qru.deltas import ABS_EDGES, REL_EDGES, log_histogram, model_deltas, tensor_delta
-from qru.quant import quantize_tensor
+from qru.quant.bnb import quantize_tensor
+from qru.quant.spec import QuantSpec
 
 NF4 = QuantSpec(4, "nf4")
 
@@ -68,7 +68,7 @@ def test_uniform_rescale_keeps_every_code():
 
 
 def test_unbiased_rounding_keeps_small_updates_on_average():
-    # design.md "Calibration": weights anywhere inside their bins keep a sub-step update on average
+    # docs/design.md "Calibration": weights anywhere inside their bins keep a sub-step update on average
     wt = _weights(1)
     step = quantize_tensor(wt, NF4).step
     dw = _keep_absmax(wt, 0.1 * step)

@@ -124,7 +124,7 @@ def test_lora_run_stores_adapter_not_full_copy(micro_cache, micro_models, capsys
 def test_qru_deltas_on_a_runs_adapter_matches_the_runs_own_analysis(micro_cache, micro_models, capsys):
     """The streamed comparison of target + the stored LoRA adapter reproduces the pipeline's in-memory deltas."""
     from qru.compare import compare, deltas_config
-    from qru.config import quantizer_set
+    from qru.quant.spec import quantizer_set
 
     store = RunStore(micro_cache)
     run_id = [r for r in store.ids() if r.startswith("npo-gdr-lora-")][0]

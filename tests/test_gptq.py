@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from qru.cli import configs_for
-from qru.config import ConfigError, QuantSpec, quantizer_set
-from qru.gptq import gptq_quantize
-from qru.quant import quantizable_linears, quantize_tensor
+from qru.config import ConfigError
+from qru.quant.bnb import quantizable_linears, quantize_tensor
+from qru.quant.gptq import gptq_quantize
+from qru.quant.spec import QuantSpec, quantizer_set
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ CUDA; the CPU side of the same code (fake-quant == bitsandbytes Linear4bit) is p
 import pytest
 import torch
 
-from qru.config import ConfigError, QuantSpec
+from qru.config import ConfigError
 from qru.devices import check_precision, compute_device, default_precision
-from qru.quant import fake_quantize
-from qru.quant_load import bnb_config, quantized_copy
+from qru.quant.bnb import fake_quantize
+from qru.quant.load import bnb_config, quantized_copy
+from qru.quant.spec import QuantSpec
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bitsandbytes' quantized loading)")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qru.cli import SCALES
+from qru.recipes import SCALES
 from qru.config import CorpusConfig, EvalConfig, RunConfig, UnlearnConfig
 from qru.corpus import CorpusError, check_trainable, load_muse_dir
 from qru.pipeline import run

@@ -3,9 +3,9 @@ import bitsandbytes.functional as bnbf
 import pytest
 import torch
 
-from qru.config import QuantSpec
-from qru.quant import (fake_quantize, level_table, quantizable_linears, quantize_int8, quantize_tensor,
-                       to_bnb_linear4bit)
+from qru.quant.bnb import (fake_quantize, level_table, quantizable_linears, quantize_int8, quantize_tensor,
+                           to_bnb_linear4bit)
+from qru.quant.spec import QuantSpec
 
 
 def test_fp4_levels_merge_signed_zero():

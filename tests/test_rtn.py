@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from qru.quant import quantize_4bit, quantize_int8, uniform_boundary
-from qru.rtn import quantize_rtn
+from qru.quant.bnb import quantize_4bit, quantize_int8, uniform_boundary
+from qru.quant.rtn import quantize_rtn
 
 ROW = torch.tensor([[0.0, 0.1, -0.35, 0.7]])
 

@@ -9,16 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
+from qru.analysis.findings import run_findings
+from qru.analysis.undone import forgetting_undone, noise
 from qru.cli import configs_for, main
-from qru.config import ConfigError, QuantSpec, RunConfig, UnlearnConfig, config_key
+from qru.config import ConfigError, RunConfig, UnlearnConfig, config_key
 from qru.deltas import tensor_delta
 from qru.evals.entity_verbmem import entity_score, entity_verbmem, value_spans
-from qru.findings import differences, run_findings, sentences, summary_frame
-from qru.quant import quantizable_linears, quantize_tensor
-from qru.scenarios import DEMO_SET, round_bf16_, start_model
+from qru.findings import differences, sentences, summary_frame
+from qru.quant.bnb import quantizable_linears, quantize_tensor
+from qru.quant.spec import QuantSpec
+from qru.recipes import DEMO_SET
+from qru.scenarios import round_bf16_, start_model
 from qru.store import RunStore
 from qru.unlearn.trainer import unlearn
-from qru.views.undone import forgetting_undone, noise, undone_table
+from qru.views.undone import undone_table
 
 NF4 = QuantSpec(4, "nf4", 64)
 

@@ -13,21 +13,22 @@ from qru.cli import configs_for, main
 from qru.config import ConfigError, RunConfig, UnlearnConfig
 from qru.stats import bootstrap_ci, item_scores, reaggregate
 from qru.store import RunStore, run_id_of
-from qru.sweeps import PRESETS, Preset, SweepInfo, combine, list_sweeps, run_sweep, sweep_configs
+from qru.recipes import sweep as sweep_configs
+from qru.sweeps import PRESETS, Preset, SweepInfo, combine, list_sweeps, run_sweep
 from qru.views.paper_table import paper_table, reference_layout, sweep_frame
 
 
 def test_presets_are_the_papers_settings():
-    zhang = sweep_configs("zhang2025", RunConfig())
+    zhang = sweep_configs("zhang2025")
     assert len(zhang) == 18 and {c.seed for c in zhang} == {0, 1, 2}
     assert [c.unlearn.label.split(" ")[0] for c in zhang[::3]] == ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR",
                                                                     "NPO+KLR"]
     assert all(c.unlearn.adapter == "full" and c.unlearn.lr == 1e-5 and c.unlearn.epochs == 5 and
                c.bits == (32, 8, 4) and c.quant_type_4bit == "fp4" for c in zhang)
-    lora = sweep_configs("lora2026", RunConfig(), seeds=(7,))
+    lora = sweep_configs("lora2026", seeds=(7,))
     assert len(lora) == 6 and all(c.unlearn.adapter == "lora" and c.unlearn.lr == 1e-4 and c.unlearn.lora_r == 32
                                   and c.unlearn.lora_alpha == 32 and c.seed == 7 for c in lora)
-    scan = sweep_configs("lr-scan", RunConfig(), seeds=(0,))
+    scan = sweep_configs("lr-scan", seeds=(0,))
     assert [(c.unlearn.adapter, c.unlearn.lr) for c in scan] == [
         ("full", 1e-6), ("full", 1e-5), ("full", 1e-4), ("full", 1e-3), ("lora", 1e-5), ("lora", 1e-4),
         ("lora", 1e-3)]
@@ -40,7 +41,7 @@ def test_presets_are_the_papers_settings():
                                                    ("zhang2025", (1, 1), "seeds repeat")])
 def test_bad_sweeps_are_refused(name, seeds, message):
     with pytest.raises(ConfigError, match=message):
-        sweep_configs(name, RunConfig(), seeds)
+        sweep_configs(name, seeds)
 
 
 def test_cli_sweep_configs_keep_the_run_options():
@@ -109,8 +110,7 @@ def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(sweep_cache, monkeypat
     import qru.pipeline as pipeline
 
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
-    base = configs_for(["run", "--scale", "micro", "--bits", "32", "4", "--max-steps", "2"])[0]
-    configs = sweep_configs(SMALL.name, base, seeds=(0, 1))
+    configs = sweep_configs(SMALL.name, seeds=(0, 1), scale="micro", bits=(32, 4), max_steps=2)
     store = RunStore(sweep_cache)
     real, calls = pipeline.execute, []
 
@@ -169,9 +169,9 @@ def test_qru_sweep_command_prints_the_tables(sweep_cache, monkeypatch, capsys):
 
 def test_paper_table_command_reads_recorded_sweeps_together(sweep_cache, monkeypatch, capsys):
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
-    base = configs_for(["run", "--scale", "micro", "--bits", "32", "4", "--max-steps", "2"])[0]
     store = RunStore(sweep_cache)
-    ids = run_sweep(SMALL.name, sweep_configs(SMALL.name, base, seeds=(0,)), (0,), store)[0]
+    configs = sweep_configs(SMALL.name, seeds=(0,), scale="micro", bits=(32, 4), max_steps=2)
+    ids = run_sweep(SMALL.name, configs, (0,), store)[0]
     code = main(["--cache", str(sweep_cache), "paper-table", SMALL.name, "--metric", "nll_forget"])
     out = capsys.readouterr().out
     assert code == 0 and "nll_forget (unlearned" in out and "full @4" in out and "LoRA @4" in out
@@ -194,7 +194,7 @@ def _parser_with(name):
     def build():
         parser = original()
         for action in parser._subparsers._group_actions[0].choices["sweep"]._actions:  # noqa: SLF001
-            if action.dest == "preset":
+            if action.dest == "sweep":
                 action.choices = sorted(PRESETS)
         return parser
     return build

@@ -8,8 +8,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from qru.config import QuantSpec, RunConfig
-from qru.quant import quantize_tensor
+from qru.config import RunConfig
+from qru.quant.bnb import quantize_tensor
+from qru.quant.spec import QuantSpec
 from qru.store import RunStore
 from qru.teaching import (CONCENTRATION, UPDATE_KINDS, UPDATE_SIZES, bit_choices, block_stats, boundary_histogram,
                           drawn_group, group_levels, make_block, make_update, quantizer_spec, reading)

@@ -10,7 +10,10 @@ from qru.store import RunStore
 from qru.views.delta_charts import hist_series, histogram_figure, layer_table
 from qru.views.metric_tables import came_back, came_back_cells, changes, comparison, comparison_mask, run_table
 from qru.views.probe_view import leak_scores, mark_spans, ordered, output_keys, probe_html
-from qru.views.runs import RUN_SECONDS, estimate_seconds, form_argv, import_argv, run_seconds
+from qru import recipes
+from qru.command_line import command
+from qru.views.runs import (RUN_SECONDS, data_choices, estimate_seconds, import_entries, quantizer_choices,
+                            run_seconds)
 
 
 def test_mark_spans_escapes_model_text_and_marks_only_spans():
@@ -120,44 +123,52 @@ def test_layer_table_is_layer_by_module():
     assert list(table.columns) == ["q_proj", "up_proj"] and table.loc[1, "q_proj"] == pytest.approx(0.1)
 
 
-def test_form_argv_round_trips_through_the_cli_parser():
-    argv = form_argv("embedded micro (seconds)", "npo", "klr", "lora", 3e-4, 2, [32, 4], "nf4", 8, 16)
-    config = configs_for(argv)[0]
+def _form(model, method, regularizer, adapter, lr, epochs, bits, quantizer, lora_r=32, lora_alpha=32, hf=None):
+    """The config of a Run-page form, built as the page builds it (qru.views.runs choices -> qru.recipes)."""
+    return recipes.run_config(**data_choices(model, "", hf), method=method, regularizer=regularizer, adapter=adapter,
+                              lr=lr, epochs=epochs, lora_r=lora_r, lora_alpha=lora_alpha,
+                              **quantizer_choices(quantizer, bits))
+
+
+def test_form_choices_build_the_config_and_its_command_builds_it_again():
+    config = _form("embedded micro (seconds)", "npo", "klr", "lora", 3e-4, 2, [32, 4], "nf4", 8, 16)
     u = config.unlearn
     assert (u.method, u.regularizer, u.adapter, u.lr, u.epochs, u.lora_r, u.lora_alpha) == \
         ("npo", "klr", "lora", 3e-4, 2, 8, 16)
     assert config.bits == (32, 4) and config.quant_type_4bit == "nf4" and config.model.hidden_size == 64
+    assert configs_for(command(config)) == [config]
     with pytest.raises(ConfigError, match="folder"):
-        form_argv("MUSE-layout folder", "ga", "gdr", "full", 1e-5, 5, [32], "fp4")
-    with pytest.raises(ConfigError, match="--bits"):
-        configs_for(form_argv("embedded tiny (default)", "ga", "gdr", "full", 1e-5, 5, [], "fp4"))
+        data_choices("MUSE-layout folder")
+    with pytest.raises(ConfigError, match="bit width"):
+        _form("embedded tiny (default)", "ga", "gdr", "full", 1e-5, 5, [], "fp4")
     assert len(configs_for(["demo", "--scale", "micro"])) == 5
 
 
-def test_form_argv_for_real_models_and_data(tmp_path):
+def test_form_choices_for_real_models_and_data(tmp_path):
     hf = {"model": "org/target", "retrain": "org/retrain", "corpus": "muse-books", "trust_remote_code": True}
-    config = configs_for(form_argv("Hugging Face model", "npo", "gdr", "full", 1e-5, 5, [32, 4], "fp4", hf=hf))[0]
+    config = _form("Hugging Face model", "npo", "gdr", "full", 1e-5, 5, [32, 4], "fp4", hf=hf)
     m = config.model
     assert (m.source, m.retrain, m.trust_remote_code, m.max_len) == ("org/target", "org/retrain", True, 2048)
     assert config.corpus.source == "muse-books" and "[muse-books, target, retrain retrain]" in config.label
-    smol = configs_for(form_argv("SmolLM2-135M (packaged)", "ga", "gdr", "lora", 1e-4, 5, [32, 4], "fp4"))[0]
+    smol = _form("SmolLM2-135M (packaged)", "ga", "gdr", "lora", 1e-4, 5, [32, 4], "fp4")
     assert smol.model.source == "smollm2" and smol.corpus.n_forget == 5
-    news = configs_for(form_argv("MUSE-News from the hub", "ga", "gdr", "full", 1e-4, 5, [32], "fp4"))[0]
+    news = _form("MUSE-News from the hub", "ga", "gdr", "full", 1e-4, 5, [32], "fp4")
     assert news.corpus.source == "muse-news" and news.model.source == "embedded"
+    for built in (config, smol, news):
+        assert configs_for(command(built)) == [built]
     with pytest.raises(ConfigError, match="model id"):
-        form_argv("Hugging Face model", "ga", "gdr", "full", 1e-5, 5, [32], "fp4", hf={"model": " "})
+        data_choices("Hugging Face model", "", {"model": " "})
     with pytest.raises(ConfigError, match="folder"):
-        form_argv("Hugging Face model", "ga", "gdr", "full", 1e-5, 5, [32], "fp4",
-                  hf={"model": "org/x", "corpus": "folder"})
+        data_choices("Hugging Face model", "", {"model": "org/x", "corpus": "folder"})
     store = RunStore(tmp_path)
     assert estimate_seconds(store, [config], models_built=True) is None  # unknown until one has run here
     assert estimate_seconds(store, [smol], models_built=False) > 600
 
 
-def test_import_argv_lines():
-    assert import_argv(" a \n\nunlearned@4=b\n", " x ") == ["import", "--name", "x", "--", "a", "unlearned@4=b"]
+def test_import_entries_lines():
+    assert import_entries(" a \n\nunlearned@4=b\n") == ["a", "unlearned@4=b"]
     with pytest.raises(ConfigError, match="at least one"):
-        import_argv("\n  \n")
+        import_entries("\n  \n")
 
 
 def test_estimate_uses_defaults_then_the_store_own_timings(tmp_path):

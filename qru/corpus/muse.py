@@ -1,6 +1,6 @@
 """MUSE-layout corpora (Shi et al. 2024, github swj0419/muse_bench): one loader for real MUSE folders and qru's own.
 
-Layout (design.md): ``knowmem/{forget,retain}_qa{,_icl}.json`` (lists of {question, answer}),
+Layout (docs/design.md): ``knowmem/{forget,retain}_qa{,_icl}.json`` (lists of {question, answer}),
 ``verbmem/forget.json`` (list of {prompt, gt}), ``privleak/{forget,retain,holdout}.json`` (lists of str) and
 ``raw/{forget,retain1,retain2,holdout}.txt`` (training text; documents separated by blank lines).
 """

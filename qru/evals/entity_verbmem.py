@@ -2,7 +2,7 @@
 
 On the embedded corpus a VerbMem continuation is a biography written from shared sentence templates ("... was born
 in 1953. ... works at the ..."), so ROUGE-L over the whole text stays high for any model that learned the templates
-(design.md "Calibration": the retrain model scores ~34). This variant keeps only the attribute values (birth year,
+(docs/design.md "Calibration": the retrain model scores ~34). This variant keeps only the attribute values (birth year,
 town, employer, award, partner, pastime, pet; not the name, which the prompt gives):
 
 - reference: the spans of the ground truth that are values of the item's own entity, in text order;

@@ -1,5 +1,3 @@
-"""Unlearning: loss functions (ga, npo, gdr, klr), the training loop, LoRA via peft."""
-from qru.unlearn.losses import FORGET_LOSSES, REGULARIZERS
-from qru.unlearn.trainer import UnlearnError, UnlearnResult, unlearn
-
-__all__ = ["FORGET_LOSSES", "REGULARIZERS", "UnlearnError", "UnlearnResult", "unlearn"]
+"""Unlearning: loss functions (losses.py), one unit per method (methods/), the training loop with LoRA via peft
+(trainer.py). Import the parts directly (``from qru.unlearn.trainer import unlearn``): this package imports nothing
+itself, so that qru.config can read the method registry without loading the trainer."""

@@ -1,4 +1,4 @@
-"""Unlearning losses as free functions over logits (faithful forms, design.md "Unlearning losses").
+"""Unlearning losses as free functions over logits (faithful forms, docs/design.md "Unlearning losses").
 
 Shapes: ``logits`` [B, T, V] float32 (position t predicts token t+1), ``labels`` [B, T] int64 with -100 where a token
 is not scored (padding). All losses return a scalar tensor to *minimise*.
@@ -9,7 +9,7 @@ open-unlearning (muse_bench's iterative.py applies kl_div to raw logits, a known
 (arXiv 2410.07163, eq. 4); RMU is Li et al. 2024 (WMDP, arXiv 2403.03218, eq. 1-2), over hidden states [B, T, d].
 
 The *reference forms* (``npo_loss_muse``, ``klr_loss_muse``) reproduce muse_bench's iterative.py deviations so that a
-user can see how much published numbers depend on them (design.md "Unlearning losses"); they are named as such and
+user can see how much published numbers depend on them (docs/design.md "Unlearning losses"); they are named as such and
 never used unless a run asks for ``loss_form="muse"``.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def rmu_retain_loss(hidden: torch.Tensor, mask: torch.Tensor, ref_hidden: torch.
 
 def npo_loss_muse(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tensor,
                   beta: float = 0.1) -> torch.Tensor:
-    """Reference form of NPO from muse_bench's iterative.py (a known deviation from the paper, design.md).
+    """Reference form of NPO from muse_bench's iterative.py (a known deviation from the paper, docs/design.md).
 
     ``neg_log_ratio = ref_logits - logits`` on the *raw logits*, and ``-(2/beta) * mean log sigmoid(beta *
     neg_log_ratio)`` averaged over every vocabulary entry of every scored position (here: positions that predict a
@@ -140,9 +140,6 @@ def klr_loss_muse(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.
     return (entries * mask).sum() / logits.shape[0]
 
 
-# Registries: forget losses and regularizers by their design.md names. ``needs_ref`` says whether the reference
-# (target) model's logits must be computed for the batch. RMU works on hidden states (qru.unlearn.trainer).
-FORGET_LOSSES = {"ga": (ga_loss, False), "npo": (npo_loss, True), "simnpo": (simnpo_loss, False)}
+# The regularizers by their docs/design.md names, with whether the reference (target) model's logits are needed. The
+# forget terms belong to the methods (qru/unlearn/methods/), which compose the functions above.
 REGULARIZERS = {"none": (None, False), "gdr": (gdr_loss, False), "klr": (klr_loss, True)}
-# muse_bench's reference forms, used when a run's loss_form is "muse".
-MUSE_FORMS = {"npo": (npo_loss_muse, True), "klr": (klr_loss_muse, True)}

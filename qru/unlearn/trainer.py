@@ -2,14 +2,14 @@
 
 Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters on every Linear layer except lm_head
 and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
-The reference model of NPO and KLR is the target (design.md).
+The reference model of NPO and KLR is the target (docs/design.md).
 
 Scenario options (qru.scenarios): frozen embeddings under full fine-tuning; bf16 weights emulated in fp32 (trained
 weights rounded to bfloat16 after every optimizer step, the merged LoRA weights once). The start point (grid snap) is
 chosen by the caller: ``target`` is the model unlearning starts from.
 
-Methods are composed from the loss functions of qru.unlearn.losses: GA, NPO and SimNPO on the logits; RMU on the hidden
-states of one layer (its retain term replaces the regularizer); SURE is a saliency mask over the rows of every weight,
+Each method is one unit of qru/unlearn/methods/ (its forget term, parameters and retain term; the loop never asks which
+method it runs); SURE is a saliency mask over the rows of every weight,
 computed once from the forget loss's gradient on D_f at the target and applied to every step's gradients (the
 reference code, FailureLLMUnlearning's SURE trainer, computes a mask per batch in an ``optimizer_step`` that the
 Hugging Face Trainer never calls, so its mask is never applied).
@@ -35,8 +35,8 @@ from qru.config import UnlearnConfig
 from qru.errors import UnlearnError
 from qru.models import Progress, no_progress, encode_documents, pad_batch
 from qru.scenarios import freeze_embeddings, round_bf16_
-from qru.unlearn.losses import (FORGET_LOSSES, MUSE_FORMS, REGULARIZERS, nll, rmu_forget_loss,
-                               rmu_retain_loss)
+from qru.unlearn.losses import nll
+from qru.unlearn.methods import Method, method as method_class
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -74,70 +74,7 @@ class _RetainStream:
         return [self.data[i] for i in self.queue.pop()]
 
 
-def _loss(policy, ref, batch: dict, fn, needs_ref: bool, **kwargs) -> torch.Tensor:
-    batch = {k: v.to(ref.device) for k, v in batch.items()}
-    logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    if not needs_ref:
-        return fn(logits, batch["labels"], **kwargs)
-    with torch.no_grad():
-        ref_logits = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return fn(logits, batch["labels"], ref_logits, **kwargs)
-
-
-def _hidden(model, batch: dict, layer: int) -> torch.Tensor:
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-    return out.hidden_states[layer]
-
-
-@dataclass
-class _Method:
-    """One unlearning method's forget and retain terms (losses from qru.unlearn.losses)."""
-
-    config: UnlearnConfig
-    control: torch.Tensor | None = None  # RMU: c * u
-    layer: int = 0  # RMU: index into hidden_states
-
-    def forget(self, policy, ref, batch: dict) -> torch.Tensor:
-        c = self.config
-        if c.method == "rmu":
-            batch = {k: v.to(ref.device) for k, v in batch.items()}
-            return rmu_forget_loss(_hidden(policy, batch, self.layer), batch["attention_mask"].float(), self.control)
-        fn, needs_ref = MUSE_FORMS["npo"] if c.method == "npo" and c.loss_form == "muse" else FORGET_LOSSES[c.method]
-        extra = {"npo": {"beta": c.beta}, "simnpo": {"beta": c.beta, "gamma": c.gamma}}.get(c.method, {})
-        return _loss(policy, ref, batch, fn, needs_ref, **extra)
-
-    @property
-    def has_retain(self) -> bool:
-        return self.config.method == "rmu" or self.config.regularizer != "none"
-
-    def retain(self, policy, ref, batch: dict) -> torch.Tensor:
-        c = self.config
-        if c.method == "rmu":
-            batch = {k: v.to(ref.device) for k, v in batch.items()}
-            with torch.no_grad():
-                ref_hidden = _hidden(ref, batch, self.layer)
-            return rmu_retain_loss(_hidden(policy, batch, self.layer), batch["attention_mask"].float(), ref_hidden)
-        fn, needs_ref = MUSE_FORMS["klr"] if c.regularizer == "klr" and c.loss_form == "muse" \
-            else REGULARIZERS[c.regularizer]
-        return _loss(policy, ref, batch, fn, needs_ref)
-
-
-def _method(config: UnlearnConfig, target: PreTrainedModel, seed: int) -> _Method:
-    """The method of ``config``; for RMU its steered layer and control vector c * u, u uniform in [0, 1)^d then
-    normalized (Li et al. 2024's code), drawn from ``seed``. Raises UnlearnError for an RMU layer the model lacks."""
-    if config.method != "rmu":
-        return _Method(config)
-    n_layers, d = target.config.num_hidden_layers, target.config.hidden_size
-    layer = n_layers // 2 if config.rmu_layer == -1 else config.rmu_layer
-    if layer > n_layers:
-        raise UnlearnError(f"RMU layer {config.rmu_layer} does not exist: the model's hidden states are 0 "
-                           f"(embeddings) to {n_layers}")
-    u = torch.rand(d, generator=torch.Generator().manual_seed(seed))
-    control = (config.rmu_coeff * u / u.norm()).to(target.device)
-    return _Method(config, control=control, layer=layer)
-
-
-def saliency_mask(policy, ref, method: _Method, forget: list[list[int]], pad_id: int, batch_size: int,
+def saliency_mask(policy, ref, method: Method, forget: list[list[int]], pad_id: int, batch_size: int,
                   share: float) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
     """SURE's saliency mask (Zhang et al. 2025, arXiv 2410.16454, sec. 5): for every trainable parameter, a 0/1 mask
     over its rows (dim 0; each entry of a 1-D parameter is a row), 1 for the ``share`` of all rows with the largest
@@ -222,11 +159,11 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     forget = encode_documents(tokenizer, forget_docs, max_len)
     retain = _RetainStream(encode_documents(tokenizer, retain_docs, max_len), config.batch_size, gen) \
         if retain_docs else None
-    method = _method(config, target, seed)
+    method = method_class(config.method)(config, target, seed)
     if config.sure_share and accelerator.num_processes > 1:
         raise UnlearnError("SURE runs on one process: its row mask needs the whole, unsharded weights")
     if method.has_retain and retain is None:
-        what = "RMU's retain term" if config.method == "rmu" else f"regularizer {config.regularizer}"
+        what = f"{method.label}'s retain term" if method.own_retain else f"regularizer {config.regularizer}"
         raise UnlearnError(f"{what} needs retain documents (raw/retain*.txt), found none")
     mask = saliency_mask(policy, ref, method, forget, tokenizer.pad_token_id, config.batch_size,
                          config.sure_share) if config.sure_share else None

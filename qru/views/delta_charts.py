@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from qru.config import QuantSpec
 from qru.deltas import MODULE_TYPES
+from qru.quant.spec import QuantSpec
 from qru.store import SUMMARY_COLUMNS
 
 MODES = {

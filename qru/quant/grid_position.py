@@ -1,5 +1,5 @@
 """Where weights sit inside their quantization bins: the bookkeeping shared by every grid (qru.controls.grid_position
-for qru's quantizers, qru.gguf_grid.gguf_grid_position for llama.cpp's GGUF formats).
+for qru's quantizers, qru.quant.gguf.gguf_grid_position for llama.cpp's GGUF formats).
 
 A weight's position is rel = |W - Q(W)| / step (0 on a grid point, at most 0.5; about 0.25 on average for weights
 spread evenly inside their bins). The weights that set their block's scale land on a grid point by construction

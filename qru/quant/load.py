@@ -1,7 +1,7 @@
 """bitsandbytes' real quantized loading of a model, as the papers' code evaluates it: the (merged) model is saved
 and loaded again with transformers' ``BitsAndBytesConfig`` (``load_in_4bit`` with ``bnb_4bit_quant_type`` fp4/nf4,
 no double quantization; ``load_in_8bit``, LLM.int8 with threshold 6.0). CUDA only: on a CPU qru evaluates the same
-quantizers by fake-quant (qru.quant), which tests/test_quant_load.py compares with this path where CUDA is present.
+quantizers by fake-quant (qru.quant.bnb), which tests/test_quant_load.py compares with this path where CUDA is present.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
-from qru.config import QuantSpec
+from qru.quant.spec import QuantSpec
 
 
 def bnb_config(spec: QuantSpec, compute_dtype: torch.dtype) -> BitsAndBytesConfig:

@@ -3,7 +3,7 @@
 A model distributed as a 4-bit GGUF file and dequantized (the packaged SmolLM2-135M is Q4_1) has every weight exactly
 on that format's grid; fine-tuning moves the weights off it by an amount that depends on the learning rate and the
 number of steps. Whether the start of unlearning still lies on (or near) a 4-bit grid is one of the two conditions
-under which 4-bit PTQ undid unlearning on this machine (design.md "Calibration"), so qru measures it.
+under which 4-bit PTQ undid unlearning on this machine (docs/design.md "Calibration"), so qru measures it.
 
 The grids, per block of 32 consecutive weights of a row (ggml's ``quantize_row_q4_1_ref`` / ``q4_0``; here through
 the ``gguf`` package's reference implementation, ``gguf.quants.quantize`` / ``dequantize``):
@@ -14,46 +14,19 @@ the ``gguf`` package's reference implementation, ``gguf.quants.quantize`` / ``de
 The step of a block is |d| as the file stores it (the first two bytes of each quantized block). A weight's position is
 |W - Q(W)| / step: 0 on the grid, about 0.25 on average for weights spread evenly inside their bins.
 
-The same formats are quantizers of the bit-width curve (:class:`GGUFGrid`, :func:`gguf_fake_quantize`): like the
-other fake-quantizers, they replace the quantizable Linear weights by Q(W) and leave the embeddings in float32.
+The same formats are quantizers of the bit-width curve (qru.quant.spec.GGUFGrid, :func:`gguf_fake_quantize`): like
+the other fake-quantizers, they replace the quantizable Linear weights by Q(W) and leave the embeddings in float32.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from qru.grid_position import position_summary, scale_anchors
-from qru.quant import quantizable_linears
-
-GGUF_GRIDS = {"gguf-q4_1": ("Q4_1", "GGUF Q4_1"), "gguf-q4_0": ("Q4_0", "GGUF Q4_0")}  # key: (ggml type, label)
-
-
-@dataclass(frozen=True)
-class GGUFGrid:
-    """A GGUF 4-bit format as a quantizer of the curve (qru.controls): ``key`` is a key of GGUF_GRIDS. It has the
-    fields the curve reads from a QuantSpec (bits, key, label, quant_type, is_gptq, is_rtn); Linear layers whose
-    input size is not a multiple of 32 stay unquantized (llama.cpp would store them otherwise)."""
-
-    key: str
-    bits: int = 4
-    is_gptq: bool = False
-    is_rtn: bool = False
-    is_gguf: bool = True
-
-    def __post_init__(self) -> None:
-        if self.key not in GGUF_GRIDS:
-            raise ValueError(f"unknown GGUF grid {self.key!r} (choose from {', '.join(GGUF_GRIDS)})")
-
-    @property
-    def quant_type(self) -> str:
-        return self.key
-
-    @property
-    def label(self) -> str:
-        return GGUF_GRIDS[self.key][1]
+from qru.quant.bnb import quantizable_linears
+from qru.quant.grid_position import position_summary, scale_anchors
+from qru.quant.spec import GGUF_GRIDS
 
 
 def gguf_fake_quantize(model: torch.nn.Module, key: str) -> torch.nn.Module:
@@ -93,7 +66,7 @@ def gguf_roundtrip(weight: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.
 
 
 def gguf_grid_position(model: torch.nn.Module, key: str) -> dict:
-    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key`` (qru.grid_position
+    """Where the quantizable Linear weights of ``model`` sit under the GGUF grid ``key`` (qru.quant.grid_position
     .position_summary), over the weights that do not set their block's scale (Q4_1: each block's min and max; Q4_0:
     its largest |w|; they sit on the grid by construction): ``mean_offset_steps`` (mean |W - Q(W)| / step; a block
     of equal weights has step 0 and counts as on the grid), ``share_on_grid`` (within NEAR_GRID of a step),
@@ -111,4 +84,4 @@ def gguf_grid_position(model: torch.nn.Module, key: str) -> dict:
     return position_summary(parts())
 
 
-__all__ = ["GGUFGrid", "GGUF_GRIDS", "gguf_blocks", "gguf_fake_quantize", "gguf_grid_position", "gguf_roundtrip"]
+__all__ = ["gguf_blocks", "gguf_fake_quantize", "gguf_grid_position", "gguf_roundtrip"]

@@ -9,7 +9,7 @@ the whole row, "per-channel"). Per group (Nagel et al. 2021, "A White Paper on N
   z = round(-lo / s), q = clamp(round(w / s) + z, 0, 2^k - 1), Q(w) = s (q - z).
 
 Rounding is torch.round (half to even). The step size is s for every weight of the group; the boundary distance is
-that of the uniform grid (qru.quant.uniform_boundary) times s.
+that of the uniform grid (qru.quant.bnb.uniform_boundary) times s.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 
 import torch.nn.functional as F
 
-from qru.config import RTN_BITS, RTN_GROUP_SIZES
-from qru.quant import QuantizedTensor, uniform_boundary
+from qru.quant.bnb import QuantizedTensor, uniform_boundary
+from qru.quant.spec import RTN_BITS, RTN_GROUP_SIZES
 
 
 def _groups(w: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ features (|x| > 6.0) in 16 bits; fake-quant applies the weight rounding only.
 Every ``nn.Linear`` except ``lm_head`` is quantized, as ``load_in_4bit`` / ``load_in_8bit`` do; embeddings are not.
 
 For every quantized weight qru also derives its quantization step size Δ: the gap between the two quantization levels
-around it, in the weight's units (design.md "Terms").
+around it, in the weight's units (docs/design.md "Terms").
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import bitsandbytes.functional as bnbf
 import torch
 from torch import nn
 
-from qru.config import QuantSpec
+from qru.quant.spec import QuantSpec
 
 
 @dataclass
@@ -133,11 +133,11 @@ def uniform_boundary(t: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:
 
 def quantize_tensor(weight: torch.Tensor, spec: QuantSpec, detail: bool = True) -> QuantizedTensor:
     """Quantize one weight [out, in] as ``spec`` says: bitsandbytes FP4/NF4 (:func:`quantize_4bit`), LLM.int8
-    (:func:`quantize_int8`) or RTN int-k (:func:`qru.rtn.quantize_rtn`). 32 bits returns the weight itself with
+    (:func:`quantize_int8`) or RTN int-k (:func:`qru.quant.rtn.quantize_rtn`). 32 bits returns the weight itself with
     step 0 and no boundaries. Without ``detail``, only codes and dequant are guaranteed (faster: for the side of a
     comparison whose grid is not used). Raises ValueError where the quantizer cannot take the weight."""
     if spec.is_rtn:
-        from qru.rtn import quantize_rtn  # qru.rtn builds on this module's QuantizedTensor
+        from qru.quant.rtn import quantize_rtn  # qru.quant.rtn builds on this module's QuantizedTensor
         return quantize_rtn(weight, spec.bits, spec.group_size, symmetric=spec.quant_type == "rtn-sym")
     if spec.quant_type in ("fp4", "nf4"):
         return quantize_4bit(weight, spec.quant_type, spec.blocksize, detail)
@@ -169,12 +169,17 @@ def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
 
 def to_bnb_linear4bit(model: nn.Module, quant_type: str = "fp4", blocksize: int = 64) -> nn.Module:
     """A copy of ``model`` with every quantizable Linear replaced by bitsandbytes' real ``Linear4bit`` (packed 4-bit
-    storage, float32 compute), as ``load_in_4bit`` builds it. For checking fake-quant against bitsandbytes."""
+    storage, float32 compute), as ``load_in_4bit`` builds it. For checking fake-quant against bitsandbytes.
+
+    On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks the weight at the first forward pass and multiplies in
+    bfloat16 whatever ``compute_dtype`` says; that shortcut is switched off here, so the layer computes in float32
+    on every CPU as on a GPU."""
     out = copy.deepcopy(model)
     for name, lin in quantizable_linears(out).items():
         parent_name, _, attr = name.rpartition(".")
         layer = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
                                   compute_dtype=torch.float32, quant_type=quant_type, compress_statistics=False)
+        layer.support_avx512bf16_for_cpu = False
         layer.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False, quant_type=quant_type,
                                          blocksize=blocksize, compress_statistics=False)
         if lin.bias is not None:
