@@ -211,7 +211,8 @@ def names(runs: list[RunInfo]) -> dict[str, str]:
 def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     """Widgets choosing one of the stored quantizer ``keys`` (QuantSpec.key): family, bit width, block / group size.
     Honours a request from another page (``st.session_state["deltas_request"] = {"quantizer": key}``) and keeps
-    the choice across pages under the plain key "quantizer". Returns the chosen key (None if there is none)."""
+    the choice across pages under the plain key "deltas_quantizer" (not "quantizer": that is the Run page's quantizer
+    radio, which would reset it). Returns the chosen key (None if there is none)."""
     options = available(keys)
     if not options:
         return None
@@ -219,7 +220,7 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     request = state.pop("deltas_request", None)
     wanted = request.get("quantizer") if isinstance(request, dict) else None
     if wanted or "q_family" not in state:  # first draw on this page visit, or a request: widgets from the key
-        start = choice_of(wanted) or choice_of(state.get("quantizer")) or Choice.of(default_key(keys, preferred))
+        start = choice_of(wanted) or choice_of(state.get("deltas_quantizer")) or Choice.of(default_key(keys, preferred))
         if wanted and wanted not in keys:
             st.warning(f"The picked runs were not analysed under {wanted}; showing the closest stored quantizer.")
         state["q_family"], state["q_bits"], state["q_size"] = start.family, start.bits, start.size
@@ -245,5 +246,5 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     elif family != "none":
         right.markdown(size_label(family, state["q_size"]))
     key = options[family][state["q_bits"]][state["q_size"]]
-    state["quantizer"] = key
+    state["deltas_quantizer"] = key
     return key

@@ -44,9 +44,10 @@ for info in runs:
 with st.expander("Compute a curve" + (f" ({len(missing)} picked run(s) have none yet)" if missing else ""),
                  expanded=bool(missing)):
     bits = st.multiselect("Bit widths (RTN int-k; 8 adds LLM.int8, 4 adds FP4, NF4 and GGUF Q4_1 / Q4_0)",
-                          list(CURVE_BITS), default=list(CURVE_BITS)) or list(CURVE_BITS)
-    kinds = st.multiselect("Noise controls", list(NOISE_KINDS), default=list(NOISE_KINDS)) or list(NOISE_KINDS)
-    seeds = int(st.number_input("Noise seeds", min_value=1, max_value=5, value=2, step=1))
+                          list(CURVE_BITS), default=list(CURVE_BITS), key="curves-bits") or list(CURVE_BITS)
+    kinds = st.multiselect("Noise controls", list(NOISE_KINDS), default=list(NOISE_KINDS),
+                           key="curves-kinds") or list(NOISE_KINDS)
+    seeds = int(st.number_input("Noise seeds", min_value=1, max_value=5, value=2, step=1, key="curves-seeds"))
     n_specs = len(bits) + (8 in bits) + 4 * (4 in bits)
     st.caption(f"Per quantizer ({n_specs} here): the unlearned model quantized, and the target and unlearned model "
                f"under {len(kinds)} noise control(s) x {seeds} seed(s); the quantized target and retrain are shared "
@@ -72,7 +73,7 @@ if running_jobs(store):
     st.fragment(ui.jobs_panel, run_every=2)()
 if not curves:
     st.stop()
-metric = st.selectbox("Metric", curve_metrics(), format_func=label)
+metric = st.selectbox("Metric", curve_metrics(), format_func=label, key="curves-metric")
 data = {name[r]: (curve_frame(rows), ui.load(r, "metrics")) for r, rows in curves.items()}
 st.plotly_chart(curve_figure(data, metric))
 for run_id, rows in curves.items():

@@ -33,12 +33,12 @@ if any(r.startswith("deltas-") for r in few):
     st.caption("Some checkpoint comparisons were analysed under a few quantizers only (`qru deltas --quantizers`); "
                "compare again with `--quantizers all` for every one.")
 left, right = st.columns([1, 2])
-mode = left.radio("Show", list(MODES) if not key.endswith("@32") else ["abs"], format_func=MODES.get,
+mode = left.radio("Show", list(MODES) if not key.endswith("@32") else ["abs"], format_func=MODES.get, key="deltas-mode",
                   help="|dW| in weight units or in steps Δ, what survives quantization, or how far the target's "
                        "weights sit from a rounding boundary")
 tensors = list(next(iter(data.values()))[2]["tensors"])
 tensor = right.selectbox("Tensor", tensors[::-1], format_func=lambda t: "all quantized Linear layers"
-                         if t == "total" else t)
+                         if t == "total" else t, key="deltas-tensor")
 series, rows, notes = [], {}, []
 for run_id, (info, deltas, hists) in data.items():
     try:
@@ -91,7 +91,7 @@ if not key.endswith("@32"):
             st.markdown(f"**{name[run_id]}**")
             st.dataframe(table, hide_index=True)
     st.subheader("Per layer and module")
-    value = st.radio("Value", list(LAYER_VALUES), format_func=LAYER_VALUES.get, horizontal=True)
+    value = st.radio("Value", list(LAYER_VALUES), format_func=LAYER_VALUES.get, horizontal=True, key="deltas-value")
     shown = [(info, d) for info, d, _ in data.values() if not layer_table(d, key, value).empty]
     columns = st.columns(max(1, min(len(shown), 2)))
     zmax = shared_zmax([d for _, d in shown], key, value)

@@ -40,7 +40,7 @@ if not findings:
 summary = summary_frame(findings)
 if not summary.empty:
     st.dataframe(summary.style.format(precision=2, na_rep="—"), hide_index=True)
-    st.download_button("Download CSV", summary.to_csv(index=False), "findings.csv", "text/csv")
+    st.download_button("Download CSV", summary.to_csv(index=False), "findings.csv", "text/csv", key="findings-csv")
 lines = differences(findings)
 if lines:
     st.subheader("Between the runs")

@@ -29,10 +29,10 @@ def show_paper_table() -> None:
     a, b = st.columns([3, 2])
     by_id = {i.sweep_id: i for i in sweeps}
     picked = a.multiselect("Sweeps", list(by_id), default=list(by_id)[:1], format_func=lambda s: by_id[s].label,
-                           help="several sweeps are read as one table: zhang2025 and lora2026 together give the "
-                                "full fine-tuning and LoRA columns side by side")
+                           key="metrics-sweeps", help="several sweeps are read as one table: zhang2025 and lora2026 "
+                           "together give the full fine-tuning and LoRA columns side by side")
     labels = {**metric_labels(), **DELTA_COLUMNS}
-    metric = b.selectbox("Metric", list(labels), format_func=labels.get,
+    metric = b.selectbox("Metric", list(labels), format_func=labels.get, key="metrics-sweep-metric",
                          help="the last two: weight deltas of the unlearned model under the run's own quantizer")
     if not picked:
         st.info("Pick at least one sweep.")
@@ -53,7 +53,8 @@ def show_paper_table() -> None:
         st.info(f"The sweeps' runs have no {labels[metric]}.")
         return
     st.dataframe(table, hide_index=True)
-    st.download_button("Download CSV", table.to_csv(index=False), f"{'+'.join(picked)}-{metric}.csv", "text/csv")
+    st.download_button("Download CSV", table.to_csv(index=False), f"{'+'.join(picked)}-{metric}.csv", "text/csv",
+                       key="metrics-sweep-csv")
     reference = reference_layout(metric)
     if not reference.empty:
         st.caption(f"Beside it, the papers' numbers for {labels[metric]}: {SETTING}. 4-bit = bitsandbytes FP4.")
@@ -91,7 +92,7 @@ runs = [r for r in runs if name[r.run_id] in tables]
 if not runs:
     st.stop()
 
-view = st.radio("View", ["per run", "comparison across runs"], horizontal=True,
+view = st.radio("View", ["per run", "comparison across runs"], horizontal=True, key="metrics-view",
                 disabled=len(runs) < 2, help="pick two or more runs in the sidebar to compare them")
 if view == "per run" or len(runs) < 2:
     for info in runs:
@@ -115,11 +116,12 @@ if view == "per run" or len(runs) < 2:
                            key=f"csv-{info.run_id}")
 else:
     low = sorted({int(b) for t in tables.values() for b in t["bits"] if b != 32}) or [32]
-    bits = st.selectbox("Compare 32 bits with", low, format_func=lambda b: f"{b} bits")
+    bits = st.selectbox("Compare 32 bits with", low, format_func=lambda b: f"{b} bits", key="metrics-compare-bits")
     table = comparison(tables, bits)
     st.dataframe(highlight(table, comparison_mask(table)), hide_index=True,
                  column_config={"model": st.column_config.TextColumn(width="large", pinned=True)})
-    st.download_button("Download CSV", table.to_csv(index=False), f"comparison-{bits}bit.csv", "text/csv")
+    st.download_button("Download CSV", table.to_csv(index=False), f"comparison-{bits}bit.csv", "text/csv",
+                       key="metrics-comparison-csv")
 
 st.subheader("Published reference numbers")
 st.caption(f"{SETTING}. Zhang et al. 2025 (ICLR, arXiv 2410.16454) and arXiv 2602.13151; 4-bit = bitsandbytes FP4. "

@@ -9,19 +9,20 @@ ui.in_frame()
 st.title("Probes: which completions leak the forgotten text?")
 runs = ui.require_runs(metrics=True)
 name = ui.names(runs)
-run_id = st.selectbox("Run", [r.run_id for r in runs], format_func=name.get)
+run_id = st.selectbox("Run", [r.run_id for r in runs], format_func=name.get, key="probes-run")
 probes = ui.load(run_id, "probes")
 if not probes:
     st.info("This run has no probe generations.")
     st.stop()
 keys = output_keys(probes)
 left, mid, right = st.columns([2, 1, 3])
-sort = left.selectbox("Order", list(SORTS))
-min_gain = mid.number_input("Min. ROUGE-L gain", -1.0, 1.0, -1.0, 0.05,
+sort = left.selectbox("Order", list(SORTS), key="probes-order")
+min_gain = mid.number_input("Min. ROUGE-L gain", -1.0, 1.0, -1.0, 0.05, key="probes-min-gain",
                             help="keep prompts whose unlearned continuation gained at least this much ROUGE-L at "
                                  "the lowest bit width over 32 bits")
-shown = right.multiselect("Continuations", keys, default=[k for k in keys if k.endswith("@32")
-                                                          or k.startswith("unlearned@")])
+shown = right.multiselect("Continuations", keys, default=[k for k in keys if k.endswith("@32")  # per run: each run's
+                                                          or k.startswith("unlearned@")],  # own default outputs
+                          key=f"probes-outputs-{run_id}")
 st.caption("Greedy continuations of forget-set prefixes (the VerbMem prompts). Marked: runs of 3+ words that repeat "
            "the ground truth (on templated biographies this includes shared template phrases, as the retrain "
            "model's rows show). ROUGE-L F1 against the ground truth beside each. Model text is shown as plain text.")

@@ -17,16 +17,18 @@ st.markdown(f"A block of {BLOCK_SHAPE[0]} × {BLOCK_SHAPE[1]} target weights W_t
             "(N(0, 0.02)) is moved by an unlearning update dW and quantized, before and after, with the quantizer "
             "you pick. Does Q(W_t + dW) still differ from Q(W_t) in the direction of dW?")
 left, mid, right = st.columns(3)
-quant_type = left.selectbox("Quantizer", list(QUANTIZERS), format_func=QUANTIZERS.get)
+quant_type = left.selectbox("Quantizer", list(QUANTIZERS), format_func=QUANTIZERS.get, key="teaching-quantizer")
 bits_offered = bit_choices(quant_type)
-bits = mid.selectbox("Bit width", bits_offered, index=bits_offered.index(4) if 4 in bits_offered else 0)
+bits = mid.selectbox("Bit width", bits_offered, index=bits_offered.index(4) if 4 in bits_offered else 0,
+                     key="teaching-bits")
 group = right.selectbox("RTN group size", RTN_GROUP_SIZES, index=2, disabled=not quant_type.startswith("rtn"),
-                        format_func=lambda g: f"{g} weights" if g else "per channel (whole row)")
+                        format_func=lambda g: f"{g} weights" if g else "per channel (whole row)", key="teaching-group")
 spec = quantizer_spec(quant_type, bits, group)
 size = st.select_slider("Update size: RMS change per weight (log scale; every kind of update has the same "
-                        "Frobenius norm)", UPDATE_SIZES, value=1e-5, format_func=lambda v: f"{v:.0e}")
-kind = st.radio("Update", list(UPDATE_KINDS), format_func=UPDATE_KINDS.get, horizontal=True)
-start = st.radio("Target weights sit", list(STARTS), format_func=STARTS.get, horizontal=True)
+                        "Frobenius norm)", UPDATE_SIZES, value=1e-5, format_func=lambda v: f"{v:.0e}",
+                        key="teaching-size")
+kind = st.radio("Update", list(UPDATE_KINDS), format_func=UPDATE_KINDS.get, horizontal=True, key="teaching-update")
+start = st.radio("Target weights sit", list(STARTS), format_func=STARTS.get, horizontal=True, key="teaching-start")
 
 w_t = make_block(start=start, spec=spec)
 w_u = w_t + make_update(w_t, size, kind)
@@ -80,7 +82,8 @@ appeared only with a target already on the quantizer's grid and per-weight updat
 show which case a real model is in.""")
 
 runs = ui.picked_runs()
-if st.button("See this in a stored run", disabled=not runs, help=f"the Weight-deltas page at {spec.label}"):
+if st.button("See this in a stored run", disabled=not runs, help=f"the Weight-deltas page at {spec.label}",
+             key="teaching-jump"):
     st.session_state["deltas_request"] = {"quantizer": spec.key}
     st.switch_page(Path(ui.__file__).resolve().parent / "pages" / "deltas.py")
 if not runs:

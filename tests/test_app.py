@@ -1,9 +1,12 @@
 """Every dashboard page through streamlit's AppTest, against a store the test builds with the CLI (micro scale).
 
 AppTest.switch_page drops the main script's sidebar after switching (streamlit 1.67), so each page is opened as the
-frame's default page through ui.frame, the function app.py calls; the browser test covers real navigation."""
+frame's default page through ui.frame, the function app.py calls; the browser test covers real navigation.
+
+Widgets are addressed by their key (every widget on every page has one), never by position; outputs (code blocks,
+tables, charts) have no keys and are picked by what they say or by the words above them (_code, _after)."""
 import json
-import shutil
+import shlex
 import time
 from pathlib import Path
 
@@ -11,8 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from qru.atomic import write_json
-from qru.cli import main
-from qru.jobs import job_progress, list_jobs
+from qru.cli import configs_for, main
+from qru.command_line import command, shown
+from qru.jobs import job_progress, list_jobs, read_job_file
 from qru.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,31 +51,61 @@ def _texts(at) -> str:
                     for e in getattr(at, kind))
 
 
+def _code(at, marker: str) -> str:
+    """The one code block that holds ``marker`` (e.g. " run ", " sweep ", " deltas ")."""
+    found = [c.value for c in at.code if marker in c.value]
+    assert len(found) == 1, [c.value for c in at.code]
+    return found[0]
+
+
+def _nodes(node):
+    """The page's elements in document order."""
+    yield node
+    children = getattr(node, "children", None) or {}
+    for i in sorted(children):
+        yield from _nodes(children[i])
+
+
+TEXT = ("title", "header", "subheader", "heading", "markdown", "caption")
+
+
+def _after(at, words: str, kind: str = "dataframe"):
+    """The first output of ``kind`` (a table unless told) after the first heading, text or widget label that says
+    ``words``; a table's value is its DataFrame."""
+    seen = False
+    for node in _nodes(at.main):
+        if seen and node.type == kind:
+            return node.value if kind == "dataframe" else node
+        said = node.value if node.type in TEXT else getattr(node, "label", None)
+        seen = seen or (isinstance(said, str) and words in said)
+    raise AssertionError(f"no {kind} after {words!r}")
+
+
 def test_empty_store_offers_the_demo_set_with_its_time(tmp_path):
     at = _app(tmp_path)
     assert [b for b in at.button if b.label == "Run the demo set"]
     assert "Five runs" in _texts(at) and "minutes" in _texts(at) and "snapped to the NF4 grid" in _texts(at)
-    assert at.sidebar.multiselect[0].options == []
+    assert at.sidebar.multiselect(key="picked_input").options == []
 
 
 def test_run_form_finds_a_stored_config_and_rerenders(store):
     at = _app(store.root)
     assert not [h for h in at.subheader if "First visit" in h.value]  # the store has runs: the demo set is folded
     assert any(b.label.startswith("Run (") for b in at.button)  # the papers' defaults: not in the store
-    at.selectbox[0].select("embedded micro (seconds)").run()
-    at.radio[3].set_value("embedded").run()  # preset: calibrated
-    at.select_slider[0].set_value(1e-3).run()  # learning rate
-    at.number_input[0].set_value(2).run()  # epochs
+    at.selectbox(key="model").select("embedded micro (seconds)").run()
+    at.radio(key="preset").set_value("embedded").run()  # calibrated
+    at.select_slider(key="lr-embedded-full").set_value(1e-3).run()  # learning rate (per preset and adapter)
+    at.number_input(key="epochs-embedded").set_value(2).run()
     assert not at.exception
     assert "already in the store" in _texts(at)
     assert [b for b in at.button if b.label == "Show it"]
-    at.radio[2].set_value("lora").run()  # adapter: LoRA shows r and alpha
+    at.radio(key="adapter").set_value("lora").run()  # LoRA shows r and alpha
     assert {n.label for n in at.number_input} >= {"LoRA r", "LoRA alpha"}
 
 
 def test_sidebar_lists_runs_with_method_adapter_and_state(store):
     at = _app(store.root)
-    picker = at.sidebar.multiselect[0]
+    picker = at.sidebar.multiselect(key="picked_input")
     assert len(picker.value) == 2
     assert any("GA+GDR full lr 0.001 x2 ep @ 32/8/4 bit" in o for o in picker.options)
     assert any("NPO+GDR LoRA r32" in o for o in picker.options)
@@ -80,115 +114,139 @@ def test_sidebar_lists_runs_with_method_adapter_and_state(store):
 def test_deltas_page_draws_histograms_and_layers_and_redraws(store):
     at = _app(store.root, "deltas")
     assert len(at.get("plotly_chart")) == 3  # histogram + one heatmap per run
-    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    histogram = _after(at, "Tensor", "plotly_chart").proto.spec  # the chart beside the tensor picker
+    figure = json.loads(histogram)
     assert len(figure["data"]) == 2 and "half a step" in figure["data"][0]["name"]
-    assert len(at.get("plotly_chart")[0].proto.spec) < 300_000
+    assert len(histogram) < 300_000
     for mode in ("rel", "dq", "bnd"):
-        at.radio[0].set_value(mode).run()
+        at.radio(key="deltas-mode").set_value(mode).run()
         assert not at.exception and len(at.get("plotly_chart")) == 3
-    assert "flips_by_scale" in at.dataframe[0].value.columns
-    own = at.dataframe[1].value  # each run under its own quantizers (8-bit int8 and 4-bit FP4)
+    assert "flips_by_scale" in _after(at, "Summary under").columns
+    own = _after(at, "Each run under its own quantizers")  # 8-bit int8 and 4-bit FP4
     assert {"run", "start", "quantizer label", "share_kept", "cosine"} <= set(own.columns) and len(own) == 4
-    assert "crossed_boundary" in at.dataframe[2].value.columns  # the flip split per module type
+    assert "crossed_boundary" in _after(at, "Code flips by module type").columns  # the flip split per module type
     assert "4-bit FP4" in _texts(at) and "of a step" in _texts(at)  # the written explanation
-    at.selectbox[0].select("int8").run()
-    assert at.dataframe[0].value["bits"].tolist() == [8, 8]
-    at.radio[1].set_value("share_kept").run()
+    at.selectbox(key="q_family").select("int8").run()
+    assert _after(at, "Summary under")["bits"].tolist() == [8, 8]
+    at.radio(key="deltas-value").set_value("share_kept").run()
     assert not at.exception
 
 
 def test_deltas_page_switches_to_any_rtn_bit_width_without_recomputing(store):
     at = _app(store.root, "deltas")
-    at.selectbox[0].select("rtn-asym").run()
-    assert at.select_slider[0].options == [str(b) for b in range(2, 9)]
+    at.selectbox(key="q_family").select("rtn-asym").run()
+    assert at.select_slider(key="q_bits").options == [str(b) for b in range(2, 9)]
     flips, lines = {}, {}
     for bits in (2, 5, 8):
-        at.select_slider[0].set_value(bits).run()
+        at.select_slider(key="q_bits").set_value(bits).run()
         assert not at.exception
-        summary = at.dataframe[0].value
+        summary = _after(at, "Summary under")
         assert summary["bits"].tolist() == [bits, bits]
         flips[bits] = summary["code_flip_rate"].tolist()
-        lines[bits] = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"][0]["x0"]
+        lines[bits] = json.loads(_after(at, "Tensor", "plotly_chart").proto.spec)["layout"]["shapes"][0]["x0"]
         assert f"{bits}-bit RTN asym g64" in _texts(at)  # the group size follows FP4's block size
     assert flips[2][0] < flips[5][0] < flips[8][0]  # finer grid, more codes change
     assert lines[2] > lines[5] > lines[8]  # the half-step line moves left with the step
-    at.selectbox[1].select(32).run()  # group size
+    at.selectbox(key="q_size").select(32).run()  # group size
     assert "g32" in _texts(at) and not at.exception
     at.session_state["deltas_request"] = {"quantizer": "nf4-b64@4"}  # as the teaching page asks
     at.run()
-    assert "4-bit NF4" in _texts(at) and at.selectbox[0].value == "nf4"
+    assert "4-bit NF4" in _texts(at) and at.selectbox(key="q_family").value == "nf4"
+
+
+def _next_page(at, page: str) -> AppTest:
+    """``page`` opened after ``at`` as a page switch leaves the session: its plain keys kept, its widgets' dropped."""
+    widgets = {getattr(n, "key", None) for root in (at.main, at.sidebar) for n in _nodes(root)}
+    after = AppTest.from_string(FRAME.format(root=str(ROOT), page=page), default_timeout=60)
+    for key, value in at.session_state.items():
+        if key not in widgets:
+            after.session_state[key] = value
+    after.run()
+    assert not after.exception, after.exception
+    return after
+
+
+def test_the_weight_deltas_quantizer_survives_a_visit_to_the_run_page(store):
+    """The Weight-deltas choice is kept across pages in a plain session key; the Run page's quantizer radio once
+    had the same name and reset it to its own default (fp4)."""
+    at = _app(store.root, "deltas")
+    at.selectbox(key="q_family").select("int8").run()
+    at = _next_page(_next_page(at, "run"), "deltas")
+    assert at.selectbox(key="q_family").value == "int8" and "8-bit int8" in _texts(at)
 
 
 def test_metrics_page_tables_comparison_reference_and_csv(store):
     at = _app(store.root, "metrics")
-    tables = [d.value for d in at.dataframe]
-    first = tables[0]
+    first = _after(at, "VerbMem, KnowMem: ROUGE-L")  # the first picked run's table
     assert set(first["model"]) == {"target", "retrain", "unlearned"} and set(first["bits"]) == {32, 8, 4}
     assert {"VerbMem", "KnowMem-forget", "KnowMem-retain (utility)", "PrivLeak", "NLL forget"} <= set(first.columns)
     assert any("Llama-2-7B" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 2
-    [r for r in at.radio if r.label == "View"][0].set_value("comparison across runs").run()
-    table = at.dataframe[0].value
+    at.radio(key="metrics-view").set_value("comparison across runs").run()
+    table = _after(at, "Compare 32 bits with")
     assert table["model"].tolist()[:2] == ["target", "retrain"] and len(table) == 4
     assert "Δ KnowMem-forget" in table.columns
 
 
-def test_metrics_page_paper_table_of_a_recorded_sweep(store, tmp_path):
+def test_metrics_page_paper_table_of_a_recorded_sweep(store, store_copy):
     from qru.sweeps import record
 
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "runs", root / "runs")
+    root = store_copy(store.root, ("runs",))
     copy = RunStore(root)
     configs = [copy.config(r) for r in sorted(copy.ids())]
     record(copy, "zhang2025", configs, (0,))
     at = _app(root, "metrics")
-    [r for r in at.radio if r.label == "Show"][0].set_value("paper table of a sweep").run()
+    at.radio(key="metrics-mode").set_value("paper table of a sweep").run()
     assert not at.exception
-    table = at.dataframe[0].value
+    table = _after(at, "Unlearned models: mean [")
     assert list(table[""])[:2] == ["GA+GDR", "NPO+GDR"] and {"full @32", "LoRA @4"} <= set(table.columns)
     assert "bootstrap" in _texts(at)
-    [s for s in at.selectbox if s.label == "Metric"][0].set_value("verbmem").run()
+    at.selectbox(key="metrics-sweep-metric").set_value("verbmem").run()
     assert not at.exception and len(at.dataframe) == 2  # beside it, the papers' VerbMem numbers
-    assert "Zhang et al. 2025, NEWS: full @4" in at.dataframe[1].value.columns
-    [s for s in at.multiselect if s.label == "Sweeps"][0].set_value([]).run()
+    assert "Zhang et al. 2025, NEWS: full @4" in _after(at, "Beside it, the papers' numbers").columns
+    at.multiselect(key="metrics-sweeps").set_value([]).run()
     assert not at.exception and any("Pick at least one sweep" in i.value for i in at.info)
 
 
-def test_run_page_offers_the_new_methods_gptq_and_sweeps(store):
+def test_run_page_offers_the_new_methods_and_gptq(store):
     at = _app(store.root)
-    [r for r in at.radio if r.label == "Method"][0].set_value("rmu").run()
-    assert [r for r in at.radio if r.label == "Regularizer"][0].options == ["NONE"]
-    assert "--method rmu --regularizer none" in at.code[0].value
-    [r for r in at.radio if r.label == "Method"][0].set_value("simnpo").run()
-    [r for r in at.radio if r.label == "Quantizer"][0].set_value("gptq").run()
-    assert "--method simnpo" in at.code[0].value and "--quantizer gptq --group-size 0" in at.code[0].value
-    [s for s in at.slider if s.label.startswith("SURE")][0].set_value(0.1).run()
-    [r for r in at.radio if r.label == "Embedded target"][0].set_value("pretrain-finetune").run()
-    assert "--sure 0.1" in at.code[0].value and "--target-recipe pretrain-finetune" in at.code[0].value
+    at.radio(key="method").set_value("rmu").run()
+    assert [r for r in at.radio if r.label == "Regularizer"][0].options == ["NONE"]  # its key follows the method
+    assert "--method rmu --regularizer none" in _code(at, " run ")
+    at.radio(key="method").set_value("simnpo").run()
+    at.radio(key="quantizer").set_value("gptq").run()
+    assert "--method simnpo" in _code(at, " run ") and "--quantizer gptq --group-size 0" in _code(at, " run ")
+    at.slider(key="sure").set_value(0.1).run()
+    at.radio(key="target-recipe").set_value("pretrain-finetune").run()
+    assert "--sure 0.1" in _code(at, " run ") and "--target-recipe pretrain-finetune" in _code(at, " run ")
     assert not at.exception
-    sweep_code = [c.value for c in at.code if " sweep " in c.value][0]
-    assert "sweep --preset zhang2025 --seeds 0 1 2 --scale tiny" in sweep_code
+
+
+def test_sweeps_page_offers_the_papers_sweeps(store):
+    at = _app(store.root, "sweeps")
+    assert not at.exception
+    assert "sweep --preset zhang2025 --seeds 0 1 2 --scale tiny" in _code(at, " sweep ")
     assert [b for b in at.button if b.label.startswith("Run the sweep (18 of 18 runs")]
-    [s for s in at.multiselect if s.label == "Seeds"][0].set_value([]).run()
+    at.multiselect(key="sweep-seeds").set_value([]).run()
     assert any("at least one seed" in e.value for e in at.error)
 
 
 def test_run_page_scenario_options_and_the_demo_box(store):
     at = _app(store.root)
     assert any("five runs, both outcomes" in e.label for e in at.expander)
-    [r for r in at.radio if r.label == "Start point"][0].set_value("nf4-b64@4").run()
-    [r for r in at.radio if r.label == "Weights during unlearning"][0].set_value("bf16-rounded").run()
-    [r for r in at.radio if r.label == "Embeddings"][0].set_value(True).run()
-    code = at.code[0].value
+    at.radio(key="start-grid").set_value("nf4-b64@4").run()
+    at.radio(key="weight-precision").set_value("bf16-rounded").run()
+    at.radio(key="frozen").set_value(True).run()
+    code = _code(at, " run ")
     assert "--start-grid nf4-b64@4 --weight-precision bf16-rounded --freeze-embeddings" in code
-    [r for r in at.radio if r.label == "Adapter"][0].set_value("lora").run()
-    assert not at.exception and "--freeze-embeddings" not in at.code[0].value  # LoRA never trains embeddings
+    at.radio(key="adapter").set_value("lora").run()
+    assert not at.exception and "--freeze-embeddings" not in _code(at, " run ")  # LoRA never trains embeddings
 
 
 def test_findings_page_states_the_numbers_of_the_picked_runs(store):
     at = _app(store.root, "findings")
     assert not at.exception
-    table = at.dataframe[0].value
+    table = _after(at, "Generated from the picked runs")
     assert {"run", "start", "adapter", "share kept", "code-flip rate"} <= set(table.columns)
     text = _texts(at)
     assert "share kept" in text and "**adapter** differs" in text and "Share undone" in text
@@ -196,22 +254,19 @@ def test_findings_page_states_the_numbers_of_the_picked_runs(store):
     assert any(f"share kept {v:.2f}" in text for v in kept["share_kept"])
 
 
-def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, tmp_path):
+def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, store_copy):
     from qru.quant.spec import QuantSpec
     from qru.controls import compute_controls
 
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "runs", root / "runs")
-    for part in ("models", "corpus"):
-        shutil.copytree(store.root / part, root / part)
+    root = store_copy(store.root)
     copy = RunStore(root)
     run_id = next(r for r in copy.ids() if r.startswith("ga-"))
     at = _app(root, "curves")
     assert [b for b in at.button if b.label.startswith("Compute the curve of")]
-    assert "qru --cache" in at.code[0].value and f"curve {run_id}" in " ".join(c.value for c in at.code)
-    [m for m in at.multiselect if m.label.startswith("Bit widths")][0].set_value([4, 2]).run()
-    [m for m in at.multiselect if m.label == "Noise controls"][0].set_value(["permuted"]).run()
-    at.number_input[0].set_value(1).run()
+    assert "qru --cache" in _code(at, f"curve {run_id} ") and f"curve {run_id}" in " ".join(c.value for c in at.code)
+    at.multiselect(key="curves-bits").set_value([4, 2]).run()
+    at.multiselect(key="curves-kinds").set_value(["permuted"]).run()
+    at.number_input(key="curves-seeds").set_value(1).run()
     assert f"curve {run_id} --bits 4 2 --kinds permuted --noise-seeds 0" in " ".join(c.value for c in at.code)
     assert "Per quantizer (6 here)" in " ".join(c.value for c in at.caption)
     compute_controls(copy, run_id, [QuantSpec(4, "fp4", 64)], ("permuted",), (0,))  # the run's own 4-bit quantizer
@@ -226,9 +281,8 @@ def test_curves_page_offers_a_curve_job_then_draws_it_with_its_sentence(store, t
     assert not at.exception and "GGUF Q4_1: " in _texts(at)
 
 
-def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "runs", root / "runs")
+def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, store_copy):
+    root = store_copy(store.root, ("runs",))
     run_id = next(r for r in RunStore(root).ids() if r.startswith("ga-"))
     probes_path = root / "runs" / run_id / "probes.json"
     probes = json.loads(probes_path.read_text())
@@ -236,18 +290,17 @@ def test_probes_page_marks_leaks_and_shows_model_text_as_text(store, tmp_path):
     probes[0]["outputs"]["unlearned@4"]["leaked_spans"] = [[0, 8]]
     write_json(probes_path, probes)
     at = _app(root, "probes")
-    at.selectbox[0].select(run_id).run()
-    at.selectbox[1].select("corpus order").run()
+    at.selectbox(key="probes-run").select(run_id).run()
+    at.selectbox(key="probes-order").select("corpus order").run()
     assert not at.exception and len(at.expander) == len(probes)
-    body = at.get("html")[0].proto.body
+    (body,) = [h.proto.body for h in at.get("html") if "alert(1)" in h.proto.body]  # the edited probe's row
     assert "<mark>&lt;script&gt;</mark>alert(1)&lt;/script&gt; **not bold**" in body
-    at.number_input[0].set_value(1.0).run()
+    at.number_input(key="probes-min-gain").set_value(1.0).run()
     assert len(at.expander) < len(probes)
 
 
-def test_failed_job_shows_its_error_and_log_tail(store, tmp_path):
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "runs", root / "runs")
+def test_failed_job_shows_its_error_and_log_tail(store, store_copy):
+    root = store_copy(store.root, ("runs",))
     run_id = RunStore(root).ids()[0]
     status = json.loads((root / "runs" / run_id / "status.json").read_text())
     write_json(root / "runs" / run_id / "status.json", {**status, "state": "failed", "error": "ValueError: boom"})
@@ -257,19 +310,22 @@ def test_failed_job_shows_its_error_and_log_tail(store, tmp_path):
         "pid": 2 ** 22 + 7, "started": 0.0})
     at = _app(root)
     assert any("a job" in e.value and "boom" in e.value for e in at.error)
-    assert "Traceback: the last words" in at.code[0].value
+    assert "Traceback: the last words" in _code(at, "Traceback")  # the log tail (the run's command is another)
 
 
-def test_run_button_launches_a_cli_job_that_finishes(store, tmp_path):
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "models", root / "models")
-    shutil.copytree(store.root / "corpus", root / "corpus")
+def test_run_button_launches_a_cli_job_that_finishes(store, store_copy):
+    root = store_copy(store.root, ("models", "corpus"))
     at = _app(root)
-    at.selectbox[0].select("embedded micro (seconds)").run()
-    at.number_input[0].set_value(1).run()  # epochs
+    at.selectbox(key="model").select("embedded micro (seconds)").run()
+    at.number_input(key="epochs-paper").set_value(1).run()
+    shown_command = _code(at, " run ")
     next(b for b in at.button if b.label.startswith("Run (")).click().run()
     assert not at.exception
     job = list_jobs(RunStore(root))[0]
+    assert job.argv == ["run", "--config", str(root / "jobs" / f"{job.job_id}.config.json")]  # a job file
+    configs = read_job_file(job.argv[2], "run")
+    assert [shown(command(c), root) for c in configs] == [shown_command]  # exactly the config the page showed
+    assert configs_for(shlex.split(shown_command)[1:]) == configs
     deadline = time.time() + 300
     while job_progress(RunStore(root), job).state == "running" and time.time() < deadline:
         time.sleep(1)
@@ -278,50 +334,44 @@ def test_run_button_launches_a_cli_job_that_finishes(store, tmp_path):
     assert "finished" in _texts(at)
 
 
-def test_runs_alike_but_for_the_seed_and_a_32_bit_only_run_are_shown_without_errors(store, tmp_path):
-    root = tmp_path / "store"
-    for part in ("runs", "models", "corpus"):
-        shutil.copytree(store.root / part, root / part)
+def test_runs_alike_but_for_the_seed_and_a_32_bit_only_run_are_shown_without_errors(store, store_copy):
+    root = store_copy(store.root)
     for seed in ("0", "1"):
         assert main(["--cache", str(root), "run", "--method", "ga", "--regularizer", "gdr", "--adapter", "full",
                      "--bits", "32", "--seed", seed, *MICRO]) == 0
     at = _app(root, "deltas")
-    picker = at.sidebar.multiselect[0]
+    picker = at.sidebar.multiselect(key="picked_input")
     assert len(picker.value) == 4 and len(set(picker.options)) == len(picker.options) == 4
-    at.radio[0].set_value("dq").run()  # runs evaluated at 32 bits only are still analysed under every quantizer
-    assert not at.exception and len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == 4
+    at.radio(key="deltas-mode").set_value("dq").run()  # runs evaluated at 32 bits only: still under every quantizer
+    assert not at.exception and len(json.loads(_after(at, "Tensor", "plotly_chart").proto.spec)["data"]) == 4
     seeds = [r for r in picker.value if r.startswith("ga-gdr-full")]
-    at.sidebar.multiselect[0].set_value(seeds[:2]).run()
-    assert not at.exception and sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])
+    at.sidebar.multiselect(key="picked_input").set_value(seeds[:2]).run()
+    assert not at.exception and sorted(at.sidebar.multiselect(key="picked_input").value) == sorted(seeds[:2])
     at.run()
-    assert sorted(at.sidebar.multiselect[0].value) == sorted(seeds[:2])  # both kept across reruns
+    assert sorted(at.sidebar.multiselect(key="picked_input").value) == sorted(seeds[:2])  # kept across reruns
 
 
-def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micro_models, tmp_path):
+def test_run_page_offers_rtn_and_the_bring_your_own_page_compares_checkpoints_into_the_store(
+        store, micro_models, store_copy, tmp_path):
     from qru.compare import compare, deltas_config
     from qru.quant.spec import quantizer_set
 
-    root = tmp_path / "store"
-    for part in ("runs", "models", "corpus"):
-        shutil.copytree(store.root / part, root / part)
+    root = store_copy(store.root)
     copy = RunStore(root)
     lora = [r for r in copy.ids() if r.startswith("npo-gdr-lora")][0]
     target, adapter = str(micro_models.root / "target"), str(copy.path(lora) / "adapter")
     at = _app(root)
-    quantizer = [r for r in at.radio if r.label == "Quantizer"][0]
-    quantizer.set_value("rtn").run()
-    assert "--quantizer rtn --group-size 128" in at.code[0].value and "--bits 32 4 3" in at.code[0].value
-    [r for r in at.radio if r.label == "Grid"][0].set_value(True).run()
-    assert "--symmetric" in at.code[0].value
-    fields = {t.label: t for t in at.text_input}
-    fields["Target checkpoint folder"].input(target).run()
-    fields = {t.label: t for t in at.text_input}
-    fields["Unlearned checkpoint or LoRA adapter folder"].input(str(tmp_path / "missing")).run()
+    at.radio(key="quantizer").set_value("rtn").run()
+    assert "--quantizer rtn --group-size 128" in _code(at, " run ") and "--bits 32 4 3" in _code(at, " run ")
+    at.radio(key="symmetric").set_value(True).run()  # the grid
+    assert "--symmetric" in _code(at, " run ")
+    at = _app(root, "bring_your_own")
+    at.text_input(key="target").input(target).run()
+    at.text_input(key="unlearned").input(str(tmp_path / "missing")).run()
     assert any("not found" in e.value for e in at.error) and not at.exception
-    fields = {t.label: t for t in at.text_input}
-    fields["Unlearned checkpoint or LoRA adapter folder"].input(adapter).run()
-    [r for r in at.radio if r.label == "Quantizers"][0].set_value("bnb").run()
-    assert f"qru --cache {root} deltas --quantizers bnb -- {target} {adapter}" in at.code[-1].value
+    at.text_input(key="unlearned").input(adapter).run()
+    at.radio(key="quantizers").set_value("bnb").run()
+    assert f"qru --cache {root} deltas --quantizers bnb -- {target} {adapter}" in _code(at, " deltas ")
     assert [b for b in at.button if b.label == "Compare"]
     run_id = compare(deltas_config(target, adapter, quantizer_set(["bnb"])), copy)  # as the job would
     at.run()
@@ -333,36 +383,34 @@ def test_run_page_offers_rtn_and_compares_checkpoints_into_the_store(store, micr
     at = _app(root, "deltas")
     at.session_state["picked"] = [run_id]
     at.run()
-    assert not at.exception and "checkpoint deltas" in _texts(at) + " ".join(at.sidebar.multiselect[0].value)
-    assert [o.split(" ")[0] for o in at.selectbox[0].options] == ["FP4", "NF4", "LLM.int8", "none"]
+    picked = at.sidebar.multiselect(key="picked_input").value
+    assert not at.exception and "checkpoint deltas" in _texts(at) + " ".join(picked)
+    assert [o.split(" ")[0] for o in at.selectbox(key="q_family").options] == ["FP4", "NF4", "LLM.int8", "none"]
 
 
-def test_run_page_real_model_choices_and_imports(store, tmp_path):
+def test_run_page_real_model_choices_and_the_bring_your_own_page_imports(store, store_copy, tmp_path):
     from test_interop import _ou_eval
 
-    root = tmp_path / "store"
-    shutil.copytree(store.root / "runs", root / "runs")
+    root = store_copy(store.root, ("runs",))
     at = _app(root)
-    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("Hugging Face model").run()
+    at.selectbox(key="model").select("Hugging Face model").run()
     assert any("give a Hugging Face model id" in e.value for e in at.error) and not at.exception
-    fields = {t.label: t for t in at.text_input}
-    fields["Target model (hub id or folder)"].input("org/target").run()
-    fields = {t.label: t for t in at.text_input}
-    fields["Retrain model (optional, for PrivLeak)"].input("org/retrain").run()
-    code = at.code[0].value
+    at.text_input(key="hf-model").input("org/target").run()
+    at.text_input(key="hf-retrain").input("org/retrain").run()
+    code = _code(at, " run ")
     assert "--model org/target --retrain-model org/retrain --corpus muse-news" in code
     assert "time depends on the model" in " ".join(b.label for b in at.button)
-    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("SmolLM2-135M (packaged)").run()
-    assert "--scale small" in at.code[0].value and "--model smollm2" in at.code[0].value
+    at.selectbox(key="model").select("SmolLM2-135M (packaged)").run()
+    assert "--scale small" in _code(at, " run ") and "--model smollm2" in _code(at, " run ")
     assert "tens of minutes" in _texts(at)
-    [s for s in at.selectbox if s.label == "Model and corpus"][0].select("MUSE-Books from the hub").run()
-    assert "--corpus muse-books" in at.code[0].value
+    at.selectbox(key="model").select("MUSE-Books from the hub").run()
+    assert "--corpus muse-books" in _code(at, " run ")
     # import box: the command, then the import as the job would run it, then the imported entry on the pages
+    at = _app(root, "bring_your_own")
     full, quant = _ou_eval(tmp_path / "full", 0.1, 0.3, 5.0), _ou_eval(tmp_path / "q4", 0.4, 0.55, -90.0)
-    [t for t in at.text_area if t.label.startswith("One evaluation per line")][0].input(
-        f"unlearned@32={full}\nunlearned@4={quant}").run()
-    [t for t in at.text_input if t.label == "Label"][0].input("NPO elsewhere").run()
-    assert f"import --name 'NPO elsewhere' -- unlearned@32={full} unlearned@4={quant}" in at.code[-1].value
+    at.text_area(key="entries").input(f"unlearned@32={full}\nunlearned@4={quant}").run()
+    at.text_input(key="label").input("NPO elsewhere").run()
+    assert f"import --name 'NPO elsewhere' -- unlearned@32={full} unlearned@4={quant}" in _code(at, " import ")
     assert [b for b in at.button if b.label == "Import"]
     assert main(["--cache", str(root), "import", "--name", "NPO elsewhere", "--", f"unlearned@32={full}",
                  f"unlearned@4={quant}"]) == 0
@@ -381,7 +429,7 @@ def test_run_page_real_model_choices_and_imports(store, tmp_path):
             assert any(set(t["bits"]) == {32, 4} and t["VerbMem"].max() == pytest.approx(40.0) for t in tables
                        if "VerbMem" in t.columns)
         if page == "probes":
-            at.selectbox[0].select(run_id).run()
+            at.selectbox(key="probes-run").select(run_id).run()
             assert not at.exception and len(at.expander) == 2
         if page == "deltas":
             assert "imported results have metrics and generations only" in _texts(at)

@@ -30,11 +30,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(micro_cache, micro_models, tmp_path_factory):
+def server(micro_cache, micro_models, store_copy):
     """A dashboard on a store that holds the micro models but no runs yet."""
-    store = tmp_path_factory.mktemp("browser-store")
-    for part in ("corpus", "models"):
-        shutil.copytree(micro_cache / part, store / part)
+    store = store_copy(micro_cache, ("corpus", "models"), name="browser-store")
     port = _free_port()
     log = open(store / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],

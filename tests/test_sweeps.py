@@ -93,25 +93,15 @@ def test_reference_layout_has_the_papers_numbers():
     assert reference_layout("nll_forget").empty
 
 
-@pytest.fixture(scope="module")
-def sweep_cache(micro_cache, micro_models, tmp_path_factory):
-    """A store of this module's own with the session's micro corpus and models (its runs stay out of other tests')."""
-    import shutil
-    root = tmp_path_factory.mktemp("sweep-store")
-    for part in ("models", "corpus"):
-        shutil.copytree(micro_cache / part, root / part)
-    return root
-
-
 SMALL = Preset("small-test", "two runs", (("npo", "gdr", "full", 1e-3), ("ga", "gdr", "lora", 1e-3)), epochs=1)
 
 
-def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(sweep_cache, monkeypatch):
+def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(module_store, monkeypatch):
     import qru.pipeline as pipeline
 
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
     configs = sweep_configs(SMALL.name, seeds=(0, 1), scale="micro", bits=(32, 4), max_steps=2)
-    store = RunStore(sweep_cache)
+    store = RunStore(module_store)
     real, calls = pipeline.execute, []
 
     def killed_on_third(*args, **kwargs):
@@ -141,8 +131,8 @@ def test_sweep_resumes_after_a_kill_and_lays_out_its_runs(sweep_cache, monkeypat
     assert low == pytest.approx(np.mean(totals), abs=1e-3) and kept.loc["target", "full @4"] == "—"
 
 
-def test_samples_reaggregate_into_the_stored_metrics(sweep_cache):
-    store = RunStore(sweep_cache)
+def test_samples_reaggregate_into_the_stored_metrics(module_store):
+    store = RunStore(module_store)
     config = configs_for(["run", "--scale", "micro", "--method", "npo", "--bits", "32", "--max-steps", "2"])[0]
     from qru.pipeline import run
     run_id = run(config, store)
@@ -153,30 +143,30 @@ def test_samples_reaggregate_into_the_stored_metrics(sweep_cache):
     assert len(item_scores(samples, "nll_forget")) == len(samples["nll_forget"])
 
 
-def test_qru_sweep_command_prints_the_tables(sweep_cache, monkeypatch, capsys):
+def test_qru_sweep_command_prints_the_tables(module_store, monkeypatch, capsys):
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
     import qru.cli
     monkeypatch.setattr(qru.cli, "build_parser", _parser_with(SMALL.name))
-    code = main(["--cache", str(sweep_cache), "sweep", "--preset", SMALL.name, "--seeds", "0", "1", "--scale",
+    code = main(["--cache", str(module_store), "sweep", "--preset", SMALL.name, "--seeds", "0", "1", "--scale",
                  "micro", "--bits", "32", "4", "--max-steps", "2", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "knowmem_forget (unlearned: mean [95% bootstrap CI] over seeds 0 1)" in out
     assert "NPO+GDR" in out and "full @4" in out
     with pytest.raises(SystemExit) as exit_info:
-        main(["--cache", str(sweep_cache), "sweep", "--preset", "nope"])
+        main(["--cache", str(module_store), "sweep", "--preset", "nope"])
     assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
-def test_paper_table_command_reads_recorded_sweeps_together(sweep_cache, monkeypatch, capsys):
+def test_paper_table_command_reads_recorded_sweeps_together(module_store, monkeypatch, capsys):
     monkeypatch.setitem(PRESETS, SMALL.name, SMALL)
-    store = RunStore(sweep_cache)
+    store = RunStore(module_store)
     configs = sweep_configs(SMALL.name, seeds=(0,), scale="micro", bits=(32, 4), max_steps=2)
     ids = run_sweep(SMALL.name, configs, (0,), store)[0]
-    code = main(["--cache", str(sweep_cache), "paper-table", SMALL.name, "--metric", "nll_forget"])
+    code = main(["--cache", str(module_store), "paper-table", SMALL.name, "--metric", "nll_forget"])
     out = capsys.readouterr().out
     assert code == 0 and "nll_forget (unlearned" in out and "full @4" in out and "LoRA @4" in out
     assert "knowmem_forget" not in out
-    code = main(["--cache", str(sweep_cache), "paper-table", "no-such-sweep"])
+    code = main(["--cache", str(module_store), "paper-table", "no-such-sweep"])
     assert code == 2 and "no sweep 'no-such-sweep'" in capsys.readouterr().err
     a = SweepInfo("a", SMALL.name, [0], ids, 2, 0)
     b = SweepInfo("b", "lr-scan", [1, 0], ids[:1] + ["other"], 1, 0)

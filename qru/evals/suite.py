@@ -9,19 +9,10 @@ from qru.evals.entity_verbmem import entity_verbmem
 from qru.evals.knowmem import knowmem
 from qru.evals.privleak import mean_nll, mia_auc, mink_score, text_logprobs
 from qru.evals.verbmem import verbmem
+from qru.metrics import METRICS as METRIC_REGISTRY
 
-# Column names of the metric tables, in display order, with their units.
-METRICS = {
-    "verbmem": "VerbMem on D_f (ROUGE-L F1 x 100)",
-    "verbmem_entity": "VerbMem on D_f, entity tokens only (ROUGE-L F1 x 100 of the attribute values)",
-    "knowmem_forget": "KnowMem on D_f (ROUGE-L F1 x 100)",
-    "knowmem_retain": "KnowMem on D_r = utility (ROUGE-L F1 x 100)",
-    "privleak": "PrivLeak (%; 0 ideal, <0 still memorized)",
-    "auc": "Min-40% AUC, forget vs holdout",
-    "nll_forget": "NLL on D_f texts (nats/token)",
-    "nll_retain": "NLL on D_r texts (nats/token)",
-    "nll_holdout": "NLL on holdout texts (nats/token)",
-}
+# The metrics computed here, with their descriptions: declared once in qru.metrics (the registry).
+METRICS = {name: m.description for name, m in METRIC_REGISTRY.items()}
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: MuseCorpus, config: EvalConfig,

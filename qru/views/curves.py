@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from qru.analysis.grid import READINGS, grid_reading, grid_rows
 from qru.analysis.verdicts import (UNDONE, curve_frame, full_value, onset, rtn_families, rtn_part, target_moves,
                                    verdict, verdict_rows)
-from qru.metrics import label
+from qru.metrics import headline, label
 
 
 def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
@@ -148,10 +148,11 @@ def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: s
     return fig
 
 
-def controls_table(rows: list[dict], quantizers: list[str], metrics=("knowmem_forget", "nll_forget",
-                                                                    "verbmem_entity", "knowmem_retain")) -> pd.DataFrame:
+def controls_table(rows: list[dict], quantizers: list[str], metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Quantized vs noise controls side by side for the quantizer keys ``quantizers``: one row per (quantizer,
-    model, control) with each metric as ``mean ± sd (n)`` over noise seeds (the quantized value alone)."""
+    model, control) with each metric (default: the headline metrics and utility, KnowMem-retain) as
+    ``mean ± sd (n)`` over noise seeds (the quantized value alone)."""
+    metrics = metrics or (*headline(), "knowmem_retain")
     frame = curve_frame(rows)
     if frame.empty or "label" not in frame.columns:
         return pd.DataFrame()
