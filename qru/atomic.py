@@ -82,6 +82,20 @@ def _nan_to_none(data):
     return data
 
 
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Delete the temporary files and folders (``.<name>.<random>.tmp``) that :func:`atomic_write` and
+    :func:`atomic_dir` left in ``folder`` when their writer was killed. Call it only while holding the lock that
+    every writer into ``folder`` holds, so that no live writer's temporary is removed. Returns the names removed."""
+    folder, removed = Path(folder), []
+    for item in folder.glob(".*.tmp") if folder.is_dir() else []:
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        removed.append(item.name)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to ``path`` when the block succeeds.

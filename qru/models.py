@@ -23,7 +23,7 @@ from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, P
                           PreTrainedTokenizerFast, get_cosine_schedule_with_warmup)
 from transformers.utils import logging as hf_logging
 
-from qru.atomic import atomic_dir, exclusive, write_json
+from qru.atomic import atomic_dir, exclusive, remove_stale_temps, write_json
 from qru.config import CorpusConfig, ModelConfig, config_key, model_key_dict, to_dict
 from qru.corpus.muse import MuseCorpus, check_trainable
 from qru.devices import compute_device
@@ -284,6 +284,7 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     if not all(p.is_dir() for p in parts + ([base] if staged else [])):
         check_trainable(corpus)
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
+            remove_stale_temps(root)  # a killed build's half-saved models (every build of root holds this lock)
             if not parts[0].is_dir():
                 tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size) \
                     if config.source == "embedded" else load_any_tokenizer(config.source)

@@ -30,10 +30,12 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from qru.atomic import LockedError, atomic_write, exclusive, is_locked, read_json, write_json, write_text
+from qru.atomic import (LockedError, atomic_write, exclusive, is_locked, read_json, remove_stale_temps, write_json,
+                        write_text)
 from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, config_key, stored_config_from_dict,
                         to_dict)
 from qru.metrics import required_columns
+from qru.swap import recover, replace_folder
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
@@ -84,16 +86,17 @@ class RunStore:
         return self.runs / run_id
 
     def ids(self) -> list[str]:
-        """All run ids, newest status first."""
+        """All run ids, newest status first (after repairing a swap a killed re-run left halfway: qru.swap)."""
         if not self.runs.is_dir():
             return []
+        recover(self.runs)
         dirs = [p for p in self.runs.iterdir() if p.is_dir() and not p.name.startswith(".") and _utf8(p.name)]
         return [p.name for p in sorted(dirs, key=lambda p: _mtime(p / "status.json"), reverse=True)]
 
     # -- reading -------------------------------------------------------------------------------------------------
     def read_json(self, run_id: str, name: str):
         """A JSON file of a run. Raises StoreError if the run or file is missing or not valid JSON."""
-        if not self.path(run_id).is_dir():
+        if not self.path(run_id).is_dir() and run_id not in recover(self.runs):
             raise StoreError(f"no run {run_id!r} in {self.runs}")
         return read_json(self.path(run_id) / name, StoreError, f"run {run_id}: {name}")
 
@@ -225,8 +228,10 @@ class RunStore:
             return RunInfo(run_id, "?", "failed", "", 0.0, "", str(exc))
         total = status.get("total") or 0
         progress = 1.0 if status["state"] == "done" else (status.get("done", 0) / total if total else 0.0)
+        error = status.get("error") or (f"the last re-run failed: {status['rerun_error']}"
+                                        if status.get("rerun_error") else "")
         return RunInfo(run_id, label, status["state"], status.get("stage", ""), progress,
-                       status.get("updated", ""), status.get("error") or "")
+                       status.get("updated", ""), error)
 
     def list(self) -> list[RunInfo]:
         """:meth:`info` of every run."""
@@ -251,8 +256,10 @@ class RunStore:
         """
         run_id = run_id_of(config)
         folder = self.path(run_id)
+        recover(self.runs)  # a swap left halfway: its finished run must not be taken for a new one
         folder.mkdir(parents=True, exist_ok=True)
         with exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"):
+            remove_stale_temps(folder)  # left by a killed writer (every writer of the run holds this lock)
             if not any((folder / name).is_file() for name in FINISHED_FILES):
                 shutil.rmtree(self.rerun_path(run_id), ignore_errors=True)  # a stale re-run of a run now gone
                 write_json(folder / "config.json", to_dict(config))
@@ -263,7 +270,7 @@ class RunStore:
             stage.mkdir()
             write_json(stage / "config.json", to_dict(config))
             yield RunWriter(run_id, stage)
-            _replace_folder(folder, stage)
+            replace_folder(folder, stage)
 
 
 class RunWriter:
@@ -327,15 +334,6 @@ DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "
 # The per-bit-width delta summary that `qru show` and the dashboard display (all in DELTA_COLUMNS).
 SUMMARY_COLUMNS = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
                    "cosine", "noise_ratio"]
-
-
-def _replace_folder(folder: Path, stage: Path) -> None:
-    """Put ``stage`` in the place of ``folder`` (two renames; the old folder is deleted afterwards)."""
-    old = folder.with_name(f".old-{folder.name}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(folder, old)
-    os.rename(stage, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:

@@ -212,3 +212,85 @@ def test_a_failed_forced_rerun_keeps_the_finished_run(tmp_path):
         writer.set_status("done")
     assert store.read_json(run_id, "metrics.json") == [{"new": 2}] and "rerun_error" not in store.status(run_id)
     assert store.ids() == [run_id]
+
+
+SWAPPER = """
+import os, shutil, signal, sys
+import qru.swap as swap
+from qru.config import RunConfig
+from qru.store import RunStore
+steps, kill_at = [0], int(sys.argv[2])
+def step(fn):
+    def wrapped(*args, **kwargs):
+        if steps[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        steps[0] += 1
+        return fn(*args, **kwargs)
+    return wrapped
+swap.os.rename, swap.shutil.rmtree = step(os.rename), step(shutil.rmtree)
+with RunStore(sys.argv[1]).open_run(RunConfig()) as writer:
+    writer.write_json("metrics.json", [{"new": 1}])
+    writer.set_status("done")
+"""
+
+
+@pytest.mark.parametrize("kill_at", range(6))
+def test_a_rerun_killed_at_any_step_of_its_swap_leaves_a_finished_run(tmp_path, kill_at):
+    """Staging clears .rerun (step 0); the swap is rmtree(.old), rename(run -> .old), rename(.rerun -> run),
+    rmtree(.old) (steps 1-4): killed before each (and not at all, kill_at 5), the run is listed, finished, and holds
+    the old or the new results, never neither."""
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", [{"old": 1}])
+        writer.set_status("done")
+    proc = subprocess.run([sys.executable, "-c", SWAPPER, str(tmp_path), str(kill_at)], capture_output=True)
+    assert proc.returncode == (-9 if kill_at < 5 else 0), proc.stderr.decode()[-500:]
+    fresh = RunStore(tmp_path)
+    assert fresh.ids() == [run_id] and fresh.status(run_id)["state"] == "done"
+    expected = [{"old": 1}] if kill_at < 3 else [{"new": 1}]  # killed before the re-run was complete: the old
+    assert fresh.read_json(run_id, "metrics.json") == expected
+    assert not list(fresh.runs.glob(".old-*"))
+    with fresh.open_run(RunConfig()) as writer:  # running it again starts from a finished run, not from nothing
+        assert writer.folder.name.startswith(".rerun-")
+        writer.set_status("done")
+
+
+def test_a_run_whose_old_folder_is_the_only_copy_is_restored_by_show(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", [{"old": 1}])
+        writer.set_status("done")
+    os.rename(store.path(run_id), store.runs / f".old-{run_id}")  # killed after the first rename, no re-run left
+    assert RunStore(tmp_path).read_json(run_id, "metrics.json") == [{"old": 1}]
+    info = RunStore(tmp_path).info(run_id)
+    assert info.state == "done" and info.error == ""
+
+
+def test_ls_says_the_last_rerun_failed(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", [{"old": 1}])
+        writer.set_status("done")
+    with pytest.raises(RuntimeError):
+        with store.open_run(RunConfig()) as writer:
+            writer.fail(RuntimeError("out of memory"))
+            raise RuntimeError("out of memory")
+    info = store.info(run_id)
+    assert info.state == "done" and "the last re-run failed" in info.error and "out of memory" in info.error
+
+
+def test_a_killed_writer_s_temporaries_are_removed_when_the_run_is_next_opened(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    folder = store.path(run_id)
+    folder.mkdir(parents=True)
+    (folder / ".status.json.k3j2.tmp").write_text("{")
+    (folder / ".deltas.parquet.x9.tmp").write_bytes(b"PAR1")
+    (folder / ".adapter.a1.tmp").mkdir()
+    (folder / ".adapter.a1.tmp" / "weights").write_bytes(b"0")
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("done")
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [".lock"]

@@ -148,14 +148,21 @@ CURVE_DESCRIPTION = (
     "the run's controls.json, written after each quantizer; a rerun computes only what is missing.")
 
 
+def _qru_run(store: RunStore, text: str, need: str) -> tuple[str, RunConfig]:
+    """The run id ``text`` names and its RunConfig. Raises ConfigError for a comparison or import (``need`` says
+    what needs a run's models), StoreError for no such run."""
+    run_id = _resolve_run_id(store, text)
+    config = store.config(run_id)
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"{run_id} is not a qru run: {need} need its models")
+    return run_id, config
+
+
 def cmd_noise(args) -> int:
     from qru.controls import compute_controls
 
     store = RunStore(args.cache)
-    run_id = _resolve_run_id(store, args.run_id)
-    config = store.config(run_id)
-    if not isinstance(config, RunConfig):
-        raise ConfigError(f"{run_id} is not a qru run: noise controls need its models")
+    run_id, config = _qru_run(store, args.run_id, "noise controls")
     specs = [s for s in config.quant_specs() if s.bits < 32]
     if not specs:
         raise ConfigError(f"run {run_id} has no quantized bit width to compare noise controls with")
@@ -171,10 +178,7 @@ def cmd_curve(args) -> int:
     from qru.controls import compute_controls, curve_specs
 
     store = RunStore(args.cache)
-    run_id = _resolve_run_id(store, args.run_id)
-    config = store.config(run_id)
-    if not isinstance(config, RunConfig):
-        raise ConfigError(f"{run_id} is not a qru run: curves need its models")
+    run_id, config = _qru_run(store, args.run_id, "curves")
     specs = curve_specs(config, tuple(sorted(set(args.bits), reverse=True)), args.group_size)
     rows = compute_controls(store, run_id, specs, tuple(args.kinds), tuple(args.noise_seeds), quantized=True,
                             progress=progress_printer(args.quiet))
@@ -274,6 +278,9 @@ def cmd_show(args) -> int:
         print("imported: " + "\n          ".join(config.entries))
     if status.get("error"):
         print(f"error: {status['error']}")
+    if status.get("rerun_error"):
+        print(f"the last re-run failed ({status.get('rerun_updated', '')}): {status['rerun_error']}; the results below "
+              "are the earlier run's")
     if status["state"] != "done":
         return 0
     if isinstance(config, (RunConfig, ImportConfig)):
