@@ -12,6 +12,7 @@ from qru.jobs import Job, JobProgress, job_progress, list_jobs
 from qru.store import RunInfo, RunStore, StoreError
 from qru.views.quantizers import FAMILIES, Choice, available, choice_of, default_key, size_label
 from qru.views.runs import picker_labels
+from qru.views.text import as_text
 
 PICK_DEFAULT = 4  # runs picked on a first visit: the newest finished ones
 PAGES = {"run": ("Run", ":material/play_arrow:"), "sweeps": ("Sweeps", ":material/stacked_line_chart:"),
@@ -69,11 +70,11 @@ def sidebar() -> None:
         current = store()
         try:
             if current.root.exists() and not current.root.is_dir():
-                st.error(f"The store {current.root} is not a folder.")
+                st.error(f"The store {as_text(current.root)} is not a folder.")
                 return
             infos = {i.run_id: i for i in current.list()}
         except OSError as exc:
-            st.error(f"Cannot read the store {current.root}: {exc.strerror or exc}")
+            st.error(as_text(f"Cannot read the store {current.root}: {exc.strerror or exc}"))
             return
         picked = st.session_state.get("picked", []) + st.session_state.pop("pick_next", [])
         if st.session_state.get("picked_store") != str(current.root):  # first visit, or another store: defaults
@@ -81,12 +82,12 @@ def sidebar() -> None:
             st.session_state["picked_store"] = str(current.root)
         st.session_state["picked"] = st.session_state["picked_input"] = [r for r in dict.fromkeys(picked)
                                                                           if r in infos]
-        labels = picker_labels(list(infos.values()))
+        labels = picker_labels(list(infos.values()))  # options are plain text: shown as they are
         st.multiselect("Runs to show", list(infos), key="picked_input", format_func=labels.get,
                        on_change=_keep("picked_input", "picked"),
                        help="one run, or several to compare (e.g. full fine-tuning vs LoRA)",
                        placeholder="no runs yet" if not infos else "pick runs")
-        st.caption(f"{len(infos)} run(s) in {current.runs}")
+        st.caption(f"{len(infos)} run(s) in {as_text(current.runs)}")
 
 
 def picked_runs() -> list[RunInfo]:
@@ -100,8 +101,8 @@ def picked_runs() -> list[RunInfo]:
     infos = [current.info(r) for r in st.session_state.get("picked", [])]
     pending = [i for i in infos if i.state != "done"]
     if pending:
-        st.caption("Not shown: " + "; ".join(f"{i.run_id} (unreadable: {i.error})" if i.label == "?" else
-                                            f"{i.label} [{i.state}]" for i in pending))
+        st.caption("Not shown: " + as_text("; ".join(f"{i.run_id} (unreadable: {i.error})" if i.label == "?" else
+                                                    f"{i.label} [{i.state}]" for i in pending)))
     return [i for i in infos if i.state == "done"]
 
 
@@ -114,13 +115,13 @@ def require_runs(metrics: bool = False, deltas: bool = False) -> list[RunInfo]:
         compared = [r for r in runs if r.run_id.startswith("deltas-")]
         if compared:
             st.caption("Not shown (checkpoint comparisons have weight deltas only, see **Weight deltas**): "
-                       + "; ".join(r.label for r in compared))
+                       + as_text("; ".join(r.label for r in compared)))
         runs = [r for r in runs if not r.run_id.startswith("deltas-")]
     if deltas:
         imported = [r for r in runs if r.run_id.startswith("import-")]
         if imported:
             st.caption("Not shown (imported results have metrics and generations only, see **Metrics** and "
-                       "**Probes**): " + "; ".join(r.label for r in imported))
+                       "**Probes**): " + as_text("; ".join(r.label for r in imported)))
         runs = [r for r in runs if not r.run_id.startswith("import-")]
     if not runs:
         st.info("Pick one or more finished runs in the sidebar, or start one on the **Run** page.")
@@ -153,7 +154,7 @@ def load(run_id: str, what: str, stop: bool = True):
     try:
         return _load(root, run_id, what, _mtime(root, run_id, FILES[what]))
     except StoreError as exc:
-        st.error(str(exc))
+        st.error(as_text(exc))
         if stop:
             st.stop()
         return None
@@ -184,24 +185,27 @@ def jobs_panel(limit: int = 4) -> None:
     covered = {r for job in jobs for r in job.run_ids}
     for info in current.list():  # runs started elsewhere (e.g. `qru run` in a shell)
         if info.state in ("running", "queued") and info.run_id not in covered:
-            st.progress(info.progress, text=f"**{info.label}** (started outside the dashboard) — {info.stage}")
+            st.progress(info.progress, text=f"**{as_text(info.label)}** (started outside the dashboard) — "
+                                            f"{as_text(info.stage)}")
 
 
 def _job_line(job: Job, progress: JobProgress) -> None:
     started = time.strftime("%H:%M", time.localtime(job.started))
+    title = f"**{as_text(job.title)}** (started {started})"
     if progress.state == "running":
-        st.progress(progress.fraction, text=f"**{job.title}** (started {started}) — {progress.stage}")
+        st.progress(progress.fraction, text=f"{title} — {as_text(progress.stage)}")
     elif progress.state == "failed":
-        st.error(f"**{job.title}** (started {started}) failed: {progress.error}")
+        st.error(f"{title} failed: {as_text(progress.error)}")
         with st.expander("log tail"):
             st.code(progress.log_tail or "(no log)", language=None)
     else:
-        st.success(f"**{job.title}** (started {started}) finished: its runs are in the sidebar's picker.")
+        st.success(f"{title} finished: its runs are in the sidebar's picker.")
 
 
 def names(runs: list[RunInfo]) -> dict[str, str]:
     """Run id -> display name: the method part of the label where that tells the picked runs apart, else the whole
-    label, with the id appended where two picked runs share a label."""
+    label, with the id appended where two picked runs share a label. Raw text: escape it (qru.views.text) where
+    it goes into Markdown."""
     short = [r.label.split(" @ ")[0] for r in runs]
     labels = short if len(set(short)) == len(short) else [r.label for r in runs]
     return {r.run_id: label if labels.count(label) == 1 else f"{label} ({r.run_id})"
@@ -222,7 +226,8 @@ def quantizer_picker(keys: list[str], preferred: list[str]) -> str | None:
     if wanted or "q_family" not in state:  # first draw on this page visit, or a request: widgets from the key
         start = choice_of(wanted) or choice_of(state.get("deltas_quantizer")) or Choice.of(default_key(keys, preferred))
         if wanted and wanted not in keys:
-            st.warning(f"The picked runs were not analysed under {wanted}; showing the closest stored quantizer.")
+            st.warning(f"The picked runs were not analysed under {as_text(wanted)}; showing the closest stored "
+                       "quantizer.")
         state["q_family"], state["q_bits"], state["q_size"] = start.family, start.bits, start.size
     if state["q_family"] not in options:
         state["q_family"] = next(iter(options))

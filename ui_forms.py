@@ -13,6 +13,7 @@ from qru.errors import CheckpointError
 from qru.jobs import launch as launch_job, running_job, running_jobs
 from qru.store import run_id_of
 from qru.views.runs import HELP, HF_CORPORA, MODELS, estimate_seconds, models_built
+from qru.views.text import as_text
 
 
 def launch(command: str, configs: list, title: str, **options) -> None:
@@ -21,7 +22,7 @@ def launch(command: str, configs: list, title: str, **options) -> None:
     try:
         launch_job(store, command, configs, title, **options)
     except (ConfigError, CheckpointError, LockedError, OSError) as exc:
-        st.error(f"Could not start: {exc}")
+        st.error(f"Could not start: {as_text(exc)}")
         return
     st.rerun()
 
@@ -41,9 +42,9 @@ def job_box(argv: list[str], config, command: str, what: str, page: str, start: 
     store = ui.store()
     st.code(shown(argv, store.root), language="bash")
     if running_job(store, [run_id_of(config)], running_jobs(store)):
-        st.info(f"This {what} is running now (progress above): {config.label}")
+        st.info(f"This {what} is running now (progress above): {as_text(config.label)}")
     elif store.find(config):
-        st.success(f"This {what} is already in the store: {config.label}")
+        st.success(f"This {what} is already in the store: {as_text(config.label)}")
         if st.button(f"Show the {what}", key=f"show-{what}"):
             ui.pick([run_id_of(config)])
             st.switch_page(page)

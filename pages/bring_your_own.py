@@ -11,6 +11,7 @@ from qru.errors import CheckpointError, ResultImportError
 from qru.interop import validate as validate_import
 from qru.quant.spec import QUANTIZER_SETS
 from qru.views.runs import HELP, IMPORT_HELP, import_entries
+from qru.views.text import as_text
 
 ui.in_frame()
 st.title("Bring your own checkpoints and results")
@@ -28,7 +29,7 @@ if target.strip() and unlearned.strip():
     try:
         compared = recipes.comparison(target.strip(), unlearned.strip(), [chosen])
     except (ConfigError, CheckpointError) as exc:
-        st.error(str(exc))
+        st.error(as_text(exc))
     else:
         ui_forms.job_box(comparison_command(compared), compared, "deltas", "comparison", "pages/deltas.py", "Compare")
 
@@ -43,6 +44,6 @@ if entries.strip():
         imported = recipes.imported(import_entries(entries), label.strip())
         validate_import(imported)
     except (ConfigError, ResultImportError) as exc:
-        st.error(str(exc))
+        st.error(as_text(exc))
     else:
         ui_forms.job_box(import_command(imported), imported, "import", "import", "pages/metrics.py", "Import")

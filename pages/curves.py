@@ -15,6 +15,7 @@ from qru.quant.spec import NOISE_KINDS
 from qru.metrics import curve_metrics, headline, label
 from qru.store import StoreError
 from qru.views.curves import curve_figure, grid_sentence, onset_sentence, sentence, target_sentence, verdict_table
+from qru.views.text import as_text
 
 ui.in_frame()
 
@@ -35,7 +36,7 @@ for info in runs:
     try:
         rows = read_controls(store, info.run_id)
     except StoreError as exc:
-        st.error(str(exc))
+        st.error(as_text(exc))
         continue
     if [r for r in rows if r.get("control") != "grid"]:
         curves[info.run_id] = rows
@@ -57,16 +58,16 @@ with st.expander("Compute a curve" + (f" ({len(missing)} picked run(s) have none
         argv = ["curve", info.run_id, "--bits", *map(str, bits), "--kinds", *kinds,
                 "--noise-seeds", *map(str, range(seeds)), "--quiet"]
         if is_locked(store.path(info.run_id) / ".controls.lock"):
-            st.info(f"**{name[info.run_id]}**: its controls are being computed by another process (a `qru curve` "
-                    "or `qru noise`); the chart shows each quantizer once it is stored.")
+            st.info(f"**{as_text(name[info.run_id])}**: its controls are being computed by another process (a "
+                    "`qru curve` or `qru noise`); the chart shows each quantizer once it is stored.")
             continue
         st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv[:-1]), language="bash")
         verb = "Compute more of the curve of" if info.run_id in curves else "Compute the curve of"
-        if st.button(f"{verb} {name[info.run_id]}", key=f"curve-{info.run_id}"):
+        if st.button(f"{verb} {as_text(name[info.run_id])}", key=f"curve-{info.run_id}"):
             try:
                 launch_analysis(store, argv, f"curve of {name[info.run_id]}")
             except (ConfigError, LockedError, OSError) as exc:
-                st.error(f"Could not start: {exc}")
+                st.error(f"Could not start: {as_text(exc)}")
             else:
                 st.rerun()
 if running_jobs(store):
@@ -85,8 +86,8 @@ for run_id, rows in curves.items():
                                      target_sentence(frame, metrics, undone, metric), grid_sentence(rows)) if t))
     config = store.config(run_id)
     if isinstance(config, RunConfig) and config.unlearn.start_grid:
-        st.caption(f"{name[run_id]} started from the target snapped to {config.unlearn.start_grid}: its target is "
-                   "on that grid by construction.")
-    with st.expander(f"Share undone per quantizer: {name[run_id]}"):
+        st.caption(f"{as_text(name[run_id])} started from the target snapped to {as_text(config.unlearn.start_grid)}: "
+                   "its target is on that grid by construction.")
+    with st.expander(f"Share undone per quantizer: {as_text(name[run_id])}"):
         st.dataframe(verdict_table({m: undone_by_control(frame, metrics, m, samples)
                                     for m in headline()}), hide_index=True)

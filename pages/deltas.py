@@ -7,6 +7,7 @@ from qru.quant.spec import QuantSpec
 from qru.views.delta_charts import (LAYER_VALUES, MODES, delta_row, flip_summary, hist_series, histogram_figure,
                                     layer_heatmap, layer_table, shared_zmax)
 from qru.views.flip_analysis import explain, flip_thresholds, module_table, own_quantizer_totals
+from qru.views.text import as_text
 
 ui.in_frame()
 
@@ -47,7 +48,7 @@ for run_id, (info, deltas, hists) in data.items():
     except KeyError as exc:
         notes.append(f"{name[run_id]}: {exc.args[0] if exc.args else exc}")
 for note in notes:
-    st.warning(note)
+    st.warning(as_text(note))
 chart, words = st.columns([3, 2])
 if series:
     chart.plotly_chart(histogram_figure(series, mode, f"{MODES[mode]} — {label} — "
@@ -57,9 +58,9 @@ for run_id, row in rows.items():
     bnd = hists.get(f"bnd_{key}")
     index = list(hists["tensors"]).index(tensor)
     limits = flip_thresholds(bnd[index], hists["abs_edges"], int(row["numel"])) if bnd is not None else None
-    words.markdown(f"**{name[run_id]}** — " + explain(row, label, limits))
+    words.markdown(f"**{as_text(name[run_id])}** — " + explain(row, label, limits))
 
-st.subheader(f"Summary under {label}")
+st.subheader(f"Summary under {as_text(label)}")
 st.dataframe(pd.DataFrame([{"run": name[r], **flip_summary(row)} for r, row in rows.items()]), hide_index=True)
 st.caption("below_half_step: share of weights with |dW| < Δ/2; code_flip_rate: share whose quantized code differs "
            "between target and unlearned model; share_kept: <Q(W_u)−Q(W_t), dW>/||dW||² (1 = the update survives "
@@ -88,7 +89,7 @@ if not key.endswith("@32"):
     for run_id, (info, deltas, _) in data.items():
         table = module_table(deltas, key)
         if not table.empty:
-            st.markdown(f"**{name[run_id]}**")
+            st.markdown(f"**{as_text(name[run_id])}**")
             st.dataframe(table, hide_index=True)
     st.subheader("Per layer and module")
     value = st.radio("Value", list(LAYER_VALUES), format_func=LAYER_VALUES.get, horizontal=True, key="deltas-value")

@@ -8,6 +8,7 @@ from qru.config import RunConfig
 from qru.controls import read_controls
 from qru.findings import differences, sentences, summary_frame
 from qru.store import StoreError
+from qru.views.text import as_text
 from qru.views.undone import THRESHOLD_TEXT
 
 ui.in_frame()
@@ -19,20 +20,25 @@ st.caption("Generated from the picked runs' stored metrics and weight deltas und
            f"{UNDONE_SOME:.0%} “undid part”.")
 runs = ui.require_runs(metrics=True)
 name = ui.names(runs)
-findings = []
+findings, imported = [], []
 for info in runs:
     config = ui.store().config(info.run_id)
     metrics = ui.load(info.run_id, "metrics", stop=False)
+    if not isinstance(config, RunConfig):
+        imported.append(info.label)  # imported results have no weights or scenario to read
     if not isinstance(config, RunConfig) or metrics is None:
-        continue  # imported results have no weights or scenario to read
+        continue
     try:
         controls = read_controls(ui.store(), info.run_id)
     except StoreError as exc:
-        st.warning(str(exc))
+        st.warning(as_text(exc))
         controls = []
     findings.append(run_findings(info.run_id, name[info.run_id], config, metrics,
                                  ui.load(info.run_id, "samples", stop=False), ui.load(info.run_id, "deltas", stop=False),
                                  controls))
+if imported:
+    st.caption("Not shown (imported results have no weight deltas or scenario to read, see **Metrics**): "
+               + as_text("; ".join(imported)))
 if not findings:
     st.info("The picked runs are imported results or comparisons: pick runs computed by qru.")
     st.stop()
@@ -46,5 +52,5 @@ if lines:
     st.subheader("Between the runs")
     st.markdown("\n".join(f"- {line}" for line in lines))
 for f in findings:
-    st.subheader(f.name)
+    st.subheader(as_text(f.name))
     st.markdown("\n".join(f"- {line}" for line in sentences(f)))

@@ -14,6 +14,7 @@ from qru.views.curves import controls_table
 from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
+from qru.views.text import as_text
 
 ui.in_frame()
 
@@ -96,12 +97,12 @@ view = st.radio("View", ["per run", "comparison across runs"], horizontal=True, 
                 disabled=len(runs) < 2, help="pick two or more runs in the sidebar to compare them")
 if view == "per run" or len(runs) < 2:
     for info in runs:
-        st.subheader(name[info.run_id])
+        st.subheader(as_text(name[info.run_id]))
         table = run_table(tables[name[info.run_id]])
         st.dataframe(highlight(table, came_back_cells(table)), hide_index=True)
         missing = tables[name[info.run_id]].get("privleak_missing")
         if missing is not None and missing.notna().any():
-            st.caption(f"PrivLeak missing: {missing.dropna().iloc[0]}")
+            st.caption(f"PrivLeak missing: {as_text(missing.dropna().iloc[0])}")
         change = changes(table)
         if not change.empty:
             st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")

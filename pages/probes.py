@@ -9,7 +9,7 @@ ui.in_frame()
 st.title("Probes: which completions leak the forgotten text?")
 runs = ui.require_runs(metrics=True)
 name = ui.names(runs)
-run_id = st.selectbox("Run", [r.run_id for r in runs], format_func=name.get, key="probes-run")
+run_id = st.selectbox("Run", [r.run_id for r in runs], format_func=name.get, key="probes-run")  # options: plain text
 probes = ui.load(run_id, "probes")
 if not probes:
     st.info("This run has no probe generations.")

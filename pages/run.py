@@ -12,6 +12,7 @@ from qru.store import run_id_of
 from qru.unlearn.methods import METHODS
 from qru.views.runs import (HELP, LR_GRID, PRESETS, START_GRIDS, check_corpus, check_models, data_choices,
                             quantizer_choices)
+from qru.views.text import as_text
 
 ui.in_frame()
 store = ui.store()
@@ -25,7 +26,7 @@ demo = recipes.demo_set()
 try:
     empty = not store.list() and not list_jobs(store)
 except OSError as exc:
-    st.error(f"Cannot read the store {store.root}: {exc.strerror or exc}")
+    st.error(as_text(f"Cannot read the store {store.root}: {exc.strerror or exc}"))
     st.stop()
 
 
@@ -111,7 +112,7 @@ try:
     check_corpus(config)
     check_models(config)
 except (ConfigError, ModelLoadError) as exc:
-    st.error(str(exc))
+    st.error(as_text(exc))
     st.stop()
 st.code(shown(command(config), store.root), language="bash")
 if preset == "paper" and "embedded" in model:
@@ -122,9 +123,9 @@ busy = running_jobs(store)
 if busy:
     st.caption("A job is running: a second one now shares the CPU cores and slows both.")
 if store.info(run_id_of(config)).state in ("running", "queued") or running_job(store, [run_id_of(config)], busy):
-    st.info(f"This configuration is running now (progress above): {config.label}")
+    st.info(f"This configuration is running now (progress above): {as_text(config.label)}")
 elif store.find(config):
-    st.success(f"This configuration is already in the store: {config.label}")
+    st.success(f"This configuration is already in the store: {as_text(config.label)}")
     show, rerun = st.columns([1, 4])
     if show.button("Show it", type="primary", key="show"):
         ui.pick([run_id_of(config)])

@@ -11,6 +11,7 @@ from qru.jobs import running_job, running_jobs
 from qru.store import run_id_of
 from qru.sweeps import PRESETS, list_sweeps
 from qru.views.runs import HELP, MODELS, check_sweep_model
+from qru.views.text import as_text
 
 ui.in_frame()
 store = ui.store()
@@ -28,7 +29,7 @@ try:
     data = check_sweep_model(model)
     runs = recipes.sweep(preset, tuple(seeds), **data)
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(as_text(exc))
     st.stop()
 st.code(shown(sweep_command(preset, seeds, **data), store.root), language="bash")
 finished = sum(store.find(c) is not None for c in runs)

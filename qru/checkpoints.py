@@ -5,7 +5,9 @@ A checkpoint is a Hugging Face model folder of safetensors shards (``model.safet
 unlearned side may also be a qru run folder (its LoRA ``adapter/`` or its full fine-tuning's
 ``unlearned_delta.safetensors``, dW added to the target) or a peft LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``):
 its weight is W_t + scaling * B A per adapted module (scaling = lora_alpha / r, or lora_alpha / sqrt(r) with
-rsLoRA), as peft's ``merge_and_unload`` computes it.
+rsLoRA), as peft's ``merge_and_unload`` computes it. Only safetensors are read: PyTorch pickle weights
+(``pytorch_model*.bin``, ``adapter_model.bin``, ``*.pt``) are refused with how to convert them (qru.run_target checks
+that a qru run's adapter or dW is compared against that run's own target).
 
 Every tensor is read with safetensors' lazy ``safe_open`` (the file is memory-mapped and only that tensor's bytes
 are copied), and the file is closed again, so memory holds a few tensors whatever the model size.
@@ -36,6 +38,25 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DELTA_FILE = "unlearned_delta.safetensors"  # a qru full-fine-tuning run's dW
 FLOAT_TYPES = ("F64", "F32", "F16", "BF16")
 SKIPPED = re.compile(r"(^|\.)(lm_head|embed[^.]*|wte|wpe)(\.|$)")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")  # PyTorch pickles (torch.save): never loaded by qru
+CONVERT = ("load it with transformers (AutoModelForCausalLM.from_pretrained, or peft's PeftModel for an adapter) and "
+           "save it with save_pretrained(dir, safe_serialization=True)")
+
+
+class UnusableCheckpointError(CheckpointError):
+    """The checkpoints' values cannot be compared (NaN or infinity, a LoRA update that does not fit its weight):
+    the comparison stores nothing."""
+
+
+def pickle_error(path: Path, files: list[Path]) -> str:
+    """The message refusing PyTorch pickle weights in ``path`` (``files``: the pickles found)."""
+    return (f"{path} holds PyTorch pickle weights ({files[0].name}), which qru does not load (safetensors only): "
+            f"{CONVERT}")
+
+
+def pickles_in(folder: Path) -> list[Path]:
+    """The PyTorch pickle weight files of a folder (``pytorch_model*.bin``, ``adapter_model.bin``, ``*.pt`` ...)."""
+    return sorted(p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES and p.is_file())
 
 
 def quantizable_name(name: str, ndim: int) -> bool:
@@ -55,6 +76,8 @@ def model_order(name: str) -> tuple:
 
 def _shard_files(path: Path) -> list[Path]:
     if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise CheckpointError(pickle_error(path, [path]))
         if path.suffix != ".safetensors":
             raise CheckpointError(f"not a .safetensors file: {path}")
         return [path]
@@ -72,6 +95,8 @@ def _shard_files(path: Path) -> list[Path]:
             raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing[:3])}")
         return files
     files = sorted(path.glob("*.safetensors"))
+    if not files and pickles_in(path):
+        raise CheckpointError(pickle_error(path, pickles_in(path)))
     if not files:
         raise CheckpointError(f"no .safetensors files in {path}")
     return files
@@ -140,7 +165,7 @@ class Checkpoint:
         except Exception as exc:
             raise CheckpointError(f"cannot read {name} from {self._where[name]} ({exc})") from exc
         if not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{name} in {self._where[name]} holds NaN or infinite values")
+            raise UnusableCheckpointError(f"{name} in {self._where[name]} holds NaN or infinite values")
         return tensor
 
     def quantizable(self) -> list[str]:
@@ -164,6 +189,8 @@ class LoraAdapter:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser().resolve()
         config_path, weights = self.path / ADAPTER_CONFIG, self.path / ADAPTER_WEIGHTS
+        if config_path.is_file() and not weights.is_file() and pickles_in(self.path):
+            raise CheckpointError(pickle_error(self.path, pickles_in(self.path)))
         if not (config_path.is_file() and weights.is_file()):
             raise CheckpointError(f"{self.path} is not a peft adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
         try:
@@ -211,20 +238,26 @@ class LoraAdapter:
                 break
         return alpha / (rank ** 0.5 if self.config.get("use_rslora") else rank)
 
+    def check_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raise UnusableCheckpointError unless the lora_A / lora_B pair of ``name`` (from the headers) multiply to
+        ``shape``, the base weight's [out, in] (transposed with fan_in_fan_out)."""
+        a_name, b_name = self._pairs[name]
+        a, b = self.weights.shape(a_name), self.weights.shape(b_name)
+        if len(a) != 2 or len(b) != 2 or b[1] != a[0]:
+            raise UnusableCheckpointError(f"{self.path}: {a_name} {a} and {b_name} {b} do not pair")
+        update = (a[1], b[0]) if self.config.get("fan_in_fan_out") else (b[0], a[1])
+        if update != tuple(shape):
+            raise UnusableCheckpointError(f"the adapter {self.path} updates {name} with shape {update}, but the base "
+                                          f"weight has shape {tuple(shape)}: the adapter was not trained on this base")
+
     def delta(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """scaling * B @ A for the weight ``name`` of ``shape`` [out, in] (float32); fan_in_fan_out transposes.
-        Raises CheckpointError if the product does not have the weight's shape."""
+        Raises UnusableCheckpointError if the product does not have the weight's shape."""
+        self.check_shape(name, shape)
         a_name, b_name = self._pairs[name]
         a, b = self.weights.tensor(a_name), self.weights.tensor(b_name)
-        if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
-            raise CheckpointError(f"{self.path}: {a_name} {tuple(a.shape)} and {b_name} {tuple(b.shape)} do not pair")
         update = (b @ a) * self.scaling(name, a.shape[0])
-        if self.config.get("fan_in_fan_out"):
-            update = update.T
-        if tuple(update.shape) != tuple(shape):
-            raise CheckpointError(f"{self.path}: the update of {name} has shape {tuple(update.shape)}, the base "
-                                  f"weight {tuple(shape)}")
-        return update
+        return update.T if self.config.get("fan_in_fan_out") else update
 
 
 class DeltaFile(Checkpoint):
@@ -270,11 +303,16 @@ def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | Delta
     names = sorted(target.quantizable(), key=model_order)
     if not names:
         raise CheckpointError(f"{target.path} holds no Linear weights to compare")
+    from qru.run_target import check_run_target  # imports this module
+
+    check_run_target(target, unlearned, names)
     if isinstance(unlearned, LoraAdapter):
         unknown = [n for n in unlearned.targets() + list(unlearned.saved) if n not in target
                    and quantizable_name(n, 2)]  # an adapted lm_head or embedding is never compared
         if unknown:
             raise CheckpointError(f"the adapter {unlearned.path} adapts {unknown[0]}, which {target.path} lacks")
+        for name in sorted((n for n in unlearned.targets() if n in target), key=model_order):
+            unlearned.check_shape(name, target.shape(name))
         bad = [n for n in unlearned.saved if n in target and unlearned.weights.shape(unlearned.saved[n])
                != target.shape(n)]
         if bad:
@@ -316,5 +354,5 @@ def _read_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter, names: 
         del w_t, w_u
 
 
-__all__ = ["Checkpoint", "CheckpointError", "DeltaFile", "LoraAdapter", "fingerprint", "open_target", "open_unlearned",
-           "quantizable_name", "stream_pairs"]
+__all__ = ["Checkpoint", "CheckpointError", "DeltaFile", "LoraAdapter", "UnusableCheckpointError", "fingerprint",
+           "open_target", "open_unlearned", "quantizable_name", "stream_pairs"]

@@ -132,8 +132,11 @@ def import_command(config: ImportConfig) -> list[str]:
 
 
 def shown(argv: list[str], cache: str | None = None) -> str:
-    """A command as one shell line: ``qru [--cache DIR] ARGV`` with shell quoting."""
-    return "qru " + (f"--cache {shlex.quote(str(cache))} " if cache else "") + shlex.join(argv)
+    """A command as one shell line: ``qru [--cache DIR] ARGV`` with shell quoting; the store as an absolute path, so
+    that the line pasted in any folder reaches the same store."""
+    from pathlib import Path
+
+    return "qru " + (f"--cache {shlex.quote(str(Path(cache).resolve()))} " if cache else "") + shlex.join(argv)
 
 
 def _number(value) -> str:

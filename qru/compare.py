@@ -6,10 +6,12 @@ deltas_hist.npz in the same form as a run's, so the Weight-deltas page shows it;
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
-from qru.checkpoints import Checkpoint, fingerprint, open_target, open_unlearned, stream_pairs
+from qru.checkpoints import (Checkpoint, UnusableCheckpointError, fingerprint, open_target, open_unlearned,
+                             stream_pairs)
 from qru.config import DeltasConfig
 from qru.deltas import deltas_files, scan
 from qru.errors import CheckpointError
@@ -32,9 +34,10 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     """Scan the two checkpoints of ``config`` tensor by tensor under its quantizers and store the result; return
     the run id. A finished comparison of the same config (same files, unchanged) is reused unless ``force``.
 
-    Raises CheckpointError where the checkpoints do not match (nothing is stored then) or a file changed during the
-    scan, LockedError if another process computes the same comparison; an error during the scan is recorded in the
-    run's status and re-raised.
+    Raises CheckpointError where the checkpoints do not match or a weight holds NaN or infinity (found as the scan
+    reads it; nothing is stored then: the run's folder is removed) or a file changed during the scan, LockedError if
+    another process computes the same comparison; another error during the scan is recorded in the run's status and
+    re-raised.
     """
     store = store or RunStore()
     progress = progress or (lambda *a: None)
@@ -58,6 +61,9 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
                 raise CheckpointError("a checkpoint file changed during the scan (its size or modification time): "
                                       "the result would mix two versions; run it again")
             writer.write_deltas(*deltas_files(rows, hists))
+        except UnusableCheckpointError:
+            shutil.rmtree(writer.folder, ignore_errors=True)  # bad input, not a failed run: leave nothing stored
+            raise
         except BaseException as exc:
             writer.fail(exc)
             raise

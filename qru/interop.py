@@ -353,7 +353,8 @@ def _finite(value) -> bool:
 def export_run(store: RunStore, run_id: str, dest: str | Path, model: str = "unlearned") -> list[Path]:
     """Write ``<dest>/<model>_<bits>bit/MUSE_EVAL.json`` (+ ``MUSE_SUMMARY.json``) for each bit width of a stored
     run, in open-unlearning's shape. ``dest`` must not exist yet (it is created atomically). Returns the folders.
-    Raises StoreError for a missing run and ConfigError if the run has no ``model`` rows or ``dest`` exists."""
+    Raises StoreError for a missing run and ConfigError if the run has no ``model`` rows, ``dest`` exists or cannot
+    be created (a file where a parent folder should be, no permission), naming it."""
     dest = Path(dest)
     if dest.exists():
         raise ConfigError(f"export folder already exists: {dest}")
@@ -365,13 +366,19 @@ def export_run(store: RunStore, run_id: str, dest: str | Path, model: str = "unl
     rows = frame[frame["model"] == model]
     if rows.empty:
         raise ConfigError(f"run {run_id} has no {model!r} rows (models: {', '.join(frame['model'].unique())})")
+    blocker = next((p for p in dest.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"cannot create the export folder {dest}: {blocker} is not a folder")
     folders = []
-    with atomic_dir(dest) as tmp:
-        for _, row in rows.iterrows():
-            data = muse_eval_json(row.to_dict(), samples.get(f"{model}@{int(row['bits'])}", {}))
-            folder = tmp / f"{model}_{int(row['bits'])}bit"
-            folder.mkdir()
-            write_json(folder / OU_FILE, data)
-            write_json(folder / "MUSE_SUMMARY.json", {k: v["agg_value"] for k, v in data.items()})
-            folders.append(dest / folder.name)
+    try:
+        with atomic_dir(dest) as tmp:
+            for _, row in rows.iterrows():
+                data = muse_eval_json(row.to_dict(), samples.get(f"{model}@{int(row['bits'])}", {}))
+                folder = tmp / f"{model}_{int(row['bits'])}bit"
+                folder.mkdir()
+                write_json(folder / OU_FILE, data)
+                write_json(folder / "MUSE_SUMMARY.json", {k: v["agg_value"] for k, v in data.items()})
+                folders.append(dest / folder.name)
+    except OSError as exc:  # no permission, disk full, or dest made meanwhile
+        raise ConfigError(f"cannot write the export folder {dest}: {exc.strerror or exc}") from None
     return folders

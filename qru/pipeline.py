@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import save_file
 
 from qru.atomic import atomic_write, write_json
-from qru.config import RunConfig, config_key, to_dict
+from qru.config import ModelConfig, RunConfig, config_key, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import deltas_files, scan, weight_pairs
+from qru.errors import UnlearnError
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import add_entity_verbmem, evaluate
@@ -32,6 +33,7 @@ from qru.quant.load import quantized_copy
 from qru.quant.spec import QuantSpec, analysis_grid
 from qru.scenarios import is_natural, start_model, start_tag
 from qru.store import RunStore, RunWriter, run_id_of
+from qru.unlearn.methods import METHODS
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
 
 Progress = Callable[[str, int, int, str], None]
@@ -229,12 +231,42 @@ def _unlearn_only(config: RunConfig, cache_root: Path, progress: Progress) -> No
             config.model.max_len, seed=config.seed, progress=progress)
 
 
+def model_config(model: ModelConfig):
+    """The transformers config of the run's target, known before anything is built or stored: for the embedded model
+    the LlamaConfig its ModelConfig describes (its vocabulary size is the tokenizer's, known once trained), else the
+    config.json of the Hugging Face model (or the packaged model's GGUF header). Raises ModelLoadError as
+    qru.hub.check_model_source."""
+    if model.source == "embedded":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=model.vocab_size, hidden_size=model.hidden_size,
+                           intermediate_size=model.intermediate_size, num_hidden_layers=model.n_layers,
+                           num_attention_heads=model.n_heads, num_key_value_heads=model.n_heads,
+                           max_position_embeddings=model.max_len, tie_word_embeddings=True)
+    from transformers import AutoConfig
+
+    from qru.hub import _from_pretrained
+
+    return _from_pretrained(AutoConfig.from_pretrained, model.source, "config",
+                            trust_remote_code=model.trust_remote_code)
+
+
+def check_method(config: RunConfig) -> None:
+    """Raise UnlearnError if the run's unlearning method cannot run on its model (Method.check_model: RMU's layer
+    must exist), before the run is stored."""
+    problem = METHODS[config.unlearn.method].check_model(config.unlearn, model_config(config.model))
+    if problem:
+        raise UnlearnError(problem)
+
+
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,
         force: bool = False) -> str:
     """Run ``config`` and store it; return its run id. A finished run of the same config is reused unless ``force``.
 
     Raises LockedError if another process is running the same config; any error of a stage is recorded in the run's
-    status and log, then re-raised.
+    status and log, then re-raised. What can be checked before the run is stored is checked first, so that bad input
+    leaves nothing in the store: the corpus, the model sources, the method on the model (:func:`check_method`), and
+    the store's room for the run's config (RunStore.open_run).
     """
     store = store or RunStore()
     progress = progress or (lambda *a: None)
@@ -250,6 +282,7 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
                 check_model_source(source, config.model.trust_remote_code, role)
         if config.model.is_hf:
             load_any_tokenizer(config.model.tokenizer or config.model.source, config.model.trust_remote_code)
+    check_method(config)  # e.g. an RMU layer the model does not have fails here, store untouched
     if is_worker_process():
         _unlearn_only(config, store.root, progress)
         return run_id_of(config)

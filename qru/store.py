@@ -34,7 +34,8 @@ from qru.atomic import (LockedError, atomic_write, exclusive, is_locked, read_js
                         write_text)
 from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, config_key, stored_config_from_dict,
                         to_dict)
-from qru.metrics import required_columns
+# the column constants are imported from here too (qru.views, qru.cli.reports)
+from qru.store_columns import DELTA_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, probe_problem as _probe_problem
 from qru.swap import recover, replace_folder
 
 DEFAULT_ROOT = Path("cache")
@@ -252,25 +253,33 @@ class RunStore:
 
         A finished run (FINISHED_FILES present) is not overwritten in place: the new attempt is written to
         :meth:`rerun_path` and replaces the run only when the block ends without an error, so a failed or killed
-        re-run leaves the finished results as they were. Raises LockedError if another process runs the config.
+        re-run leaves the finished results as they were. Raises LockedError if another process runs the config, and
+        OSError where the folder, its lock or config.json cannot be written (a full disk, a read-only store): a folder
+        created here is then removed, so the run is not listed.
         """
         run_id = run_id_of(config)
         folder = self.path(run_id)
         recover(self.runs)  # a swap left halfway: its finished run must not be taken for a new one
-        folder.mkdir(parents=True, exist_ok=True)
-        with exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"):
-            remove_stale_temps(folder)  # left by a killed writer (every writer of the run holds this lock)
-            if not any((folder / name).is_file() for name in FINISHED_FILES):
-                shutil.rmtree(self.rerun_path(run_id), ignore_errors=True)  # a stale re-run of a run now gone
-                write_json(folder / "config.json", to_dict(config))
-                yield RunWriter(run_id, folder)
-                return
-            stage = self.rerun_path(run_id)
-            shutil.rmtree(stage, ignore_errors=True)
-            stage.mkdir()
-            write_json(stage / "config.json", to_dict(config))
-            yield RunWriter(run_id, stage)
-            replace_folder(folder, stage)
+        created = _new_folder(folder)
+        finished = False
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(exclusive(folder / ".lock", timeout=0, what=f"run {run_id}"))
+                remove_stale_temps(folder)  # left by a killed writer (every writer of the run holds this lock)
+                finished = any((folder / name).is_file() for name in FINISHED_FILES)
+                stage = self.rerun_path(run_id)
+                shutil.rmtree(stage, ignore_errors=True)  # a stale re-run (of a run now gone, where none is finished)
+                if finished:
+                    stage.mkdir()
+                write_json((stage if finished else folder) / "config.json", to_dict(config))
+            except OSError:
+                shutil.rmtree(self.rerun_path(run_id), ignore_errors=True)
+                if created:
+                    _remove_bare(folder)  # under the lock where it was taken: no other writer is in it
+                raise
+            yield RunWriter(run_id, stage if finished else folder)
+            if finished:
+                replace_folder(folder, stage)
 
 
 class RunWriter:
@@ -324,18 +333,6 @@ class RunWriter:
                         total=self._status.get("total", 0), error=f"{type(exc).__name__}: {exc}")
 
 
-# Columns a stored table must have, with whether they must be numeric (the metrics: qru.metrics.required_columns).
-METRIC_COLUMNS = {"model": False, "bits": True, "quant": False, **{name: True for name in required_columns()}}
-DELTA_COLUMNS = {"bits": True, "quant": False, "tensor": False, "layer": True, "module": False, "numel": True,
-                 "zero_delta": True, "mean_abs_delta": True, "median_step": True, "below_half_step": True,
-                 "code_flip_rate": True, "share_kept": True, "cosine": True, "noise_ratio": True}
-
-
-# The per-bit-width delta summary that `qru show` and the dashboard display (all in DELTA_COLUMNS).
-SUMMARY_COLUMNS = ["bits", "quant", "mean_abs_delta", "median_step", "below_half_step", "code_flip_rate", "share_kept",
-                   "cosine", "noise_ratio"]
-
-
 def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -348,25 +345,22 @@ def _check_columns(frame: pd.DataFrame, columns: dict, run_id: str, name: str) -
         raise StoreError(f"run {run_id}: {name} has non-numeric values in {', '.join(bad)}")
 
 
-def _probe_problem(probe) -> str:
-    """Why a probes.json entry is malformed ("" if it is fine)."""
-    if not isinstance(probe, dict) or not isinstance(probe.get("outputs"), dict):
-        return "not an object with outputs"
-    if not (isinstance(probe.get("prompt"), str) and isinstance(probe.get("gt"), str)):
-        return "prompt and gt must be text"
-    for key, out in probe["outputs"].items():
-        model, _, bits = key.partition("@")
-        if not (model and bits.isascii() and bits.isdigit()):
-            return f"output key {key!r} is not <model>@<bits>"
-        if not (isinstance(out, dict) and isinstance(out.get("output"), str)
-                and isinstance(out.get("rougeL_f1"), (int, float)) and not isinstance(out.get("rougeL_f1"), bool)):
-            return f"output {key!r} lacks its text or ROUGE-L"
-        spans = out.get("leaked_spans", [])
-        if not (isinstance(spans, list) and all(isinstance(s, list) and len(s) == 2
-                                                and all(type(x) is int for x in s) and 0 <= s[0] <= s[1]
-                                                for s in spans)):
-            return f"output {key!r} has malformed leaked_spans"
-    return ""
+def _new_folder(folder: Path) -> bool:
+    """Create ``folder`` (and its parents); True if this call created it, False if it was there."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def _remove_bare(folder: Path) -> None:
+    """Remove a run folder that holds nothing but its lock file (a run that could not write its config.json)."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in folder.iterdir()} <= {".lock"}:
+            (folder / ".lock").unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def _utf8(name: str) -> bool:
@@ -384,4 +378,5 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-__all__ = ["DEFAULT_ROOT", "LockedError", "RunInfo", "RunStore", "RunWriter", "StoreError", "run_id_of"]
+__all__ = ["DEFAULT_ROOT", "LockedError", "METRIC_COLUMNS", "RunInfo", "RunStore", "RunWriter", "StoreError",
+           "SUMMARY_COLUMNS", "run_id_of"]

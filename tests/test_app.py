@@ -6,6 +6,8 @@ frame's default page through ui.frame, the function app.py calls; the browser te
 Widgets are addressed by their key (every widget on every page has one), never by position; outputs (code blocks,
 tables, charts) have no keys and are picked by what they say or by the words above them (_code, _after)."""
 import json
+import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from qru.cli import configs_for, main
 from qru.command_line import command, shown
 from qru.jobs import job_progress, list_jobs, read_job_file
 from qru.store import RunStore
+from qru.views.text import as_text, displayed
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -47,8 +50,9 @@ def _app(root, page=None) -> AppTest:
 
 
 def _texts(at) -> str:
-    return " ".join(e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
-                    for e in getattr(at, kind))
+    """The page's texts as a reader sees them (stored strings are escaped for Markdown, qru.views.text)."""
+    return displayed(" ".join(e.value for kind in ("markdown", "caption", "info", "success", "error", "warning")
+                          for e in getattr(at, kind)))
 
 
 def _code(at, marker: str) -> str:
@@ -433,3 +437,73 @@ def test_run_page_real_model_choices_and_the_bring_your_own_page_imports(store, 
             assert not at.exception and len(at.expander) == 2
         if page == "deltas":
             assert "imported results have metrics and generations only" in _texts(at)
+
+
+MARKUP = "x ![t](http://host/x.png) [docs](http://host/y) <img src=http://host/z.png> **bold** :red[r]"
+
+
+def _markdown(at) -> list[str]:
+    """Every string the page hands to streamlit's Markdown: texts, headings, alerts, progress texts, the labels of
+    widgets, buttons and expanders, radio options (selectbox and multiselect options, code and tables are plain)."""
+    said = []
+    for root in (at.main, at.sidebar):
+        for node in _nodes(root):
+            if node.type in TEXT + ("info", "success", "warning", "error"):
+                said.append(node.value)
+            elif node.type == "progress":
+                said.append(node.proto.text)
+            elif isinstance(getattr(node, "label", None), str):
+                said.append(node.label)
+            said += node.options if node.type == "radio" else []
+    return said
+
+
+def _as_text(at, where: str) -> str:
+    """The page's Markdown, checked to hold no live Markdown or HTML from MARKUP: no link, image, tag, bold text
+    or bare URL left unescaped."""
+    said = _markdown(at)
+    bare = [re.sub(r"\\.", "", s) for s in said]  # escaped characters left out
+    live = [s for s, b in zip(said, bare) if any(m in b for m in ("](http", "<img", "**bold", "http://", ":red["))]
+    assert not live, (where, live)
+    return " ".join(said)
+
+
+def test_stored_strings_are_shown_as_text_on_every_page(store, store_copy, tmp_path):
+    """Issue 18: an import named with Markdown and HTML, a job's title, error and log line, shown as text."""
+    from test_interop import _ou_eval
+
+    root = store_copy(store.root, ("runs",))
+    full, quant = _ou_eval(tmp_path / "full", 0.1, 0.3, 5.0), _ou_eval(tmp_path / "q4", 0.4, 0.55, -90.0)
+    assert main(["--cache", str(root), "import", "--name", MARKUP, "--", f"unlearned@32={full}",
+                 f"unlearned@4={quant}"]) == 0
+    run_id = [r for r in RunStore(root).ids() if r.startswith("import-")][0]
+    label = RunStore(root).info(run_id).label
+    lora = [r for r in RunStore(root).ids() if r.startswith("npo-gdr-lora")][0]
+    for page in ("metrics", "deltas", "probes", "findings"):
+        at = _app(root, page)
+        at.session_state["picked"] = [run_id, lora]
+        at.run()
+        assert not at.exception, page
+        said = _as_text(at, page)
+        assert any(label in o for o in at.sidebar.multiselect(key="picked_input").options)  # plain text: as it is
+        if page == "probes":
+            assert label in at.selectbox(key="probes-run").options  # a plain-text widget
+        else:
+            assert as_text(label) in said, page
+    # the job panel: a finished import job, a failed and a running analysis job, titled and logged with MARKUP
+    jobs = root / "jobs"
+    write_json(jobs / "20260101-000000-aaaaaa.json", {"job_id": "20260101-000000-aaaaaa", "title": label,
+                                                      "argv": ["import"], "run_ids": [run_id], "pid": 2 ** 22 + 7,
+                                                      "started": 0.0})
+    for job_id, pid in (("20260101-000001-bbbbbb", 2 ** 22 + 7), ("20260101-000002-cccccc", os.getpid())):
+        write_json(jobs / f"{job_id}.json", {"job_id": job_id, "title": f"curve of {MARKUP}", "argv": ["curve"],
+                                             "run_ids": [], "pid": pid, "started": 0.0})
+        (jobs / f"{job_id}.log").write_text(f"qru: {MARKUP}\n")
+    for page in (None, "bring_your_own"):
+        at = _app(root, page)
+        said = _as_text(at, page or "run")
+        assert as_text(label) in said and as_text(f"curve of {MARKUP}") in said and as_text(f"qru: {MARKUP}") in said
+    at.text_area(key="entries").input(f"unlearned@32={full}\nunlearned@4={quant}").run()
+    at.text_input(key="label").input(MARKUP).run()
+    assert f"This import is already in the store: {label}" in _texts(at)
+    _as_text(at, "bring_your_own")

@@ -5,11 +5,13 @@ that every page shows its chart, table or probes. Marked ``browser``: `.ci/run` 
 Screenshots go to $QRU_SCREENSHOTS (default: the test's tmp folder). With $QRU_SCREENSHOT_SEED naming a store, its
 runs are copied in after the micro run and the page screenshots show them (how docs/ is made, see README).
 """
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -144,4 +146,67 @@ def test_launch_a_run_from_the_run_page_and_read_every_page(server, browser):
     page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=60_000)
     _settle(page)
     assert "Weight deltas against the quantization step" in page.get_by_test_id("stMain").inner_text()
+    page.close()
+
+
+@pytest.fixture
+def spy():
+    """A local web server that records the path of every request it gets: (host:port, paths)."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{web.server_address[1]}", seen
+    web.shutdown()
+    web.server_close()
+
+
+def _main_text(page, part: str = "stMain") -> str:
+    return page.get_by_test_id(part).inner_text().replace("\u2060", "")  # the word joiners of qru.views.text
+
+
+def test_an_import_labelled_with_markdown_and_html_shows_as_text_and_fetches_nothing(server, browser, spy, tmp_path):
+    """Issue 18: Markdown and HTML in an import's label (pointing at a local server) are shown as text on every page
+    that shows the label; nothing links to that server and the browser fetches nothing from it."""
+    from test_interop import _ou_eval
+
+    url, store = server
+    host, seen = spy
+    name = f"x ![t](http://{host}/x.png) [docs](http://{host}/y) <img src=http://{host}/z.png> **bold** http://{host}/b"
+    evals = _ou_eval(tmp_path / "evals", 0.1, 0.3, 5.0)
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.goto(f"{url}/bring_your_own")
+    _settle(page)
+    page.get_by_label("One evaluation per line").fill(f"unlearned@32={evals}")
+    page.keyboard.press("Control+Enter")
+    page.get_by_label("Label", exact=True).fill(name)
+    page.keyboard.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="Import", exact=True).click()  # a qru import job, followed by the job panel
+    page.get_by_text("This import is already in the store").wait_for(timeout=120_000)
+    _settle(page)
+    label = f"imported open-unlearning: {name} (unlearned@32)"
+    linked = ("() => [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => /href|src|action|"
+              f"poster|data|style/.test(a.name) && a.value.includes('{host}'))).map(e => e.outerHTML.slice(0, 200))")
+    bold = "() => [...document.querySelectorAll('strong, b')].filter(e => e.textContent.trim() === 'bold').length"
+    for where in ("bring_your_own", "run", "metrics", "deltas", "probes", "findings"):
+        if where != "bring_your_own":
+            page.goto(f"{url}/{where}")
+            _settle(page)
+        part = "stApp" if where == "probes" else "stMain"  # probes: the label is the run picker's choice
+        deadline = time.time() + 60
+        while label not in _main_text(page, part) and time.time() < deadline:
+            page.wait_for_timeout(500)
+        # nothing fetched from the server, no link, image or anything else pointing at it, no bold text
+        assert (seen, page.evaluate(linked), page.evaluate(bold)) == ([], [], 0), where
+        assert label in _main_text(page, part), (where, _main_text(page, part)[:3000])
     page.close()

@@ -259,3 +259,116 @@ def test_quantizer_keys_with_other_scripts_digits_are_refused(capsys, tmp_path):
         with pytest.raises(ConfigError):
             QuantSpec.from_key(key)
     assert main(["--cache", str(tmp_path), "deltas", "a", "b", "--quantizers", "fp4-b64@²"]) == 2
+
+
+def _one_line_error(capsys, code):
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("qru: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_pickle_weights_are_refused_with_how_to_convert(checkpoints, tmp_path, capsys):
+    root, _, _ = checkpoints
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save({"model.layers.0.self_attn.q_proj.weight": torch.zeros(4, 8)}, pickled / "pytorch_model.bin")
+    adapter = tmp_path / "binadapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
+    torch.save({}, adapter / "adapter_model.bin")
+    cache = tmp_path / "store"
+    for a, b, named in ((pickled, root / "unlearned", "pickled"), (root / "target", pickled, "pickled"),
+                        (pickled / "pytorch_model.bin", root / "unlearned", "pytorch_model.bin"),
+                        (root / "target", adapter, "binadapter")):
+        err = _one_line_error(capsys, main(["--cache", str(cache), "deltas", str(a), str(b), "--quantizers", "int8@8"]))
+        assert named in err and "pickle" in err and "save_pretrained" in err and "safe_serialization=True" in err
+    assert RunStore(cache).ids() == []
+
+
+def test_an_adapter_on_another_base_is_refused_before_anything_is_stored(tmp_path, capsys):
+    a, adapter = tmp_path / "a", tmp_path / "adapter"
+    a.mkdir()
+    adapter.mkdir()
+    save_file({"m.layers.0.q_proj.weight": torch.zeros(4, 8), "m.layers.0.v_proj.weight": torch.zeros(4, 8)},
+              str(a / "model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
+    save_file({"base_model.model.m.layers.0.q_proj.lora_A.weight": torch.ones(2, 8),
+               "base_model.model.m.layers.0.q_proj.lora_B.weight": torch.ones(4, 2),
+               "base_model.model.m.layers.0.v_proj.lora_A.weight": torch.ones(2, 16),  # a base with 16 inputs
+               "base_model.model.m.layers.0.v_proj.lora_B.weight": torch.ones(4, 2)},
+              str(adapter / "adapter_model.safetensors"))
+    cache = tmp_path / "store"
+    err = _one_line_error(capsys, main(["--cache", str(cache), "deltas", str(a), str(adapter), "--quantizers",
+                                        "int8@8"]))
+    assert "m.layers.0.v_proj.weight" in err and "(4, 16)" in err and "(4, 8)" in err
+    assert RunStore(cache).ids() == []
+
+
+def test_an_adapter_stored_in_a_run_needs_that_runs_own_target(checkpoints, micro_cache, store_copy, tmp_path,
+                                                                 capsys):
+    from qru.cli import configs_for
+    from qru.config import to_dict
+    from qru.models import models_dir
+
+    root, target, _ = checkpoints
+    store_root = store_copy(micro_cache, ("models",), name="run-store")
+    config = configs_for(["run", "--scale", "micro", "--method", "npo", "--adapter", "lora"])[0]
+    own = models_dir(config.corpus, config.model, store_root) / "target"
+    assert own.is_dir()
+    run = store_root / "runs" / "npo-gdr-lora-x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(to_dict(config)))
+    peft_model = get_peft_model(copy.deepcopy(target), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
+                                                                  init_lora_weights=False))
+    peft_model.save_pretrained(run / "adapter")
+    cache = tmp_path / "store"
+    for unlearned in (run / "adapter", run):  # same shapes, other values: not the run's target
+        err = _one_line_error(capsys, main(["--cache", str(cache), "deltas", str(root / "unlearned"), str(unlearned),
+                                            "--quantizers", "int8@8"]))
+        assert "npo-gdr-lora-x" in err and "not the target" in err and str(root / "unlearned") in err
+    assert RunStore(cache).ids() == []
+    # the run's target, wherever it is saved (here re-saved in shards elsewhere), is accepted
+    for base in (own, root / "target"):
+        assert main(["--cache", str(cache), "deltas", str(base), str(run / "adapter"), "--quantizers", "int8@8",
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    (run / "adapter").rename(run / "adapter-on-start")  # a LoRA from a snapped start: its base is not stored
+    err = _one_line_error(capsys, main(["--cache", str(cache), "deltas", str(own), str(run / "adapter-on-start"),
+                                        "--quantizers", "int8@8"]))
+    assert "give the run folder" in err
+
+
+def test_a_diverged_checkpoint_is_refused_and_leaves_no_run(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    w = torch.randn(4, 8)
+    save_file({"m.layers.0.q_proj.weight": w, "m.layers.1.q_proj.weight": w.clone()}, str(a / "model.safetensors"))
+    for bad in (float("nan"), float("inf")):
+        broken = w.clone()
+        broken[1, 2] = bad
+        save_file({"m.layers.0.q_proj.weight": w, "m.layers.1.q_proj.weight": broken}, str(b / "model.safetensors"))
+        cache = tmp_path / f"store-{bad}"
+        err = _one_line_error(capsys, main(["--cache", str(cache), "deltas", str(a), str(b), "--quantizers",
+                                            "int8@8", "--quiet"]))
+        assert "m.layers.1.q_proj.weight" in err and "NaN or infinite" in err
+        assert RunStore(cache).ids() == [] and main(["--cache", str(cache), "ls"]) == 0
+        assert "no runs" in capsys.readouterr().out
+
+
+def test_checkpoints_given_after_quantizers_are_read_as_checkpoints(checkpoints, tmp_path, capsys):
+    from qru.cli import configs_for
+
+    root, _, _ = checkpoints
+    t, u, cache = str(root / "target"), str(root / "unlearned"), str(tmp_path / "store")
+    (config,) = configs_for(["deltas", "--quantizers", "bnb", t, u])
+    assert (config.target, config.unlearned) == (t, u) and "int8@8" in config.quantizers
+    assert main(["--cache", cache, "deltas", "--quantizers", "int8@8", t, u, "--quiet"]) == 0
+    for argv in (["deltas", t, "--quantizers", "int8@8", u], ["deltas", "--quantizers", "int8@8", "--", t, u],
+                 ["deltas", t, u, "--quantizers", "int8@8"]):
+        assert main(["--cache", cache, argv[0], "--quiet", *argv[1:]]) == 0
+        assert "found in the store" in capsys.readouterr().err
+    (run_id,) = RunStore(cache).ids()
+    assert set(RunStore(cache).deltas(run_id)["quantizer"]) == {"none@32", "int8@8"}
+    err = _one_line_error(capsys, main(["--cache", cache, "deltas", t, u, "--quantizers", "int8@8", t]))
+    assert "put the checkpoints before --quantizers or after --" in err and t in err

@@ -109,3 +109,55 @@ def test_rtn_and_bitsandbytes_options_do_not_mix():
     with pytest.raises(ConfigError, match="integer"):
         RunConfig(bits=(32.0, 4))
     assert configs_for(["run", "--quantizer", "rtn"])[0].quant_specs()[-1].key == "rtn-asym-g128@4"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"lr": 1e308}, r"lr must be a number in \(0, 1\], got 1e\+308"),
+    ({"lr": 1.5}, r"lr must be a number in \(0, 1\], got 1.5"),
+    ({"epochs": 10**12}, r"epochs must be an integer in \[1, 10000\], got 1000000000000"),
+    ({"batch_size": 4097}, r"batch_size must be an integer in \[1, 4096\], got 4097"),
+    ({"max_steps": 10**7 + 1}, r"max_steps must be an integer in \[0, 10000000\], got 10000001"),
+    ({"alpha": 1e7}, r"alpha must be a number in \[0, 1e\+06\], got 10000000.0"),
+    ({"lora_r": 4097}, r"lora_r must be an integer in \[1, 4096\], got 4097"),
+    ({"lora_alpha": 10**6}, r"lora_alpha must be an integer in \[1, 65536\], got 1000000"),
+    ({"method": "npo", "beta": 1e4}, r"beta must be a number in \(0, 1000\], got 10000.0"),
+    ({"method": "simnpo", "beta": 1e4}, r"beta must be a number in \(0, 1000\], got 10000.0"),
+    ({"method": "simnpo", "gamma": 1e4}, r"gamma \(the SimNPO margin\) must be a number in \[-1000, 1000\], got 10000"),
+    ({"method": "simnpo", "gamma": -1e4}, r"must be a number in \[-1000, 1000\], got -10000"),
+    ({"method": "rmu", "regularizer": "none", "rmu_coeff": 1e5},
+     r"RMU steering coefficient must be a number in \(0, 10000\], got 100000"),
+])
+def test_hyper_parameters_are_bounded_by_name_value_and_range(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        UnlearnConfig(**kwargs)
+
+
+def test_the_bounds_themselves_are_allowed():
+    UnlearnConfig(lr=1.0, epochs=10_000, batch_size=4096, max_steps=10_000_000, alpha=1e6, lora_r=4096,
+                  lora_alpha=65536)
+    UnlearnConfig(method="simnpo", beta=1e3, gamma=-1e3)
+    UnlearnConfig(method="rmu", regularizer="none", rmu_coeff=1e4)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"epochs": 10**9}, r"model epochs must be an integer in \[1, 10000\], got 1000000000"),
+    ({"lr": 10.0}, r"model lr must be a number in \(0, 1\], got 10.0"),
+    ({"batch_size": 10**5}, r"model batch_size must be an integer in \[1, 4096\], got 100000"),
+    ({"finetune_epochs": 10**5}, r"fine-tuning epochs must be an integer in \[1, 10000\], got 100000"),
+    ({"finetune_lr": 2.0}, r"fine-tuning lr must be a number in \(0, 1\], got 2.0"),
+])
+def test_model_recipe_fields_are_bounded(kwargs, needle):
+    from qru.config import ModelConfig
+
+    with pytest.raises(ConfigError, match=needle):
+        ModelConfig(**kwargs)
+    ModelConfig(epochs=10_000, lr=1.0, batch_size=4096, finetune_epochs=10_000, finetune_lr=1.0)
+
+
+def test_a_param_maximum_is_checked_with_its_range():
+    from qru.unlearn.methods.base import Param
+
+    assert Param("x", 1.0, "h", maximum=2.0).check(2.0) == ""
+    assert Param("x", 1.0, "h", maximum=2.0, positive=True).check(2.5) == "x must be a number in (0, 2], got 2.5"
+    assert Param("x", 1, "h", minimum=-1, maximum=8, integer=True).check(9) == "x must be an integer in [-1, 8], got 9"
+    assert Param("x", 1.0, "h", positive=True).check(-1) == "x must be a finite number > 0, got -1"  # unchanged

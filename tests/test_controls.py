@@ -325,3 +325,29 @@ def test_target_sentence_names_quantizers_that_round_the_target_back():
     assert "RTN 4 moves it from 90 to 40, noise of the same size to 88" in text
     frame.loc[(frame["model"] == "target") & (frame["control"] == "permuted"), "knowmem_forget"] = 45.0
     assert target_sentence(frame, metrics, undone, "knowmem_forget") == ""  # noise does as much: not rounding
+
+
+def test_truncated_unlearned_weights_are_one_line_errors_without_a_lock(curve_run, store_copy, capsys):
+    import shutil
+
+    store, full, lora = curve_run
+    root = store_copy(store.root, ("runs", "models", "corpus"), name="truncated")
+    for run_id in (full, lora):  # what the tests above computed: this one starts from no controls
+        for name in ("controls.json", ".controls.lock"):
+            (root / "runs" / run_id / name).unlink(missing_ok=True)
+    delta = root / "runs" / full / "unlearned_delta.safetensors"
+    delta.write_bytes(delta.read_bytes()[: delta.stat().st_size // 2])
+    adapter_run = root / "runs" / lora  # made a LoRA run on the stored target: its adapter is what is loaded
+    (adapter_run / "unlearned_delta.safetensors").unlink()
+    shutil.rmtree(adapter_run / "adapter", ignore_errors=True)
+    (adapter_run / "adapter-on-start").rename(adapter_run / "adapter")
+    weights = adapter_run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for run_id, damaged in ((full, delta), (lora, weights)):
+        for argv in (["curve", run_id, "--bits", "2", "--kinds", "permuted", "--noise-seeds", "0"],
+                     ["noise", run_id, "--kinds", "permuted", "--seeds", "0"]):
+            assert main(["--cache", str(root), *argv]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("qru: error:") and err.count("\n") == 1 and str(damaged) in err, err
+            assert not (root / "runs" / run_id / ".controls.lock").exists()
+            assert not (root / "runs" / run_id / "controls.json").exists()

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from qru.cli import main
 from qru.evals.suite import METRICS
+from qru.config import UnlearnConfig
 from qru.store import RunStore
 
 
@@ -150,3 +151,44 @@ def test_rtn_run_is_evaluated_at_its_own_bit_widths(micro_cache, micro_models, c
     assert "RTN sym g32" in out
     out, _ = _cli(capsys, "--cache", str(micro_cache), "show", run_id)
     assert "rtn-sym-g32@3" in out
+
+
+def _full_disk(path, write):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (["--method", "rmu", "--rmu-layer", "99"], "RMU layer 99 does not exist"),
+    (["--lr", "1e308"], r"lr must be a number in (0, 1], got 1e+308"),
+    (["--epochs", "1000000000000", "--max-steps", "1"], "epochs must be an integer in [1, 10000]"),
+    (["--disk-full"], "No space left on device"),
+])
+def test_bad_input_is_one_line_and_leaves_no_run_in_the_store(bad, needle, module_store, store_copy, capsys,
+                                                              monkeypatch):
+    store = store_copy(module_store, ("models", "corpus"), name="bad-input")  # the micro models, no runs
+    if bad == ["--disk-full"]:
+        monkeypatch.setattr("qru.atomic.atomic_write", _full_disk)
+        bad = ["--max-steps", "1"]
+    code = main(["--cache", str(store), "run", "--scale", "micro", "--bits", "32", "--quiet", *bad])
+    err = capsys.readouterr().err
+    monkeypatch.undo()
+    assert code == 2 and err.startswith("qru: error: ") and needle in err and err.count("\n") == 1, err
+    assert RunStore(store).ids() == []
+    assert main(["--cache", str(store), "ls"]) == 0
+    assert capsys.readouterr().out.startswith("no runs")
+
+
+def test_a_method_checks_a_hugging_face_model_before_the_run_is_stored(micro_models, tmp_path):
+    from qru.config import ModelConfig, RunConfig
+    from qru.errors import UnlearnError
+    from qru.pipeline import run
+    from qru.recipes import SCALES
+
+    model = ModelConfig(source=str(micro_models.root / "target"), tokenizer=str(micro_models.root / "tokenizer"),
+                        max_len=256)
+    config = RunConfig(corpus=SCALES["micro"][0], model=model, bits=(32,),
+                       unlearn=UnlearnConfig(method="rmu", regularizer="none", rmu_layer=3))
+    with pytest.raises(UnlearnError, match=r"RMU layer 3 does not exist: .* 0 \(embeddings\) to 2"):
+        run(config, RunStore(tmp_path))
+    assert RunStore(tmp_path).ids() == []

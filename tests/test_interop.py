@@ -212,3 +212,22 @@ def test_export_round_trips_through_import(micro_models, micro_cache, tmp_path, 
     with pytest.raises(Exception, match="checkpoint comparison"):
         export_run(store, "deltas-0123456789ab", tmp_path / "d")
     assert main(["--cache", str(micro_cache), "import", "--name", "two\nlines", str(dest / "unlearned_4bit")]) == 2
+
+
+def test_a_huge_name_and_an_export_under_a_file_are_one_line_errors(tmp_path, capsys):
+    folder = _ou_eval(tmp_path / "ou", 0.5, 0.4)
+    cache = tmp_path / "store"
+    assert main(["--cache", str(cache), "import", "--name", "x" * 100_000, str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qru: error:") and err.count("\n") == 1 and "200 characters" in err and len(err) < 400, err
+    assert RunStore(cache).ids() == []
+    assert main(["--cache", str(cache), "import", "--name", "y" * 200, str(folder)]) == 0
+    (run_id,) = RunStore(cache).ids()
+    capsys.readouterr()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for dest in (blocker / "export", blocker / "deeper" / "export"):
+        assert main(["--cache", str(cache), "export", run_id, str(dest)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("qru: error:") and err.count("\n") == 1 and str(dest) in err and "not a folder" in err
+    assert blocker.read_text() == "x" and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

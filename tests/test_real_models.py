@@ -203,3 +203,20 @@ def test_smollm2_run_end_to_end(tmp_path):
     keys = set(store.deltas(run_id)["quantizer"])  # 135M weights: own quantizers and the bitsandbytes set
     assert keys == {"none@32", "fp4-b64@4", "nf4-b64@4", "int8@8"}
     assert (store.path(run_id) / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_pickle_weights_are_refused_naming_the_folder_and_how_to_convert(hf_folders, tmp_path, capsys):
+    pickled = shutil.copytree(hf_folders[0], tmp_path / "pickled", ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_causal_lm(str(hf_folders[0])).state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="safe_serialization=True"):
+        load_causal_lm(str(pickled))
+    garbage = shutil.copytree(pickled, tmp_path / "garbage")
+    (garbage / "pytorch_model.bin").write_bytes(b"not a pickle at all")
+    cache = tmp_path / "store"
+    for argv, folder in ((["--model", str(garbage)], garbage),
+                         (["--model", str(hf_folders[0]), "--retrain-model", str(pickled)], pickled)):
+        assert main(["--cache", str(cache), "run", *argv, *MICRO_RUN]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("qru: error:") and err.count("\n") == 1, err
+        assert str(folder) in err and "pickle" in err and "save_pretrained" in err and "safe_serialization=True" in err
+    assert not (cache / "runs").exists() or not any((cache / "runs").iterdir())

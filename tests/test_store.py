@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import subprocess
@@ -294,3 +295,33 @@ def test_a_killed_writer_s_temporaries_are_removed_when_the_run_is_next_opened(t
     with store.open_run(RunConfig()) as writer:
         writer.set_status("done")
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def _disk_full(path, write):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_run_that_cannot_write_its_config_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr("qru.atomic.atomic_write", _disk_full)
+    store = RunStore(tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        with store.open_run(RunConfig()):
+            pass
+    assert store.ids() == [] and store.list() == []
+    monkeypatch.undo()
+    with store.open_run(RunConfig()) as writer:  # the store works once there is room again
+        writer.set_status("done")
+    assert store.ids() == [run_id_of(RunConfig())]
+
+
+def test_a_failed_config_write_never_removes_a_folder_it_did_not_create(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    with store.open_run(RunConfig()) as writer:
+        writer.set_status("failed", error="an earlier attempt")
+    monkeypatch.setattr("qru.atomic.atomic_write", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        with store.open_run(RunConfig()):
+            pass
+    monkeypatch.undo()
+    assert store.ids() == [run_id_of(RunConfig())] and store.status(run_id_of(RunConfig()))["state"] == "failed"
+

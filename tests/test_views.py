@@ -253,3 +253,30 @@ def test_quantizer_choices_group_stored_keys():
     assert Choice.of("fp4-b64@4") == Choice("fp4", 4, 64)
     assert default_key(keys, ["nf4-b64@4", "int8@8"]) == "int8@8"
     assert default_key(keys, []) == "fp4-b64@4" and default_key(["none@32"], []) == "none@32"
+
+
+def test_as_text_shows_stored_strings_as_text_never_as_markdown():
+    """Labels, paths and messages in Markdown (st.markdown, captions, alerts, labels) read as the text they are:
+    no link, image, HTML, emphasis, autolinked bare URL or e-mail, streamlit icon or arrow (U+2060 is invisible)."""
+    import html
+    import re
+
+    from qru.views.text import JOINER, as_plot_text, as_text, displayed
+
+    MarkdownIt = pytest.importorskip("markdown_it").MarkdownIt
+    raw = ("x ![t](http://h/x.png) [docs](http://h/y) <img src=http://h/z.png> **bold** _it_ `code` # not a heading "
+           "| a | b | $x^2$ :red[red] :streamlit: :material/home: :smile: a -> b -- c <https://h/auto> www.h.org "
+           "a@b.co &amp; C:\\path\\x \\*kept\\* 1. not a list\n- nor a bullet\n2) nor a list\n---\n> nor a quote")
+    escaped = as_text(raw)
+    assert displayed(escaped) == raw and displayed(as_text("\\")) == "\\"
+    assert as_text("GA+GDR full lr 0.001, 4-bit NF4, GGUF Q4_1") == "GA+GDR full lr 0.001, 4-bit NF4, GGUF Q4_1"
+    bare = re.sub(r"\\.", "", escaped)  # what is left unescaped: no Markdown character but inside a word
+    assert not re.search(r"[][()*`#|$<>&!~:{}=]|(?<![^\W_])[-_.+]|[-_.+](?![^\W_])", bare), bare
+    rendered = MarkdownIt("commonmark", {"html": True}).render(escaped)  # raw HTML allowed: escaping must hold
+    assert not re.search(r"<(a|img|strong|em|code|h\d|ol|ul|hr|blockquote)\b", rendered), rendered
+    text = html.unescape(re.sub(r"</?p>", "", rendered)).strip()
+    assert text.replace(JOINER, "") == raw  # CommonMark shows exactly the stored string
+    # GitHub's autolinks and streamlit's text rules see the text after escapes: the word joiner stops them
+    assert not re.search(r"https?://|www(?=\.)|[-.\w+]+@[-\w]+\.|:(streamlit|smile|material)|(^|\s)(->|--)(\s|$)",
+                         text, re.IGNORECASE)
+    assert as_plot_text("<a href='http://h'>x</a> & <b>") == "&lt;a href='http://h'&gt;x&lt;/a&gt; &amp; &lt;b&gt;"

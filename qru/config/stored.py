@@ -56,6 +56,7 @@ class DeltasConfig:
 
 IMPORT_TOOLS = ("open-unlearning", "muse")
 IMPORT_MODELS = ("target", "retrain", "unlearned")
+MAX_NAME = 200  # characters of an import's name (a label on the dashboard)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class ImportConfig:
         tool: ``"open-unlearning"`` or ``"muse"`` (muse_bench's eval.py output, which FailureLLMUnlearning keeps),
             or ``"auto"``: entries of both formats, each read as detected.
         fingerprint: hash of the names, sizes and modification times of the files read.
-        name: a label chosen by the user (may be empty).
+        name: a label chosen by the user (may be empty; at most 200 characters of printable text).
         kind: always ``"import"``.
     """
 
@@ -84,8 +85,10 @@ class ImportConfig:
         _require(self.kind == "import", f"kind must be 'import', got {self.kind!r}")
         _require(self.tool in IMPORT_TOOLS + ("auto",),
                  f"tool must be one of {', '.join(IMPORT_TOOLS)} or auto, got {self.tool!r}")
-        _require(isinstance(self.name, str) and self.name.isprintable(),
-                 f"name must be printable text on one line, got {self.name!r}")
+        _require(isinstance(self.name, str), f"name must be text, got {type(self.name).__name__}")
+        _require(len(self.name) <= MAX_NAME, f"name must be at most {MAX_NAME} characters, got {len(self.name)} "
+                                             f"({self.name[:40]!r}...)")
+        _require(self.name.isprintable(), f"name must be printable text on one line, got {self.name!r}")
         _require(isinstance(self.fingerprint, str) and self.fingerprint != "", "fingerprint must be a non-empty string")
         entries = tuple(self.entries)
         _require(len(entries) > 0, "at least one imported evaluation is needed")

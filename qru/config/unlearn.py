@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qru.checks import ConfigError, finite as _finite, integers as _integers, positive as _positive
-from qru.checks import require as _require
+from qru.checks import ConfigError, finite as _finite, require as _require
+from qru.config.model import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, bounded as _bounded
 from qru.quant.spec import QuantSpec
 
 LOSS_FORMS = ("faithful", "muse")  # docs/design.md "Unlearning losses": faithful forms, or muse_bench's raw-logit forms
 REGULARIZERS = ("none", "gdr", "klr")
 ADAPTERS = ("full", "lora")
 WEIGHT_PRECISIONS = ("fp32", "bf16-rounded")  # weights during unlearning (UnlearnConfig.weight_precision)
+# Sane ranges of the recipe (docs/commands.md "Ranges"; lr, epochs and batch size as the model recipe's,
+# qru.config.model); a method's own parameters carry theirs (qru.unlearn.methods.base.Param.maximum).
+MAX_STEPS, MAX_ALPHA, MAX_LORA_R, MAX_LORA_ALPHA = 10_000_000, 1e6, 4096, 65536
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,12 @@ class UnlearnConfig:
         _require(self.regularizer in REGULARIZERS,
                  f"unknown regularizer {self.regularizer!r} (choose from {', '.join(REGULARIZERS)})")
         _require(self.adapter in ADAPTERS, f"unknown adapter {self.adapter!r} (choose from {', '.join(ADAPTERS)})")
-        _positive("lr", self.lr)
-        _require(_finite(self.alpha) and self.alpha >= 0, f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        _integers(self, ("lora_r", "lora_alpha", "epochs", "batch_size"))
-        _integers(self, ("max_steps",), minimum=0)
+        _bounded("lr", self.lr, 0, MAX_LR, open_low=True)
+        _bounded("alpha", self.alpha, 0, MAX_ALPHA)
+        for name, high in (("lora_r", MAX_LORA_R), ("lora_alpha", MAX_LORA_ALPHA), ("epochs", MAX_EPOCHS),
+                           ("batch_size", MAX_BATCH_SIZE)):
+            _bounded(name, getattr(self, name), 1, high, integer=True)
+        _bounded("max_steps", self.max_steps, 0, MAX_STEPS, integer=True)
         _require(_finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
                  f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         self._check_methods()

@@ -15,18 +15,20 @@ from qru.analysis.grid import READINGS, grid_reading, grid_rows
 from qru.analysis.verdicts import (UNDONE, curve_frame, full_value, onset, rtn_families, rtn_part, target_moves,
                                    verdict, verdict_rows)
 from qru.metrics import headline, label
+from qru.views.text import as_plot_text, as_text
 
 
 def sentence(name: str, undone: pd.DataFrame, metric: str) -> str:
-    """A sentence reading one run's curve for ``metric``, generated from the numbers."""
-    title = label(metric)
+    """A sentence (Markdown) reading one run's curve for ``metric``, generated from the numbers; the run's name
+    and the stored quantizer labels shown as text."""
+    name, title = as_text(name), label(metric)
     verdicts = {q: verdict(undone, q) for q in undone["quantizer"].unique()} if not undone.empty else {}
     measured = {q: v for q, v in verdicts.items() if v["verdict"] != "not measured"}
     if not measured:
         reasons = sorted({v["reason"] for v in verdicts.values() if v.get("reason")})
         why = "; ".join(reasons) if reasons else "the controls are missing"
         return f"**{name}**, {title}: no share undone can be stated ({why})."
-    labels = undone.drop_duplicates("quantizer").set_index("quantizer")["label"]
+    labels = undone.drop_duplicates("quantizer").set_index("quantizer")["label"].map(as_text)
     undid = {q: v for q, v in measured.items() if v["verdict"] != "nothing undone"}
     if not undid:
         worst = max(measured, key=lambda q: measured[q]["quantized"])
@@ -47,7 +49,7 @@ def target_sentence(frame: pd.DataFrame, metrics: pd.DataFrame, undone: pd.DataF
     """The quantizers that move the target itself beyond the metric's noise while their noise controls move it less
     than half as far (qru.analysis.verdicts.target_moves), in words: rounding, not the size of the perturbation,
     changes the target. "" if none."""
-    parts = [f"{m['label']} moves it from {m['full']:.3g} to {m['quantized']:.3g}, noise of the same size to "
+    parts = [f"{as_text(m['label'])} moves it from {m['full']:.3g} to {m['quantized']:.3g}, noise of the same size to "
              f"{m['noise_mean']:.3g}" for m in target_moves(frame, metrics, undone, metric)]
     if not parts:
         return ""
@@ -106,13 +108,14 @@ def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: s
     x_of = lambda b: order.get(int(b), int(b))  # noqa: E731
     widths = set()
     for name, (frame, metrics) in curves.items():
+        name = as_plot_text(name)  # names and stored labels drawn as text, not as Plotly's HTML
         if metric not in frame.columns:
             continue
         widths.update(int(b) for b in frame["bits"])
         families = rtn_families(frame)
         for family in families:
             rtn = rtn_part(frame, family)
-            tag = f" ({family})" if len(families) > 1 else ""
+            tag = f" ({as_plot_text(family)})" if len(families) > 1 else ""
             for model, dash in (("target", "dot"), ("retrain", "dash"), ("unlearned", "solid")):
                 q = rtn[(rtn["model"] == model) & (rtn["control"] == "quantized")].sort_values("bits")
                 xs = [x_of(b) for b in q["bits"]] + [x_of(32)]
@@ -129,7 +132,7 @@ def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: s
         for model, part in other.groupby("model", sort=False):
             fig.add_trace(go.Scatter(x=[x_of(b) for b in part["bits"]], y=part[metric], mode="markers",
                                      marker={"symbol": MARKERS.get(model, "diamond"), "size": 10},
-                                     text=part["label"], hovertemplate="%{text}: %{y:.3g}",
+                                     text=part["label"].map(as_plot_text), hovertemplate="%{text}: %{y:.3g}",
                                      name=f"{name}: {model}, bitsandbytes / GGUF"))
         noise = frame[(frame["model"] == "unlearned") & (frame["control"] != "quantized")]
         if not noise.empty:
@@ -139,7 +142,7 @@ def curve_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], metric: s
                                      error_y={"type": "data", "symmetric": False,
                                               "array": means["max"] - means["mean"],
                                               "arrayminus": means["mean"] - means["min"]},
-                                     text=means["label"], hovertemplate="%{text}, noise: %{y:.3g}",
+                                     text=means["label"].map(as_plot_text), hovertemplate="%{text}, noise: %{y:.3g}",
                                      name=f"{name}: unlearned, noise mean (min..max)"))
     ticks = sorted(widths - {32}) + [32]
     fig.update_layout(xaxis={"title": "bit width (RTN int-k lines; right: 32 bits)",
@@ -171,9 +174,9 @@ def controls_table(rows: list[dict], quantizers: list[str], metrics: tuple[str, 
 
 
 def _grid_words(rows: list[dict]) -> str:
-    parts = [f"{r['label']}: {r['share_on_grid']:.1%} within 1% of a step of a grid point, mean offset "
+    parts = [f"{as_text(r['label'])}: {r['share_on_grid']:.1%} within 1% of a step of a grid point, mean offset "
              f"{r['mean_offset_steps']:.3f} steps" for r in rows]
-    by = {w: [r["label"] for r in rows if grid_reading(r) == w] for w in READINGS}
+    by = {w: [as_text(r["label"]) for r in rows if grid_reading(r) == w] for w in READINGS}
     reading = [f"{w} the grid of " + ", ".join(labels) for w, labels in by.items() if labels and w != "not on"]
     if by["not on"]:
         reading.append(("spread inside their bins under " + ", ".join(by["not on"])) if reading else

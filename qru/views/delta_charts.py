@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from qru.deltas import MODULE_TYPES
 from qru.quant.spec import QuantSpec
 from qru.store import SUMMARY_COLUMNS
+from qru.views.text import as_plot_text
 
 MODES = {
     "abs": "float delta |W_u − W_t| (before quantization)",
@@ -113,14 +114,14 @@ def histogram_figure(series: list[HistSeries], mode: str, title: str) -> go.Figu
         share = 100 * s.counts / max(s.numel, 1)
         keep = s.counts > 0
         fig.add_bar(x=((logs[:-1] + logs[1:]) / 2)[keep], y=share[keep], width=np.diff(logs)[keep],
-                    name=f"{s.name}: {s.note}; {s.zeros / max(s.numel, 1):.1%} exactly 0 (not drawn)",
+                    name=as_plot_text(f"{s.name}: {s.note}; {s.zeros / max(s.numel, 1):.1%} exactly 0 (not drawn)"),
                     marker_color=color, opacity=0.55,
                     customdata=np.stack([s.edges[:-1], s.edges[1:]], axis=1)[keep],
                     hovertemplate="%{customdata[0]:.2e} – %{customdata[1]:.2e}: %{y:.3f}% of weights<extra></extra>")
     _threshold_lines(fig, series, mode)
     lo, hi = _x_range(series)
     ticks = list(range(lo, hi + 1))
-    fig.update_layout(barmode="overlay", title=title, bargap=0, height=430, margin=dict(t=60, b=40),
+    fig.update_layout(barmode="overlay", title=as_plot_text(title), bargap=0, height=430, margin=dict(t=60, b=40),
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       xaxis=dict(title=MODES[mode] + " (log scale)", tickvals=ticks,
                                  ticktext=[f"1e{t}" for t in ticks], range=[lo, hi]),
@@ -187,7 +188,7 @@ def layer_heatmap(deltas: pd.DataFrame, quantizer: str, value: str, title: str,
                                zmax=zmax if zmax is not None else shared_zmax([deltas], quantizer, value),
                                text=np.vectorize(lambda v: f"{v:.3f}")(table.values), texttemplate="%{text}",
                                colorbar=dict(title="")))
-    fig.update_layout(title=title, height=120 + 40 * len(table), margin=dict(t=50, b=30),
+    fig.update_layout(title=as_plot_text(title), height=120 + 40 * len(table), margin=dict(t=50, b=30),
                       yaxis=dict(autorange="reversed"), xaxis_title="module")
     return fig
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from qru.deltas import MODULE_TYPES, ratios
+from qru.views.text import as_text
 
 SUMS = ["numel", "code_flips", "flips_boundary", "flips_scale", "dw_sq", "dq_sq", "dot"]
 FLIP_SHARES = (0.01, 0.1, 0.5)
@@ -49,7 +50,9 @@ def flip_thresholds(counts: np.ndarray, edges: np.ndarray, numel: int,
 
 
 def explain(row: pd.Series, label: str, thresholds: dict[float, float] | None = None) -> str:
-    """A few sentences (markdown) reading one stored delta row (qru.deltas) under the quantizer ``label``."""
+    """A few sentences (markdown) reading one stored delta row (qru.deltas) under the quantizer ``label`` (shown
+    as text)."""
+    label = as_text(label)
     if not np.isfinite(row.get("median_step", np.nan)):
         return (f"**{label}**: no quantization, so nothing is rounded away; the chart shows the update itself "
                 f"(mean |dW| {row['mean_abs_delta']:.2g}).")

@@ -33,6 +33,8 @@ class Param:
         integer: an integer parameter (else a float).
         minimum: the smallest allowed value (inclusive), None for none.
         positive: the value must be > 0.
+        maximum: the largest allowed value (inclusive), None for none: a sane bound, so that a typo (``--beta 1e9``)
+            is refused before a run is stored instead of diverging in it.
     """
 
     name: str
@@ -44,9 +46,17 @@ class Param:
     integer: bool = False
     minimum: float | None = None
     positive: bool = False
+    maximum: float | None = None
+
+    @property
+    def range(self) -> str:
+        """The allowed values in interval notation: ``(0, 1000]``, ``[-1, inf)``, ``(-inf, inf)``."""
+        low = "(0" if self.positive else f"[{self.minimum:g}" if self.minimum is not None else "(-inf"
+        return f"{low}, {self.maximum:g}]" if self.maximum is not None else f"{low}, inf)"
 
     def check(self, value: Any) -> str:
-        """"" if ``value`` is allowed, else the reason (naming the parameter and the value)."""
+        """"" if ``value`` is allowed, else the reason (naming the parameter, the value and, for a parameter with a
+        maximum, the allowed range)."""
         import math
 
         title = self.title or self.name
@@ -54,6 +64,9 @@ class Param:
             return f"{title} must be an integer, got {value!r}"
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             return f"{title} must be a finite number, got {value!r}"
+        if self.maximum is not None and (value > self.maximum or (self.positive and value <= 0)
+                                         or (self.minimum is not None and value < self.minimum)):
+            return f"{title} must be {'an integer' if self.integer else 'a number'} in {self.range}, got {value!r}"
         if self.positive and value <= 0:
             return f"{title} must be a finite number > 0, got {value!r}"
         if self.minimum is not None and value < self.minimum:
@@ -95,6 +108,9 @@ class Method:
         params: its hyper-parameters (:class:`Param`), defaults included.
         own_retain: it has a retain term of its own (RMU), so the regularizer must be ``none``.
         muse_form: ``loss_form="muse"`` (muse_bench's reference form) changes its forget term.
+
+    A method that cannot run on every model says so in :meth:`check_model`, which the pipeline calls with the
+    model's config before the run is stored.
     """
 
     name: ClassVar[str] = ""
@@ -108,8 +124,15 @@ class Method:
     def __init__(self, config, target, seed: int = 0):
         """``config``: the run's UnlearnConfig; ``target``: the starting model (reference); ``seed``: the run's seed.
         Subclasses that need set-up (RMU's control vector) do it here and raise qru.errors.UnlearnError for a
-        model they cannot run on."""
+        model they cannot run on (:meth:`check_model` says so before the run is stored)."""
         self.config = config
+
+    @classmethod
+    def check_model(cls, config, model_config) -> str:
+        """"" if the method can run on the model, else the reason (one line). ``config``: the run's UnlearnConfig;
+        ``model_config``: the target's transformers config (``num_hidden_layers``, ``hidden_size``, ...), read
+        before anything is stored or loaded (qru.pipeline.model_config). Default: every model will do."""
+        return ""
 
     def param(self, name: str):
         """The run's value of parameter ``name`` (UnlearnConfig.param)."""

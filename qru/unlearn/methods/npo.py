@@ -11,7 +11,8 @@ class NPO(Method):
     label = "NPO"
     help = "NPO pushes the forget set's likelihood below the target's, bounded (beta 0.1)."
     source = "Zhang et al. 2024, arXiv 2404.05868, eq. 3"
-    params = (Param("beta", 0.1, "inverse temperature beta (Zhang et al. 2024: 0.1)", short="beta", positive=True),)
+    params = (Param("beta", 0.1, "inverse temperature beta (Zhang et al. 2024: 0.1)", short="beta", positive=True,
+                    maximum=1e3),)
     muse_form = True
 
     def forget(self, policy, ref, batch):

@@ -23,19 +23,28 @@ class RMU(Method):
     params = (Param("rmu_layer", -1, "hidden state steered (default -1 = the middle layer)", short="layer",
                     title="RMU layer", scope="the RMU layer and coefficient", integer=True, minimum=-1),
               Param("rmu_coeff", 6.5, "steering coefficient c (default 6.5)", short="c",
-                    title="RMU steering coefficient", scope="the RMU layer and coefficient", positive=True))
+                    title="RMU steering coefficient", scope="the RMU layer and coefficient", positive=True,
+                    maximum=1e4))
     own_retain = True
+
+    @classmethod
+    def check_model(cls, config, model_config) -> str:
+        """The steered hidden state must exist: 0 (embeddings) to num_hidden_layers."""
+        n_layers, layer = getattr(model_config, "num_hidden_layers", None), config.param("rmu_layer")
+        if isinstance(n_layers, int) and layer > n_layers:
+            return f"RMU layer {layer} does not exist: the model's hidden states are 0 (embeddings) to {n_layers}"
+        return ""
 
     def __init__(self, config, target, seed: int = 0):
         import torch
 
         super().__init__(config, target, seed)
+        problem = self.check_model(config, target.config)  # checked before the run is stored too (qru.pipeline)
+        if problem:
+            raise UnlearnError(problem)
         n_layers, d = target.config.num_hidden_layers, target.config.hidden_size
         layer = self.param("rmu_layer")
         self.layer = n_layers // 2 if layer == -1 else layer
-        if self.layer > n_layers:
-            raise UnlearnError(f"RMU layer {layer} does not exist: the model's hidden states are 0 (embeddings) to "
-                               f"{n_layers}")
         u = torch.rand(d, generator=torch.Generator().manual_seed(seed))
         self.control = (self.param("rmu_coeff") * u / u.norm()).to(target.device)
 

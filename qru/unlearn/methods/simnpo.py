@@ -12,9 +12,9 @@ class SimNPO(Method):
     source = "Fan et al. 2024, arXiv 2410.07163, eq. 4"
     # beta works on per-token log-probabilities here, so it is larger than NPO's (Fan et al. tune it per benchmark)
     params = (Param("beta", 2.5, "inverse temperature beta (per-token log-probabilities; default 2.5)",
-                    short="beta", positive=True),
+                    short="beta", positive=True, maximum=1e3),
               Param("gamma", 0.0, "reward margin gamma (default 0)", short="gamma",
-                    title="gamma (the SimNPO margin)"))
+                    title="gamma (the SimNPO margin)", minimum=-1e3, maximum=1e3))
 
     def forget(self, policy, ref, batch):
         from qru.unlearn.losses import simnpo_loss
