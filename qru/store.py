@@ -34,7 +34,7 @@ from qru.atomic import (LockedError, atomic_write, exclusive, is_locked, read_js
                         write_text)
 from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, config_key, stored_config_from_dict,
                         to_dict)
-# the column constants are imported from here too (qru.views, qru.cli.reports)
+# the column constants are imported from here too (by the views and the command line's reports)
 from qru.store_columns import DELTA_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, probe_problem as _probe_problem
 from qru.swap import recover, replace_folder
 
