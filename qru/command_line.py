@@ -85,14 +85,20 @@ def _flags(choices: dict, quiet: dict) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if name == "params":
             for param, v in value.items():
-                argv += ["--" + param.replace("_", "-"), _number(v)]
+                argv += _option("--" + param.replace("_", "-"), _number(v))
         elif isinstance(value, bool):
             argv += [flag] if value else []
         elif isinstance(value, (list, tuple)):
             argv += [flag, *map(str, value)]
         else:
-            argv += [flag, _number(value) if isinstance(value, float) else str(value)]
+            argv += _option(flag, _number(value) if isinstance(value, float) else str(value))
     return argv
+
+
+def _option(flag: str, value: str) -> list[str]:
+    """``[flag, value]``, or ``[flag=value]`` where the value starts with "-" (argparse would take ``-1e-05`` or
+    ``-x`` for an option)."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
 
 
 def command(config: RunConfig) -> list[str]:
@@ -125,7 +131,7 @@ def comparison_command(config: DeltasConfig) -> list[str]:
 def import_command(config: ImportConfig) -> list[str]:
     """The ``qru import`` arguments of an import: its label, its format where detection would differ, then ``--``
     and the entries."""
-    name = ["--name", config.name] if config.name else []
+    name = _option("--name", config.name) if config.name else []
     tool = ["--tool", config.tool] if config.tool != "auto" and imported(list(config.entries), config.name).tool \
         != config.tool else []
     return ["import", *name, *tool, "--", *config.entries]

@@ -89,14 +89,27 @@ def read_job_file(path: str | Path, command: str):
             configs = [run_config_from_dict(c) for c in data["configs"]]
             if not configs:
                 raise ConfigError("it holds no run")
-            return configs if command == "run" else {"configs": configs, "sweep": str(data.get("sweep", "")),
-                                                      "seeds": [int(s) for s in data.get("seeds", [])]}
+            return configs if command == "run" else _sweep_job(data, configs)
+        if len(data["configs"]) != 1:
+            raise ConfigError(f"it must hold one {command} config, not {len(data['configs'])}")
         (config,) = [stored_config_from_dict(c) for c in data["configs"]]
         if not isinstance(config, DeltasConfig if command == "deltas" else ImportConfig):
             raise ConfigError(f"it holds no {command} config")
         return config
     except (ConfigError, TypeError, ValueError) as exc:
         raise ConfigError(f"job file {path}: {exc}") from None
+
+
+def _sweep_job(data: dict, configs: list) -> dict:
+    """The sweep part of a job file: a known preset and distinct seeds (integers in [0, 2^32)), as in the CLI."""
+    from qru.sweeps import preset
+
+    seeds = data.get("seeds")
+    preset(data.get("sweep") if isinstance(data.get("sweep"), str) else repr(data.get("sweep")))  # ConfigError
+    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds) or not all(
+            type(s) is int and 0 <= s < 2 ** 32 for s in seeds):
+        raise ConfigError(f"seeds must be distinct integers in [0, 2^32), got {seeds!r}"[:200])
+    return {"configs": configs, "sweep": data["sweep"], "seeds": seeds}
 
 
 def launch(store: RunStore, command: str, configs: list, title: str, force: bool = False, sweep: str = "",

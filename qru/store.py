@@ -36,13 +36,12 @@ from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, conf
                         to_dict)
 # the column constants are imported from here too (by the views and the command line's reports)
 from qru.store_columns import DELTA_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, probe_problem as _probe_problem
-from qru.swap import recover, replace_folder
+from qru.swap import FINISHED_FILES, recover, replace_folder
 
 DEFAULT_ROOT = Path("cache")
 STATES = ("queued", "running", "done", "failed")
-# A run folder holding one of these has finished results, which a re-run must not touch until it succeeds: a run
-# writes metrics.json last, a checkpoint comparison (qru deltas) writes only deltas files.
-FINISHED_FILES = ("metrics.json", "deltas.parquet")
+# FINISHED_FILES (qru.swap): a run folder holding one of them has finished results, which a re-run must not touch
+# until it succeeds: a run writes metrics.json last, a checkpoint comparison (qru deltas) writes only deltas files.
 
 
 class StoreError(ValueError):
@@ -120,7 +119,10 @@ class RunStore:
         killed, the finished run's status is returned with ``rerun_error`` and ``rerun_updated`` added."""
         rerun = self.rerun_path(run_id) / "status.json"
         if rerun.is_file():
-            live = read_json(rerun, StoreError, f"re-run of {run_id}: status.json")
+            try:
+                live = read_json(rerun, StoreError, f"re-run of {run_id}: status.json")
+            except StoreError as exc:  # a damaged re-run never hides the finished run
+                live = {"state": "failed", "error": str(exc)}
             if is_locked(self.path(run_id) / ".lock") and isinstance(live, dict) and live.get("state") in STATES:
                 return self._checked_status(run_id, live)
             status = self._checked_status(run_id, self.read_json(run_id, "status.json"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from qru.atomic import is_locked
 
 OLD, RERUN = ".old-", ".rerun-"
+FINISHED_FILES = ("metrics.json", "deltas.parquet")  # one of them present: a run's results are complete
 
 
 def replace_folder(folder: Path, stage: Path) -> None:
@@ -30,11 +31,12 @@ def replace_folder(folder: Path, stage: Path) -> None:
 
 
 def _finished(folder: Path) -> bool:
-    """Whether a staged re-run finished: its status.json says done."""
+    """Whether a staged re-run finished: its status.json says done and its config and results are there."""
     try:
-        return json.loads((folder / "status.json").read_text(encoding="utf-8")).get("state") == "done"
+        done = json.loads((folder / "status.json").read_text(encoding="utf-8")).get("state") == "done"
     except (OSError, ValueError, AttributeError):
         return False
+    return done and (folder / "config.json").is_file() and any((folder / f).is_file() for f in FINISHED_FILES)
 
 
 def recover(runs: Path) -> list[str]:

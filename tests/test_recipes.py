@@ -9,7 +9,7 @@ import pytest
 from qru import recipes
 from qru.cli import configs_for
 from qru.command_line import choices_of, command, comparison_command, import_command, sweep_command
-from qru.config import ConfigError, RunConfig, UnlearnConfig
+from qru.config import ConfigError, RunConfig, UnlearnConfig, to_dict
 from qru.jobs import read_job_file, write_job_file
 from qru.store import run_id_of
 from qru.views.runs import MODELS, START_GRIDS, data_choices, quantizer_choices
@@ -106,3 +106,38 @@ def test_the_cli_computes_a_job_file_and_refuses_options_beside_it(tmp_path, cap
     assert main(["--cache", str(tmp_path), "run", "--config", str(tmp_path / "job.json"), "--lr", "1e-3"]) == 2
     assert "--config replaces the options --lr" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_negative_numbers_and_dash_names_survive_the_command_round_trip(tmp_path):
+    config = recipes.run_config(scale="micro", method="simnpo", params={"gamma": -1e-5})
+    assert "--gamma=-1e-05" in command(config) and configs_for(command(config)) == [config]
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    (folder / "MUSE_EVAL.json").write_text("{}")
+    entry = recipes.imported([f"unlearned@4={folder}"], "-x")
+    assert configs_for(import_command(entry)) == [entry]
+
+
+def test_sweep_job_files_are_checked_like_the_command_line(tmp_path, capsys):
+    from qru.cli import main
+
+    runs = recipes.sweep("zhang2025", (0,), scale="micro")[:1]
+    for sweep, seeds, needle in (("", [0], "unknown sweep preset"), ("nope", [0], "unknown sweep preset"),
+                                 ("zhang2025", [0, 0], "seeds must be distinct"), ("zhang2025", [1.5], "seeds"),
+                                 ("zhang2025", [], "seeds"), ("zhang2025", [True], "seeds")):
+        (tmp_path / "s.json").write_text(json.dumps({"command": "sweep", "configs": [to_dict(c) for c in runs],
+                                                     "sweep": sweep, "seeds": seeds}))
+        with pytest.raises(ConfigError, match=needle):
+            read_job_file(tmp_path / "s.json", "sweep")
+    write_job_file(tmp_path / "ok.json", "sweep", runs, "zhang2025", (0,))
+    assert main(["--cache", str(tmp_path), "sweep", "--config", str(tmp_path / "ok.json"), "--preset", "lora2026",
+                 "--seeds", "5"]) == 2
+    assert "--config replaces the options --preset, --seeds" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_sizes_are_bounded():
+    import dataclasses
+    from qru.config import ModelConfig
+    with pytest.raises(ConfigError, match="hidden_size"):
+        dataclasses.replace(ModelConfig(), hidden_size=1_000_000_000, n_heads=4)

@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -325,3 +326,21 @@ def test_a_failed_config_write_never_removes_a_folder_it_did_not_create(tmp_path
     monkeypatch.undo()
     assert store.ids() == [run_id_of(RunConfig())] and store.status(run_id_of(RunConfig()))["state"] == "failed"
 
+
+
+def test_a_damaged_rerun_neither_hides_nor_replaces_the_finished_run(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = run_id_of(RunConfig())
+    with store.open_run(RunConfig()) as writer:
+        writer.write_json("metrics.json", [{"old": 1}])
+        writer.set_status("done")
+    stage = store.rerun_path(run_id)
+    stage.mkdir()
+    (stage / "status.json").write_text("garbage")
+    info = store.info(run_id)
+    assert info.state == "done" and "re-run" in info.error
+    shutil.rmtree(stage)
+    stage.mkdir()
+    (stage / "status.json").write_text('{"state": "done"}')  # says done, but holds no config or results
+    os.rename(store.path(run_id), store.runs / f".old-{run_id}")
+    assert RunStore(tmp_path).read_json(run_id, "metrics.json") == [{"old": 1}]  # the old run is put back

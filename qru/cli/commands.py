@@ -27,8 +27,13 @@ def _from_file(args, kind: str):
     from qru.jobs import read_job_file
 
     given = choices(args, drop=("sweep", "seeds", "target", "unlearned", "quantizers", "entries", "name", "tool"))
-    if given:
-        raise ConfigError(f"--config replaces the options {', '.join('--' + k.replace('_', '-') for k in given)}")
+    names = [k for k in given if k != "params"] + list(given.get("params", {}))
+    names += [k for k in ("sweep", "seeds", "target", "unlearned", "quantizers", "entries", "name", "tool")
+              if getattr(args, k, None)]  # each of these defaults to None or empty
+    if names:
+        flags = {"sweep": "--preset", "entries": "PATH", "target": "TARGET", "unlearned": "UNLEARNED"}
+        raise ConfigError("--config replaces the options " + ", ".join(flags.get(k, "--" + k.replace("_", "-"))
+                                                                       for k in names))
     return read_job_file(args.config, kind)
 
 
@@ -195,7 +200,7 @@ def cmd_deltas(args) -> int:
         deltas_checkpoints(args)  # checkpoints given after --quantizers
         if not (args.target and args.unlearned):
             raise ConfigError("give the TARGET and UNLEARNED checkpoints (or --config FILE)")
-        config = recipes.comparison(args.target, args.unlearned, args.quantizers)
+        config = recipes.comparison(args.target, args.unlearned, args.quantizers or ["all"])
     store = RunStore(args.cache)
     if store.find(config) and not args.force:
         print(f"found in the store: {config.label}", file=sys.stderr, flush=True)

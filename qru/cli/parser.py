@@ -201,7 +201,7 @@ def add_bring_your_own(sub, commands) -> None:
                                              "file")
     p.add_argument("unlearned", nargs="?", help="unlearned checkpoint in the same forms, or a peft LoRA adapter "
                                                 "folder trained on the target (merged tensor by tensor)")
-    p.add_argument("--quantizers", nargs="+", default=["all"], metavar="SET_OR_KEY",
+    p.add_argument("--quantizers", nargs="+", default=None, metavar="SET_OR_KEY",
                    help="sets: " + "; ".join(f"{k} = {v}" for k, v in QUANTIZER_SETS.items()) +
                         ". Or quantizer keys such as fp4-b64@4, nf4-b64@4, int8@8, rtn-asym-g128@3, "
                         "rtn-sym-g0@8 (g0 = per channel). Default: all")
@@ -248,7 +248,7 @@ def deltas_checkpoints(args: argparse.Namespace) -> None:
     """Give ``qru deltas`` the checkpoints that ``--quantizers`` (which takes every value after it) swallowed:
     ``qru deltas --quantizers bnb A B`` and ``qru deltas A --quantizers bnb B`` read as ``qru deltas A B
     --quantizers bnb``. Raises ConfigError where more checkpoints are given than TARGET and UNLEARNED take."""
-    paths = [v for v in args.quantizers if _is_checkpoint(v)]
+    paths = [v for v in args.quantizers or [] if _is_checkpoint(v)]
     if not paths:
         return
     free = [name for name in ("target", "unlearned") if not getattr(args, name)]
@@ -297,7 +297,7 @@ def build_parser(raising: bool = False) -> argparse.ArgumentParser:
     data_args(p)
     p.add_argument("--preset", dest="sweep", choices=sorted(PRESETS),
                    help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="unlearning seeds (default 0 1 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="unlearning seeds (default 0 1 2)")
     p.add_argument("--config", metavar="FILE", help="the sweep serialized in FILE (a dashboard job file)")
     method_args(p, single=False)
     p.set_defaults(func=commands.cmd_sweep)
@@ -319,6 +319,7 @@ def run_configs(args: argparse.Namespace) -> list[RunConfig]:
     if args.command == "sweep":
         if not getattr(args, "sweep", None):
             raise ConfigError("the following arguments are required: --preset")
+        args.seeds = args.seeds or [0, 1, 2]
         return recipes.sweep(args.sweep, tuple(args.seeds), **choices(args, drop=("sweep", "seeds")))
     if args.command == "demo":
         return recipes.demo_set(**choices(args))
@@ -332,7 +333,7 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig | ImportConfig
     args = build_parser(raising=True).parse_args(argv)
     if args.command == "deltas":
         deltas_checkpoints(args)
-        return [recipes.comparison(args.target or "", args.unlearned or "", args.quantizers)]
+        return [recipes.comparison(args.target or "", args.unlearned or "", args.quantizers or ["all"])]
     if args.command == "import":
         return [recipes.imported(args.entries, args.name, args.tool)]
     if args.command not in ("run", "demo", "sweep"):

