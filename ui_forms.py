@@ -12,7 +12,7 @@ from qru.config import ConfigError
 from qru.errors import CheckpointError
 from qru.jobs import launch as launch_job, running_job, running_jobs
 from qru.store import run_id_of
-from qru.views.runs import HELP, HF_CORPORA, MODELS, estimate_seconds, models_built
+from qru.views.runs import HELP, HF_CORPORA, MODELS, estimate_seconds, models_built, on_muse_corpus
 from qru.views.text import as_text
 
 
@@ -69,6 +69,21 @@ def model_form() -> tuple[str, str, dict]:
     folder = model == "MUSE-layout folder" or hf.get("corpus") == "folder"
     corpus = st.text_input("MUSE-layout folder", placeholder="/path/to/muse-news", key="folder") if folder else ""
     return model, corpus, hf
+
+
+def evaluation_form(model: str) -> dict:
+    """Prompt format and subsampling (qru.recipes keywords prompt_format, max_eval_items, max_train_tokens), the
+    format defaulting to the corpus's (muse on MUSE data, healed on the embedded corpus)."""
+    formats = ["muse", "healed"] if on_muse_corpus(model) else ["healed", "muse"]
+    with st.expander(f"Evaluation: prompt format ({formats[0]} by default here), subsampling"):
+        a, b, c = st.columns(3)
+        fmt = a.radio("Prompt format", formats, key=f"prompt-format-{formats[0]}", help=HELP["prompt_format"],
+                      format_func=lambda f: f + (" (default)" if f == formats[0] else ""))
+        items = b.number_input("Evaluation items per list (0 = all)", 0, 100_000, 0, key="max-eval-items",
+                               help=HELP["subsample"])
+        tokens = c.number_input("Training tokens per split (0 = all)", 0, 10**9, 0, step=10_000,
+                                key="max-train-tokens", help=HELP["subsample"])
+    return {"prompt_format": fmt, "max_eval_items": int(items), "max_train_tokens": int(tokens)}
 
 
 def quantizer_form(column) -> tuple[str, list[int], int, bool]:

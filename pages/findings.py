@@ -8,6 +8,7 @@ from qru.config import RunConfig
 from qru.controls import read_controls
 from qru.findings import differences, sentences, summary_frame
 from qru.store import StoreError
+from qru.views.evaluation import mixed_formats
 from qru.views.text import as_text
 from qru.views.undone import THRESHOLD_TEXT
 
@@ -47,6 +48,8 @@ summary = summary_frame(findings)
 if not summary.empty:
     st.dataframe(summary.style.format(precision=2, na_rep="—"), hide_index=True)
     st.download_button("Download CSV", summary.to_csv(index=False), "findings.csv", "text/csv", key="findings-csv")
+if mixed := mixed_formats({name[r.run_id]: ui.store().config(r.run_id) for r in runs}):
+    st.warning(as_text(mixed))
 lines = differences(findings)
 if lines:
     st.subheader("Between the runs")

@@ -14,6 +14,7 @@ from qru.views.curves import controls_table
 from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
 from qru.views.metric_tables import (came_back, came_back_cells, changes, comparison, comparison_mask, highlight,
                                      run_table, thresholds_text)
+from qru.views.evaluation import evaluation_lines, mixed_formats
 from qru.views.text import as_text
 
 ui.in_frame()
@@ -103,6 +104,7 @@ if view == "per run" or len(runs) < 2:
         missing = tables[name[info.run_id]].get("privleak_missing")
         if missing is not None and missing.notna().any():
             st.caption(f"PrivLeak missing: {as_text(missing.dropna().iloc[0])}")
+        st.caption(as_text(" ".join(evaluation_lines(ui.store(), info.run_id))))
         change = changes(table)
         if not change.empty:
             st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")
@@ -119,6 +121,8 @@ else:
     low = sorted({int(b) for t in tables.values() for b in t["bits"] if b != 32}) or [32]
     bits = st.selectbox("Compare 32 bits with", low, format_func=lambda b: f"{b} bits", key="metrics-compare-bits")
     table = comparison(tables, bits)
+    if mixed := mixed_formats({name[r.run_id]: ui.store().config(r.run_id) for r in runs}):
+        st.warning(as_text(mixed))
     st.dataframe(highlight(table, comparison_mask(table)), hide_index=True,
                  column_config={"model": st.column_config.TextColumn(width="large", pinned=True)})
     st.download_button("Download CSV", table.to_csv(index=False), f"comparison-{bits}bit.csv", "text/csv",

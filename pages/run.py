@@ -102,13 +102,15 @@ with st.expander("Scenario: start point, weight precision, embeddings"):
     frozen = c.radio("Embeddings", [False, True], disabled=adapter != "full", help=HELP["embeddings"], key="frozen",
                      format_func=lambda f: "frozen" if f else "trained (full fine-tuning)")
 quantizer, bits, group_size, symmetric = ui_forms.quantizer_form(right)
+evaluation = ui_forms.evaluation_form(model)
 
 try:
     config = recipes.run_config(
         **data_choices(model, corpus, hf), method=method, regularizer=regularizer, adapter=adapter, lr=lr,
         epochs=int(epochs), params=params, **lora, sure=sure if adapter == "full" else 0.0, loss_form=loss_form,
         target_recipe=target_recipe, start_grid=start_grid, weight_precision=weight_precision,
-        freeze_embeddings=frozen and adapter == "full", **quantizer_choices(quantizer, bits, group_size, symmetric))
+        freeze_embeddings=frozen and adapter == "full", **quantizer_choices(quantizer, bits, group_size, symmetric),
+        **evaluation)
     check_corpus(config)
     check_models(config)
 except (ConfigError, ModelLoadError) as exc:

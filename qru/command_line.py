@@ -10,7 +10,7 @@ import dataclasses
 import shlex
 
 from qru.config import ConfigError, DeltasConfig, ImportConfig, RunConfig
-from qru.recipes import GROUP_SIZE, HF_MAX_LEN, PRETRAINED_RECIPES, SCALES, imported, run_config
+from qru.recipes import GROUP_SIZE, HF_MAX_LEN, PRETRAINED_RECIPES, SCALES, default_prompt_format, imported, run_config
 
 
 def _data_choices(config: RunConfig) -> dict:
@@ -19,7 +19,8 @@ def _data_choices(config: RunConfig) -> dict:
 
     corpus, model = config.corpus, config.model
     precision = {"precision": model.precision} if model.precision != default_precision() else {}
-    data = {"corpus": corpus.source, "corpus_seed": corpus.seed, **precision}
+    data = {"corpus": corpus.source, "corpus_seed": corpus.seed, **precision,
+            "max_train_tokens": corpus.max_train_tokens}
     if model.is_hf:
         return {"model": model.source, "retrain_model": model.retrain or None, "tokenizer": model.tokenizer or None,
                 "trust_remote_code": model.trust_remote_code,
@@ -27,7 +28,8 @@ def _data_choices(config: RunConfig) -> dict:
     out: dict = {}
     for scale, (scale_corpus, scale_model) in SCALES.items():
         recipe = PRETRAINED_RECIPES.get(model.source, scale_model)
-        if dataclasses.replace(scale_corpus, source=corpus.source, seed=corpus.seed) != corpus:
+        if dataclasses.replace(scale_corpus, source=corpus.source, seed=corpus.seed,
+                               max_train_tokens=corpus.max_train_tokens) != corpus:
             continue
         if dataclasses.replace(recipe, max_len=model.max_len, target_recipe=model.target_recipe,
                                precision=model.precision) == model:
@@ -56,7 +58,9 @@ def choices_of(config: RunConfig) -> dict:
                "quantizer": config.quantizer, "group_size": config.group_size if grid else None,
                "symmetric": config.symmetric, "quant_type": None if grid else config.quant_type_4bit,
                "blocksize": None if grid else config.blocksize, "bits": list(config.bits),
-               "quant_load": config.quant_load, "seed": config.seed}
+               "quant_load": config.quant_load, "seed": config.seed,
+               "prompt_format": None if config.eval.prompt_format == default_prompt_format(config.corpus)
+               else config.eval.prompt_format, "max_eval_items": config.eval.max_eval_items}
     choices = {k: v for k, v in choices.items() if v is not None}
     try:
         rebuilt = run_config(**dict(choices))
@@ -73,7 +77,7 @@ _QUIET = {"corpus": "embedded", "corpus_seed": 0, "scale": "tiny", "model": "emb
           "lora_r": 32, "lora_alpha": 32, "batch_size": 4, "max_steps": 0, "loss_form": "faithful", "sure": 0.0,
           "start_grid": "", "weight_precision": "fp32", "freeze_embeddings": False, "quantizer": "bitsandbytes",
           "quant_type": "fp4", "blocksize": 64, "symmetric": False, "quant_load": False, "seed": 0,
-          "target_recipe": "scratch", "trust_remote_code": False}
+          "target_recipe": "scratch", "trust_remote_code": False, "max_train_tokens": 0, "max_eval_items": 0}
 
 
 def _flags(choices: dict, quiet: dict) -> list[str]:
@@ -134,7 +138,8 @@ def import_command(config: ImportConfig) -> list[str]:
     name = _option("--name", config.name) if config.name else []
     tool = ["--tool", config.tool] if config.tool != "auto" and imported(list(config.entries), config.name).tool \
         != config.tool else []
-    return ["import", *name, *tool, "--", *config.entries]
+    fmt = ["--prompt-format", config.prompt_format] if config.prompt_format != "muse" else []
+    return ["import", *name, *tool, *fmt, "--", *config.entries]
 
 
 def shown(argv: list[str], cache: str | None = None) -> str:

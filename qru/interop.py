@@ -238,10 +238,11 @@ def _files_of(location: str) -> list[Path]:
     return [path / n for n in names + ["privleak/auc.json"] if (path / n).is_file()]
 
 
-def import_config(entries: list[str], name: str = "", tool: str | None = None) -> ImportConfig:
+def import_config(entries: list[str], name: str = "", tool: str | None = None,
+                  prompt_format: str = "muse") -> ImportConfig:
     """The ImportConfig of ``entries`` (``[<model>@<bits>=]<path>``), paths made absolute, and the fingerprint of
-    the files read; ``tool`` None detects each entry's format (``"auto"`` when they differ). Raises ConfigError
-    for a bad entry or name."""
+    the files read; ``tool`` None detects each entry's format (``"auto"`` when they differ); ``prompt_format``: how
+    the imported numbers were prompted (default muse). Raises ConfigError for a bad entry or name."""
     resolved = []
     for entry in entries:
         model, bits, location = parse_import_entry(entry)
@@ -259,7 +260,8 @@ def import_config(entries: list[str], name: str = "", tool: str | None = None) -
             except OSError as exc:
                 raise ConfigError(f"imported file {file} cannot be read ({exc.strerror or exc})") from None
             digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return ImportConfig(entries=tuple(resolved), tool=tool, fingerprint=digest.hexdigest()[:16], name=name)
+    return ImportConfig(entries=tuple(resolved), tool=tool, fingerprint=digest.hexdigest()[:16], name=name,
+                        prompt_format=prompt_format)
 
 
 def _row(model: str, bits: int, metrics: dict, retrain_auc: float | None) -> dict:

@@ -18,53 +18,23 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerFast, get_cosine_schedule_with_warmup)
 from transformers.utils import logging as hf_logging
 
 from qru.atomic import atomic_dir, exclusive, remove_stale_temps, write_json
-from qru.config import CorpusConfig, ModelConfig, config_key, model_key_dict, to_dict
+from qru.config import CorpusConfig, ModelConfig, config_key, corpus_key_dict, model_key_dict, to_dict
 from qru.corpus.muse import MuseCorpus, check_trainable
 from qru.devices import compute_device
 from qru.hub import DTYPES, load_any_tokenizer, load_causal_lm
+from qru.tokenizer import add_bos_processor, load_tokenizer, tokenizer_documents, train_tokenizer
 
-SPECIAL = "<|endoftext|>"
 hf_logging.disable_progress_bar()
 Progress = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 
 
 def no_progress(stage: str, done: int, total: int, message: str) -> None:
     return None
-
-
-def train_tokenizer(documents: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2 style) trained on ``documents`` with the ``tokenizers`` library.
-
-    One special token, ``<|endoftext|>``, serves as BOS, EOS and padding; padding is on the left for batched
-    generation. Raises ValueError if ``documents`` is empty.
-    """
-    if not documents:
-        raise ValueError("cannot train a tokenizer on an empty corpus")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(documents, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL,
-                                   padding_side="left")
-
-
-def tokenizer_documents(corpus: MuseCorpus) -> list[str]:
-    """The texts the tokenizer is trained on: forget, retain and holdout documents alike.
-
-    Holdout text must be in the tokenizer's training data: otherwise forget-set names become single merged tokens
-    while holdout names stay split into rare pieces, and Min-K% separates forget from holdout texts even for the
-    retrain model, which saw neither (PrivLeak's reference AUC would drop to 0). A tokenizer stores no model weights,
-    so this does not train the model on the holdout set.
-    """
-    return corpus.train_documents("target") + corpus.raw.get("holdout", []) + corpus.privleak["holdout"]
 
 
 def build_llama(config: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -86,6 +56,44 @@ def encode_documents(tokenizer: PreTrainedTokenizerFast, documents: list[str], m
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     ids = tokenizer(documents, add_special_tokens=False)["input_ids"]
     return [([bos] + x + [eos])[:max_len] for x in ids]
+
+
+def encode_chunks(tokenizer: PreTrainedTokenizerFast, documents: list[str], max_len: int) -> list[list[int]]:
+    """Training sequences of ``documents``: each as ``<|endoftext|> doc <|endoftext|>``; one longer than ``max_len``
+    tokens is cut into consecutive windows of ``max_len`` tokens (the last one shorter; a last window of one token
+    is dropped, it has nothing to predict) instead of being truncated, as muse_bench cuts its training text into
+    max-length windows. Documents that fit give exactly :func:`encode_documents`'s sequences."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    sequences = []
+    for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]:
+        ids = [bos] + ids + [eos]
+        windows = [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
+        sequences += [w for w in windows if len(w) > 1 or len(windows) == 1]
+    return sequences
+
+
+def cap_training(corpus: MuseCorpus, tokenizer: PreTrainedTokenizerFast, max_tokens: int) -> MuseCorpus:
+    """``corpus`` with each raw training split (forget, retain1, retain2) cut to its first ``max_tokens`` tokens:
+    whole documents from the start of the file, the last one cut at a token boundary and decoded back to text
+    (``--max-train-tokens``; recorded in the corpus config, so in the ids of the models and runs). 0 = no cut."""
+    if not max_tokens:
+        return corpus
+    raw = dict(corpus.raw)
+    for split in ("forget", "retain1", "retain2"):
+        kept, left = [], max_tokens
+        for doc in corpus.raw.get(split, []):
+            if left <= 0:
+                break
+            ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+            kept.append(doc if len(ids) <= left else tokenizer.decode(ids[:left]))
+            left -= len(ids)
+        raw[split] = kept
+    return dataclasses.replace(corpus, raw=raw)
+
+
+def training_tokens(tokenizer: PreTrainedTokenizerFast, documents: list[str], max_len: int) -> int:
+    """Tokens in the training sequences of ``documents`` (:func:`encode_chunks`), per epoch."""
+    return sum(len(s) for s in encode_chunks(tokenizer, documents, max_len))
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -155,7 +163,8 @@ def train_lm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docume
     if not documents:
         raise ValueError("no training documents")
     gen = torch.Generator().manual_seed(config.seed)
-    n_docs = len(epoch_documents(documents, config.qa_chain, torch.Generator().manual_seed(0)))
+    n_docs = len(encode_chunks(tokenizer, epoch_documents(documents, config.qa_chain, torch.Generator().manual_seed(0)),
+                               config.max_len))
     total = math.ceil(n_docs / config.batch_size) * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(config.warmup_frac * total), total)
@@ -163,7 +172,7 @@ def train_lm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docume
     device = model.device
     step, tokens, start, loss_ema = 0, 0, time.time(), float("nan")
     for epoch in range(config.epochs):
-        data = encode_documents(tokenizer, epoch_documents(documents, config.qa_chain, gen), config.max_len)
+        data = encode_chunks(tokenizer, epoch_documents(documents, config.qa_chain, gen), config.max_len)
         for batch_idx in length_batches([len(x) for x in data], config.batch_size, gen):
             batch = pad_batch([data[i] for i in batch_idx], tokenizer.pad_token_id)
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
@@ -189,15 +198,8 @@ RECIPE_VERSION = 1
 
 def models_dir(corpus: CorpusConfig, model: ModelConfig, cache_root: str | Path) -> Path:
     """``<cache>/models/<key>``: where the tokenizer, target and retrain models of one config pair live."""
-    key = config_key({"corpus": to_dict(corpus), "model": model_key_dict(model), "recipe": RECIPE_VERSION})
+    key = config_key({"corpus": corpus_key_dict(corpus), "model": model_key_dict(model), "recipe": RECIPE_VERSION})
     return Path(cache_root) / "models" / key
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a saved tokenizer folder, with left padding for generation."""
-    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
-    tok.padding_side = "left"
-    return tok
 
 
 def load_model(path: str | Path, precision: str = "fp32") -> LlamaForCausalLM:
@@ -220,7 +222,8 @@ def _train_and_save(kind: str, corpus: MuseCorpus, corpus_config: CorpusConfig, 
     """Train the ``kind`` model (target, retrain, or the base of a pretrain-finetune recipe) and save it atomically.
 
     With ``start`` (the base model's folder) the model is fine-tuned from it with the recipe's fine-tuning stage."""
-    documents = corpus.train_documents("retrain" if kind == "base" else kind)
+    documents = cap_training(corpus, tokenizer, corpus_config.max_train_tokens).train_documents(
+        "retrain" if kind == "base" else kind)
     if start is not None:
         model = load_model(start, config.precision)
         recipe = dataclasses.replace(config, epochs=config.finetune_epochs, lr=config.finetune_lr)
@@ -267,13 +270,60 @@ def _hf_pair(corpus_config: CorpusConfig, config: ModelConfig, cache_root: str |
     return ModelPair(tokenizer=tokenizer, target=target, retrain=retrain, root=root)
 
 
+def _old_tokenizer(config: ModelConfig, folder: Path) -> bool:
+    """True for an embedded tokenizer saved before qru gave it the BOS post-processor."""
+    return config.source == "embedded" and folder.is_dir() and \
+        '"post_processor":null' in (folder / "tokenizer.json").read_text(encoding="utf-8").replace(" ", "")
+
+
+def _build_tokenizer(corpus: MuseCorpus, config: ModelConfig, folder: Path) -> None:
+    """Train (embedded) or copy (packaged model) the tokenizer into ``folder``, or give an old embedded one its BOS
+    post-processor. The caller holds the build lock."""
+    if config.source == "embedded" and folder.is_dir():
+        add_bos_processor(folder)  # built before the embedded tokenizer added BOS itself
+    if not folder.is_dir():
+        tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size) \
+            if config.source == "embedded" else load_any_tokenizer(config.source)
+        with atomic_dir(folder) as tmp:
+            tok.save_pretrained(tmp)
+
+
+def ensure_tokenizer(corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig,
+                     cache_root: str | Path) -> PreTrainedTokenizerFast:
+    """The tokenizer of this config, built (under the models' build lock) if it is missing; a Hugging Face model's
+    own. Cheap next to training: a run reads it first to say what it will cost (qru.plan)."""
+    if config.is_hf:
+        return load_any_tokenizer(config.tokenizer or config.source, config.trust_remote_code)
+    root = models_dir(corpus_config, config, cache_root)
+    folder = root / "tokenizer"
+    if not folder.is_dir() or _old_tokenizer(config, folder):
+        check_trainable(corpus)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
+            remove_stale_temps(root)
+            _build_tokenizer(corpus, config, folder)
+    return load_tokenizer(folder)
+
+
+def models_built(corpus_config: CorpusConfig, config: ModelConfig, cache_root: str | Path) -> bool:
+    """Whether nothing needs training for this config: its models are in the cache, or it is a Hugging Face model
+    used as it is."""
+    if config.is_hf:
+        return True
+    root = models_dir(corpus_config, config, cache_root)
+    kinds = ("target", "retrain") + (("base",) if config.target_recipe == "pretrain-finetune" else ())
+    return all((root / kind / "manifest.json").is_file() for kind in kinds)
+
+
 def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig, cache_root: str | Path,
                   progress: Progress = no_progress) -> ModelPair:
     """Load the cached tokenizer, target and retrain models of this config, training whatever is missing.
 
     Training holds a lock on the folder, so two processes never train the same models at once (the second waits and
-    then loads). Each part is written atomically: a killed build leaves nothing half-written. A Hugging Face source
-    is loaded as it is (:func:`_hf_pair`). Raises ModelLoadError if a pretrained model cannot be loaded.
+    then loads). Each part is written atomically: a killed build leaves nothing half-written, and the next build
+    keeps the parts that were finished (the tokenizer, a finished model) but trains an interrupted model again from
+    step 0. A Hugging Face source is loaded as it is (:func:`_hf_pair`). Raises ModelLoadError if a pretrained model
+    cannot be loaded.
     """
     if config.is_hf:
         return _hf_pair(corpus_config, config, cache_root)
@@ -281,15 +331,11 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     parts = [root / "tokenizer", root / "target", root / "retrain"]
     staged = config.target_recipe == "pretrain-finetune"
     base = root / "base" if staged else None
-    if not all(p.is_dir() for p in parts + ([base] if staged else [])):
+    if _old_tokenizer(config, parts[0]) or not all(p.is_dir() for p in parts + ([base] if staged else [])):
         check_trainable(corpus)
         with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
             remove_stale_temps(root)  # a killed build's half-saved models (every build of root holds this lock)
-            if not parts[0].is_dir():
-                tok = train_tokenizer(tokenizer_documents(corpus), config.vocab_size) \
-                    if config.source == "embedded" else load_any_tokenizer(config.source)
-                with atomic_dir(parts[0]) as tmp:
-                    tok.save_pretrained(tmp)
+            _build_tokenizer(corpus, config, parts[0])
             tokenizer = load_tokenizer(parts[0])
             if staged and not base.is_dir():
                 _train_and_save("base", corpus, corpus_config, config, tokenizer, base, progress)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from qru.atomic import atomic_write, write_json
-from qru.config import ModelConfig, RunConfig, config_key, to_dict
+from qru.config import ConfigError, ModelConfig, RunConfig, config_key, eval_key_dict, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import deltas_files, scan, weight_pairs
 from qru.errors import UnlearnError
@@ -27,7 +27,7 @@ from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import add_entity_verbmem, evaluate
 from qru.hub import check_model_source, load_any_tokenizer
-from qru.models import ModelPair, ensure_models
+from qru.models import ModelPair, cap_training, ensure_models, ensure_tokenizer, models_built
 from qru.quant.bnb import fake_quantize, quantizable_linears
 from qru.quant.load import quantized_copy
 from qru.quant.spec import QuantSpec, analysis_grid
@@ -53,11 +53,11 @@ def reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: 
     tag = start_tag(config.unlearn) if kind == "target" else ""
     name = f"{kind}-{tag}" if tag else kind
     loaded = {"quant_load": True} if config.quant_load and spec.bits < 32 else {}  # bitsandbytes-loaded, not fake-quant
-    key = config_key({"eval": to_dict(config.eval), "quant": to_dict(spec), "kind": name, **loaded})
+    key = config_key({"eval": eval_key_dict(config.eval), "quant": to_dict(spec), "kind": name, **loaded})
     path = pair.root / "evals" / f"{name}-{spec.bits}-{spec.quant_type}-{key}.json"
     if path.is_file():
         result = json.loads(path.read_text(encoding="utf-8"))
-        if add_entity_verbmem(result, corpus):  # cached before entity-token VerbMem existed
+        if add_entity_verbmem(result, corpus, config.eval):  # cached before entity-token VerbMem existed
             write_json(path, result)
         return result
     model = (pair.target if start is None else start) if kind == "target" else pair.retrain
@@ -138,6 +138,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
 
     stage("loading corpus")
     corpus = ensure_corpus(config.corpus, cache_root)
+    announce_plan(config, corpus, writer, cache_root, stage)
     stage("loading target and retrain models" if config.model.retrain or not config.model.is_hf
           else "loading the target model (no retrain model given)")
     pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=stage)
@@ -150,7 +151,8 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
         writer.log("start point: " + "; ".join(f"{k} {v}" for k, v in config.unlearn.scenario.items()) +
                    " (this model is the run's target and the NPO/KLR reference)")
     torch.manual_seed(config.seed)
-    result = unlearn(start, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"),
+    train = cap_training(corpus, pair.tokenizer, config.corpus.max_train_tokens)  # --max-train-tokens
+    result = unlearn(start, pair.tokenizer, train.raw["forget"], train.train_documents("retrain"),
                      config.unlearn, config.model.max_len, seed=config.seed, progress=stage)
     processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
     writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s on {processes} process(es), "
@@ -183,6 +185,24 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
         f"analysing deltas under {quantized} quantizers", i, n_tensors, name), calibrated=calibrated)
     writer.write_deltas(*deltas_files(delta_rows, hists))
     writer.write_json("metrics.json", rows)  # last: its presence means the results are complete
+
+
+def announce_plan(config: RunConfig, corpus, writer: RunWriter, cache_root: Path, stage: Progress) -> None:
+    """Say, before anything is trained, what the run will cost and what does not fit the model (qru.plan): each line
+    goes to the progress output and the run's log; ``plan.json`` keeps the numbers (the Metrics page shows the fit
+    report from it)."""
+    from qru.plan import linear_weights, plan_run
+
+    stage("planning: measuring this machine's speed on the run's model shape")
+    tokenizer = ensure_tokenizer(corpus, config.corpus, config.model, cache_root)
+    shape = model_config(config.model)
+    n_quantizers = len(analysis_specs(config, linear_weights(shape)))
+    plan = plan_run(config, corpus, tokenizer, shape, not models_built(config.corpus, config.model, cache_root),
+                    n_quantizers)
+    for line in plan.lines:
+        writer.log(f"plan: {line}")
+        stage("plan", 0, 0, line)
+    writer.write_json("plan.json", plan.as_dict())
 
 
 def _evaluate_all(pair: ModelPair, start, result: UnlearnResult, spec: QuantSpec, corpus, config: RunConfig) -> dict:
@@ -227,6 +247,7 @@ def _unlearn_only(config: RunConfig, cache_root: Path, progress: Progress) -> No
     corpus = ensure_corpus(config.corpus, cache_root)
     pair = ensure_models(corpus, config.corpus, config.model, cache_root, progress=progress)
     torch.manual_seed(config.seed)
+    corpus = cap_training(corpus, pair.tokenizer, config.corpus.max_train_tokens)
     unlearn(pair.target, pair.tokenizer, corpus.raw["forget"], corpus.train_documents("retrain"), config.unlearn,
             config.model.max_len, seed=config.seed, progress=progress)
 
@@ -253,10 +274,18 @@ def model_config(model: ModelConfig):
 
 def check_method(config: RunConfig) -> None:
     """Raise UnlearnError if the run's unlearning method cannot run on its model (Method.check_model: RMU's layer
-    must exist), before the run is stored."""
-    problem = METHODS[config.unlearn.method].check_model(config.unlearn, model_config(config.model))
+    must exist), or ConfigError if the model's context leaves no room for a prompt beside the generated tokens,
+    before the run is stored."""
+    shape = model_config(config.model)
+    problem = METHODS[config.unlearn.method].check_model(config.unlearn, shape)
     if problem:
         raise UnlearnError(problem)
+    context = getattr(shape, "max_position_embeddings", None) or 2048
+    longest = max(config.eval.verbmem_max_new_tokens, config.eval.knowmem_max_new_tokens)
+    if context < longest + 2:
+        raise ConfigError(f"the model's context of {context} tokens leaves no room for a prompt beside the "
+                          f"{longest} generated tokens (VerbMem generates {config.eval.verbmem_max_new_tokens}): "
+                          "raise --max-len")
 
 
 def run(config: RunConfig, store: RunStore | None = None, progress: Progress | None = None,

@@ -15,8 +15,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from qru.config import (ConfigError, CorpusConfig, DeltasConfig, ImportConfig, ModelConfig, RunConfig, UnlearnConfig,
-                        resolve_source)
+from qru.config import (ConfigError, CorpusConfig, DeltasConfig, EvalConfig, ImportConfig, ModelConfig, RunConfig,
+                        UnlearnConfig, resolve_source)
 from qru.quant.spec import BIT_WIDTHS
 
 # Sizes: "tiny" is the embedded default (docs/design.md "Calibration"); "small" has a quarter of its entities (for
@@ -66,7 +66,13 @@ DEMO_SET = (DemoRun("natural start, full fine-tuning", "full", "", "nf4"),
             DemoRun("control: on the NF4 grid, quantized with FP4", "full", DEMO_GRID, "fp4"))
 
 DATA_CHOICES = ("corpus", "corpus_seed", "scale", "model", "retrain_model", "tokenizer", "trust_remote_code",
-                "precision", "max_len", "target_recipe")
+                "precision", "max_len", "target_recipe", "max_train_tokens")
+
+
+def default_prompt_format(corpus: CorpusConfig) -> str:
+    """The prompt format a run gets unless one is chosen (docs/measures.md "Prompt formats"): ``healed`` on the
+    embedded corpus, whose target is trained on that form; ``muse`` (MUSE's literal code) on MUSE corpora."""
+    return "healed" if corpus.is_embedded else "muse"
 
 
 def _local_or_id(name: str | None) -> str:
@@ -102,17 +108,19 @@ def _model_config(model: str, scale_model: ModelConfig, retrain_model: str | Non
 
 def data_configs(corpus: str = "embedded", corpus_seed: int = 0, scale: str = "tiny", model: str = "embedded",
                  retrain_model: str | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
-                 precision: str = "auto", max_len: int | None = None,
-                 target_recipe: str = "scratch") -> tuple[CorpusConfig, ModelConfig]:
+                 precision: str = "auto", max_len: int | None = None, target_recipe: str = "scratch",
+                 max_train_tokens: int = 0) -> tuple[CorpusConfig, ModelConfig]:
     """The corpus and model configs of the data choices (what ``qru build-target`` builds).
 
     ``corpus``: "embedded", "muse-news" / "muse-books" or a MUSE-layout folder; ``scale``: a key of SCALES;
     ``model``: "embedded", "smollm2" or a Hugging Face id / folder; ``precision``: "auto" (bf16 on a CUDA GPU
-    that supports it, else fp32), "fp32" or "bf16". Raises ConfigError for a bad value or a missing folder."""
+    that supports it, else fp32), "fp32" or "bf16"; ``max_train_tokens``: cap on each training split (0 = all).
+    Raises ConfigError for a bad value or a missing folder."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r} (choose from {', '.join(SCALES)})")
     corpus_config, scale_model = SCALES[scale]
-    corpus_config = dataclasses.replace(corpus_config, source=resolve_source(corpus), seed=corpus_seed)
+    corpus_config = dataclasses.replace(corpus_config, source=resolve_source(corpus), seed=corpus_seed,
+                                        max_train_tokens=max_train_tokens)
     return corpus_config, _model_config(model, scale_model, retrain_model, tokenizer, trust_remote_code, precision,
                                         max_len, target_recipe)
 
@@ -164,13 +172,15 @@ def unlearn_config(method: str = "ga", regularizer: str | None = None, adapter: 
 
 def run_config(quantizer: str = "bitsandbytes", bits: tuple[int, ...] | list[int] | None = None,
                quant_type: str | None = None, blocksize: int | None = None, group_size: int | None = None,
-               symmetric: bool = False, quant_load: bool = False, seed: int = 0, **choices) -> RunConfig:
+               symmetric: bool = False, quant_load: bool = False, seed: int = 0, prompt_format: str | None = None,
+               max_eval_items: int = 0, **choices) -> RunConfig:
     """The RunConfig of keyword choices: the quantizer choices here, the data choices of :func:`data_configs`
     and the unlearning choices of :func:`unlearn_config` in ``choices``.
 
     ``bits`` None = (32, 8, 4); ``quant_type`` (bitsandbytes 4-bit type, default fp4) and ``blocksize`` (default 64)
     apply to bitsandbytes only; ``group_size`` (default 128 for RTN, 0 = per channel for GPTQ) and ``symmetric`` to
-    rtn / gptq only; ``quant_load`` needs CUDA. Raises ConfigError naming a bad or misplaced value."""
+    rtn / gptq only; ``quant_load`` needs CUDA; ``prompt_format`` None = :func:`default_prompt_format` of the
+    corpus; ``max_eval_items`` 0 = every item. Raises ConfigError naming a bad or misplaced value."""
     data = {k: choices.pop(k) for k in DATA_CHOICES if k in choices}
     corpus, model = data_configs(**data)
     unlearn = unlearn_config(**choices)
@@ -184,7 +194,8 @@ def run_config(quantizer: str = "bitsandbytes", bits: tuple[int, ...] | list[int
         if not torch.cuda.is_available():
             raise ConfigError("--quant-load (bitsandbytes' quantized loading) needs a CUDA GPU; without one qru "
                               "evaluates the same quantizers by fake-quant")
-    return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(bits or BIT_WIDTHS),
+    evaluation = EvalConfig(prompt_format=prompt_format or default_prompt_format(corpus), max_eval_items=max_eval_items)
+    return RunConfig(corpus=corpus, model=model, unlearn=unlearn, bits=tuple(bits or BIT_WIDTHS), eval=evaluation,
                      quant_type_4bit=quant_type or "fp4", blocksize=blocksize or 64, seed=seed, quantizer=quantizer,
                      group_size=group_size if group_size is not None else GROUP_SIZE.get(quantizer, 128),
                      symmetric=symmetric, quant_load=quant_load)
@@ -253,13 +264,15 @@ def comparison(target: str, unlearned: str, quantizers: tuple[str, ...] | list[s
     return deltas_config(target, unlearned, quantizer_set(list(quantizers)))
 
 
-def imported(entries: list[str], name: str = "", tool: str | None = None) -> ImportConfig:
-    """The ImportConfig of ``qru import [MODEL@BITS=]PATH ...``. Raises ConfigError for a bad entry or name."""
+def imported(entries: list[str], name: str = "", tool: str | None = None,
+             prompt_format: str | None = None) -> ImportConfig:
+    """The ImportConfig of ``qru import [MODEL@BITS=]PATH ...``; ``prompt_format`` None = ``muse`` (other tools' MUSE
+    results follow MUSE's code). Raises ConfigError for a bad entry or name."""
     from qru.interop import import_config
 
-    return import_config(list(entries), name, tool)
+    return import_config(list(entries), name, tool, prompt_format or "muse")
 
 
 __all__ = ["DEFAULT_PAIR", "DEMO_SET", "GROUP_SIZE", "HF_MAX_LEN", "LR_PRESETS", "PRETRAINED_RECIPES", "SCALES",
-           "comparison", "data_configs", "demo_set", "imported", "run_config", "run_configs", "sweep",
-           "unlearn_config"]
+           "comparison", "data_configs", "default_prompt_format", "demo_set", "imported", "run_config", "run_configs",
+           "sweep", "unlearn_config"]

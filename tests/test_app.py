@@ -507,3 +507,37 @@ def test_stored_strings_are_shown_as_text_on_every_page(store, store_copy, tmp_p
     at.text_input(key="label").input(MARKUP).run()
     assert f"This import is already in the store: {label}" in _texts(at)
     _as_text(at, "bring_your_own")
+
+
+def test_run_page_prompt_format_and_subsampling_build_the_command(store):
+    at = _app(store.root)
+    at.selectbox(key="model").select("embedded micro (seconds)").run()
+    assert at.radio(key="prompt-format-healed").value == "healed"  # the embedded corpus's default
+    assert "--prompt-format" not in _code(at, " run ")
+    at.radio(key="prompt-format-healed").set_value("muse").run()
+    at.number_input(key="max-eval-items").set_value(5).run()
+    at.number_input(key="max-train-tokens").set_value(20000).run()
+    code = _code(at, " run ")
+    assert "--max-train-tokens 20000" in code and "--prompt-format muse --max-eval-items 5" in code
+    at.selectbox(key="model").select("MUSE-layout folder").run()
+    assert at.radio(key="prompt-format-muse").value == "muse"  # MUSE data: MUSE's literal prompts by default
+
+
+def test_metrics_page_names_the_prompt_format_and_marks_mixed_formats(store, store_copy):
+    root = store_copy(store.root)
+    assert main(["--cache", str(root), "run", "--method", "ga", "--prompt-format", "muse", "--bits", "32", "4",
+                 "--max-steps", "2", *MICRO]) == 0
+    muse = [i.run_id for i in RunStore(root).list() if "muse prompts" in i.label]
+    healed = [r for r in RunStore(root).ids() if r.startswith("ga-gdr-full") and r not in muse]
+    assert len(muse) == 1 and healed
+    (root / "runs" / healed[0] / "plan.json").unlink(missing_ok=True)  # as a run stored before qru counted cuts
+    at = _app(root, "metrics")
+    at.session_state["picked"] = [muse[0], healed[0]]
+    at.run()
+    said = _texts(at)
+    assert "Prompt format: muse (MUSE's literal prompt strings" in said
+    assert "Every evaluation item fit the model." in said
+    assert "Prompt format: healed" in said and "not recorded for this run" in said
+    at.radio(key="metrics-view").set_value("comparison across runs").run()
+    warning = displayed(" ".join(w.value for w in at.warning))
+    assert "different prompt formats" in warning and "muse: " in warning and "healed: " in warning

@@ -194,7 +194,7 @@ def test_an_import_labelled_with_markdown_and_html_shows_as_text_and_fetches_not
     page.get_by_role("button", name="Import", exact=True).click()  # a qru import job, followed by the job panel
     page.get_by_text("This import is already in the store").wait_for(timeout=120_000)
     _settle(page)
-    label = f"imported open-unlearning: {name} (unlearned@32)"
+    label = f"imported open-unlearning: {name} (unlearned@32; muse prompts)"
     linked = ("() => [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => /href|src|action|"
               f"poster|data|style/.test(a.name) && a.value.includes('{host}'))).map(e => e.outerHTML.slice(0, 200))")
     bold = "() => [...document.querySelectorAll('strong, b')].filter(e => e.textContent.trim() === 'bold').length"

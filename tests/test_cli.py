@@ -123,3 +123,34 @@ def test_progress_printer_survives_a_closed_stderr(monkeypatch):
 def test_cli_module_does_not_import_torch():
     code = "import sys, qru.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # `qru ls` and `--help` stay fast
+
+
+def test_a_run_says_its_size_and_time_first_and_show_names_its_prompts(module_store, capsys):
+    code, out, err = _run(capsys, "--cache", str(module_store), "run", "--scale", "micro", "--method", "ga",
+                          "--prompt-format", "muse", "--max-eval-items", "2", "--max-steps", "2", "--bits", "32")
+    assert code == 0
+    plan = [line for line in err.splitlines() if "] plan " in line]
+    first_training = next(i for i, line in enumerate(err.splitlines()) if "unlearning" in line)
+    assert err.splitlines().index(plan[0]) < first_training  # said before anything is trained
+    assert any("whole run: about" in line for line in plan) and any("unlearning:" in line for line in plan)
+    assert any("VerbMem prompts: 2 of 6 evaluated (--max-eval-items)" in line for line in plan)
+    assert "Prompt format: muse" in out and "muse prompts, 2 eval items/list]" in out
+    run_id = out.split("run ", 1)[1].split(":")[0]
+    code, shown, _ = _run(capsys, "--cache", str(module_store), "show", run_id)
+    assert "Prompt format: muse" in shown and "VerbMem prompts: 2 of 6 evaluated" in shown
+
+
+def test_a_context_too_short_for_the_generation_is_refused_before_the_store(tmp_path, capsys):
+    code, _, err = _run(capsys, "--cache", str(tmp_path), "run", "--scale", "micro", "--max-len", "100")
+    assert code == 2 and "leaves no room for a prompt" in err and "--max-len" in err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_an_interrupt_says_what_continues_and_what_restarts(monkeypatch, capsys, tmp_path):
+    import qru.cli.commands as commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(commands, "cmd_ls", interrupted)
+    code, _, err = _run(capsys, "--cache", str(tmp_path), "ls")
+    assert code == 130 and "starts again from step 0" in err and "keeps its finished models" in err

@@ -52,7 +52,7 @@ def test_import_shows_on_metrics_and_probes(tmp_path, capsys):
     assert main(["--cache", str(cache), "import", "--name", "NPO from open-unlearning", f"unlearned@32={full}",
                  f"unlearned@4={quant}"]) == 0
     out = capsys.readouterr().out
-    assert "imported open-unlearning: NPO from open-unlearning (unlearned@32, unlearned@4)" in out
+    assert "imported open-unlearning: NPO from open-unlearning (unlearned@32, unlearned@4; muse prompts)" in out
     store = RunStore(cache)
     (run_id,) = store.ids()
     assert run_id.startswith("import-")

@@ -11,7 +11,9 @@ def test_tokenizer_is_deterministic_and_round_trips(micro_corpus):
     a, b = train_tokenizer(docs, 400), train_tokenizer(docs, 400)
     assert a.get_vocab() == b.get_vocab() and len(a) <= 400
     text = docs[0]
-    assert a.decode(a(text)["input_ids"]) == text
+    ids = a(text)["input_ids"]
+    assert ids[0] == a.bos_token_id and ids[1:] == a(text, add_special_tokens=False)["input_ids"]  # BOS added itself
+    assert a.decode(ids, skip_special_tokens=True) == text
     assert a.padding_side == "left" and a.pad_token == a.eos_token == "<|endoftext|>"
 
 

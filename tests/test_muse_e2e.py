@@ -28,11 +28,22 @@ def test_run_on_muse_news_sample(tmp_path):
     model = dataclasses.replace(SCALES["micro"][1], epochs=1, max_len=192)
     config = RunConfig(corpus=CorpusConfig(source=str(root)), model=model,
                        unlearn=UnlearnConfig(method="npo", regularizer="gdr", lr=1e-3, max_steps=2),
-                       bits=(32, 4), eval=EvalConfig(verbmem_max_new_tokens=16, knowmem_max_new_tokens=8))
+                       bits=(32, 4), eval=EvalConfig(verbmem_max_new_tokens=16, knowmem_max_new_tokens=8,
+                                                     prompt_format="muse"))
     store = RunStore(tmp_path / "cache")
     run_id = run(config, store)
     table = store.metrics(run_id)
     assert len(table) == 6 and table["verbmem"].between(0, 100).all()
     samples = store.read_json(run_id, "samples.json")
     assert len(samples["target@32"]["knowmem_forget"]) == len(load_muse_dir(FIXTURE).knowmem["forget_qa"])
-    assert "[muse-news, d64x2]" in store.info(run_id).label
+    assert "[muse-news, d64x2, muse prompts]" in store.info(run_id).label
+    # what did not fit the 192-token model is counted, per list, and said (never cut silently)
+    fit = store.read_json(run_id, "plan.json")["fit"]
+    texts = load_muse_dir(FIXTURE).privleak["forget"]
+    assert fit["privleak_forget"]["items"] == len(texts) and fit["privleak_forget"]["cut"] > 0
+    assert fit["knowmem_forget"]["icl_pairs_dropped"] > 0
+    records = samples["target@32"]["knowmem_forget"]
+    assert sum(r["icl_pairs_dropped"] for r in records) == fit["knowmem_forget"]["icl_pairs_dropped"]
+    assert sum(r["tokens_cut"] for r in samples["target@32"]["nll_forget"]) == fit["privleak_forget"]["tokens_cut"]
+    log = (store.path(run_id) / "log.txt").read_text()
+    assert "plan: whole run: about" in log and "PrivLeak forget texts:" in log

@@ -27,7 +27,8 @@ FORM_OPTIONS = [
     {"quantizer": "rtn", "bits": [32, 4, 3], "group_size": 64}, {"quantizer": "rtn", "symmetric": True},
     {"quantizer": "rtn", "group_size": 0, "bits": [2]}, {"quantizer": "gptq", "bits": [32, 4]},
     {"quantizer": "gptq", "symmetric": True, "group_size": 32}, {"seed": 3}, {"corpus_seed": 2},
-    {"alpha": 0.5}, {"max_steps": 2}, {"batch_size": 2},
+    {"alpha": 0.5}, {"max_steps": 2}, {"batch_size": 2}, {"prompt_format": "muse"}, {"prompt_format": "healed"},
+    {"max_eval_items": 5}, {"max_train_tokens": 1000},
 ]
 
 

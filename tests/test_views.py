@@ -149,7 +149,7 @@ def test_form_choices_for_real_models_and_data(tmp_path):
     config = _form("Hugging Face model", "npo", "gdr", "full", 1e-5, 5, [32, 4], "fp4", hf=hf)
     m = config.model
     assert (m.source, m.retrain, m.trust_remote_code, m.max_len) == ("org/target", "org/retrain", True, 2048)
-    assert config.corpus.source == "muse-books" and "[muse-books, target, retrain retrain]" in config.label
+    assert config.corpus.source == "muse-books" and "[muse-books, target, retrain retrain, muse prompts]" in config.label
     smol = _form("SmolLM2-135M (packaged)", "ga", "gdr", "lora", 1e-4, 5, [32, 4], "fp4")
     assert smol.model.source == "smollm2" and smol.corpus.n_forget == 5
     news = _form("MUSE-News from the hub", "ga", "gdr", "full", 1e-4, 5, [32], "fp4")

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("qru: interrupted (stored results are intact; re-run the same command to continue)", file=sys.stderr)
+        print("qru: interrupted (stored results are intact; the same command continues from what was finished: a model "
+              "build keeps its finished models, the model it was training starts again from step 0)", file=sys.stderr)
         return 130
 
 

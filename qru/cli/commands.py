@@ -58,6 +58,7 @@ def cmd_build_target(args) -> int:
 def cmd_run(args) -> int:
     from qru.hub import smollm2_available
     from qru.pipeline import is_worker_process, run
+    from qru.views.evaluation import evaluation_lines
 
     configs = _from_file(args, "run") if args.config else run_configs(args)  # validate all before running any
     store = RunStore(args.cache)
@@ -72,6 +73,7 @@ def cmd_run(args) -> int:
             print(f"\nrun {run_id}: {config.label}")
             print(metric_table(store.metrics(run_id)))
             print(missing_note(store.metrics(run_id)), end="")
+            print("\n".join(evaluation_lines(store, run_id)))
     return 0
 
 
@@ -218,7 +220,7 @@ def cmd_import(args) -> int:
     elif not args.entries:
         raise ConfigError("give at least one [MODEL@BITS=]PATH to import (or --config FILE)")
     else:
-        config = recipes.imported(args.entries, args.name, args.tool)
+        config = recipes.imported(args.entries, args.name, args.tool, args.prompt_format)
     store = RunStore(args.cache)
     if store.find(config) and not args.force:
         print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
@@ -290,8 +292,11 @@ def cmd_show(args) -> int:
     if status["state"] != "done":
         return 0
     if isinstance(config, (RunConfig, ImportConfig)):
+        from qru.views.evaluation import evaluation_lines
+
         print(metric_table(store.metrics(args.run_id)))
         print(missing_note(store.metrics(args.run_id)), end="")
+        print("\n".join(evaluation_lines(store, args.run_id)))
     if isinstance(config, RunConfig):
         print(undone_text(store, args.run_id))
     if isinstance(config, ImportConfig):

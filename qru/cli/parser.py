@@ -11,8 +11,8 @@ import argparse
 import math
 
 from qru import recipes
-from qru.config import (ADAPTERS, IMPORT_MODELS, IMPORT_TOOLS, LOSS_FORMS, REGULARIZERS, TARGET_RECIPES,
-                        WEIGHT_PRECISIONS, ConfigError, DeltasConfig, ImportConfig, RunConfig)
+from qru.config import (ADAPTERS, IMPORT_MODELS, IMPORT_TOOLS, LOSS_FORMS, PROMPT_FORMATS, REGULARIZERS,
+                        TARGET_RECIPES, WEIGHT_PRECISIONS, ConfigError, DeltasConfig, ImportConfig, RunConfig)
 from qru.cli.reports import SWEEP_TABLE_METRICS
 from qru.metrics import WEIGHT_COLUMNS, table_columns
 from qru.quant.spec import (BIT_WIDTHS, NOISE_KINDS, QUANT_TYPES_4BIT, QUANTIZER_SETS, QUANTIZERS, RTN_BITS,
@@ -90,6 +90,9 @@ def data_args(p: argparse.ArgumentParser) -> None:
     _opt(p, "--target-recipe", choices=TARGET_RECIPES,
          help="embedded model: scratch (target and retrain trained from scratch) or pretrain-finetune (MUSE-like: a "
               "base trained on D_r, then target and retrain fine-tuned from it)")
+    _opt(p, "--max-train-tokens", type=int, metavar="N",
+         help="train the models and unlearn on at most N tokens of each training split (forget, retain1, retain2): "
+              "whole documents from the start of each file (default 0 = all; for a full MUSE folder on a laptop)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -138,6 +141,12 @@ def method_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     _opt(p, "--quant-load", action="store_true",
          help="evaluate 8/4 bits by loading the merged model with bitsandbytes (BitsAndBytesConfig load_in_8bit / "
               "load_in_4bit), as the papers do; CUDA only (default: fake-quant)")
+    _opt(p, "--prompt-format", choices=PROMPT_FORMATS,
+         help="muse: MUSE's literal prompts, special tokens as the model's tokenizer adds them (default on MUSE "
+              "corpora); healed: BOS by hand, no space after 'Answer:' (default on the embedded corpus, whose target "
+              "is trained on it); docs/measures.md")
+    _opt(p, "--max-eval-items", type=int, metavar="N",
+         help="evaluate at most N items of each evaluation list, evenly spaced (default 0 = all)")
     if single:
         _opt(p, "--seed", type=int, help="seed of unlearning (data order, LoRA init, RMU vector; default 0)")
         p.add_argument("--force", action="store_true", help="recompute even if the store has this config")
@@ -219,6 +228,9 @@ def add_bring_your_own(sub, commands) -> None:
                         "(verbmem_f/, knowmem_f/, knowmem_r/, privleak/), or out.csv::ROW_NAME")
     p.add_argument("--name", default="", help="label shown in the dashboard")
     p.add_argument("--tool", choices=IMPORT_TOOLS, default=None, help="format (default: detected from the first PATH)")
+    p.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=None,
+                   help="how the imported numbers were prompted: muse (default; MUSE's code) or healed "
+                        "(docs/measures.md)")
     p.add_argument("--force", action="store_true", help="import again even if the store has these files")
     p.add_argument("--config", metavar="FILE", help="the import serialized in FILE (a dashboard job file)")
     p.set_defaults(func=commands.cmd_import)
@@ -335,7 +347,7 @@ def configs_for(argv: list[str]) -> list[RunConfig | DeltasConfig | ImportConfig
         deltas_checkpoints(args)
         return [recipes.comparison(args.target or "", args.unlearned or "", args.quantizers or ["all"])]
     if args.command == "import":
-        return [recipes.imported(args.entries, args.name, args.tool)]
+        return [recipes.imported(args.entries, args.name, args.tool, args.prompt_format)]
     if args.command not in ("run", "demo", "sweep"):
         raise ValueError(f"not a run command: {argv!r}")
     return run_configs(args)

@@ -23,6 +23,9 @@ class CorpusConfig:
         n_retain: entities in the retain set D_r (embedded only).
         n_holdout: entities never trained on; they feed the membership-inference metric (embedded only).
         passages_per_entity: differently phrased biographies written per entity (embedded only).
+        max_train_tokens: train the target / retrain models and unlearn on at most this many tokens of each raw
+            training split (forget, retain1, retain2): whole documents from the start of the file, the last one cut
+            at a token boundary (qru.evals.fit.cap_training); 0 = all of it. For a full MUSE folder on a laptop.
     """
 
     source: str = "embedded"
@@ -31,11 +34,13 @@ class CorpusConfig:
     n_retain: int = 50
     n_holdout: int = 10
     passages_per_entity: int = 2
+    max_train_tokens: int = 0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.source, str) and self.source != "", f"corpus source must be a non-empty string, "
                  f"got {self.source!r}")
         _integers(self, ("n_forget", "n_retain", "n_holdout", "passages_per_entity"))
+        _integers(self, ("max_train_tokens",), minimum=0)
         _seed("corpus seed", self.seed)
         _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
 

@@ -25,6 +25,8 @@ def to_dict(config: Any) -> dict:
 _LATER_DEFAULTS = {"quantizer": "bitsandbytes", "group_size": 128, "symmetric": False, "quant_load": False}
 _LATER_MODEL_DEFAULTS = {"source": "embedded", "retrain": "", "trust_remote_code": False, "precision": "fp32",
                          "tokenizer": "", "target_recipe": "scratch", "finetune_epochs": 10, "finetune_lr": 1e-4}
+_LATER_CORPUS_DEFAULTS = {"max_train_tokens": 0}
+_LATER_EVAL_DEFAULTS = {"prompt_format": "healed", "max_eval_items": 0}
 _LATER_UNLEARN_DEFAULTS = {"loss_form": "faithful", "gamma": 0.0, "sure_share": 0.0, "rmu_layer": -1,
                            "rmu_coeff": 6.5, "start_grid": "", "weight_precision": "fp32",
                            "freeze_embeddings": False, "params": []}
@@ -39,15 +41,30 @@ def model_key_dict(model: "ModelConfig") -> dict:
     return _without_later(to_dict(model), _LATER_MODEL_DEFAULTS)
 
 
+def corpus_key_dict(corpus: "CorpusConfig") -> dict:
+    """A CorpusConfig as a dict for hashing (cached corpora and models), without later fields at their defaults."""
+    return _without_later(to_dict(corpus), _LATER_CORPUS_DEFAULTS)
+
+
+def eval_key_dict(config: "EvalConfig") -> dict:
+    """An EvalConfig as a dict for hashing (runs and cached reference evaluations), without later fields at their
+    defaults: a run stored before the prompt format existed keeps its id and reads as ``healed``."""
+    return _without_later(to_dict(config), _LATER_EVAL_DEFAULTS)
+
+
 def config_key(config: Any, length: int = 12) -> str:
     """Hex digest of the canonical JSON form of a config dataclass or dict (sorted keys), ``length`` hex digits.
 
     For a RunConfig, the fields added later are left out while they hold their defaults."""
     data = to_dict(config)
+    if isinstance(config, ImportConfig):  # imports stored before the prompt format existed keep their ids
+        data = _without_later(data, {"prompt_format": "muse"})
     if isinstance(config, RunConfig):
         data = _without_later(data, _LATER_DEFAULTS)
         data["model"] = model_key_dict(config.model)
         data["unlearn"] = _without_later(data["unlearn"], _LATER_UNLEARN_DEFAULTS)
+        data["corpus"] = corpus_key_dict(config.corpus)
+        data["eval"] = eval_key_dict(config.eval)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

@@ -10,6 +10,9 @@ from qru.config.model import ModelConfig
 from qru.config.unlearn import UnlearnConfig
 from qru.quant.spec import BIT_WIDTHS, QUANT_TYPES_4BIT, QUANTIZERS, RTN_BITS, RTN_GROUP_SIZES, QuantSpec
 
+# How evaluation prompts are written and tokenized (qru.evals.prompts; docs/measures.md "Prompt formats").
+PROMPT_FORMATS = ("muse", "healed")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -22,6 +25,11 @@ class EvalConfig:
         mink_k: the share K of lowest token log-probs averaged by Min-K% prob (MUSE: 0.4).
         n_probes: forget-set prompts whose generations are stored as probes.
         batch_size: prompts per generation / scoring batch.
+        prompt_format: ``"muse"`` (MUSE's literal prompt strings and the tokenizer's own special tokens) or
+            ``"healed"`` (BOS by hand, no trailing space after "Answer:"); qru.evals.prompts. Stored runs from
+            before the option read as ``"healed"``.
+        max_eval_items: evaluate at most this many items of each evaluation list (VerbMem, KnowMem forget/retain,
+            PrivLeak forget/retain/holdout), evenly spaced over the list; 0 = all (qru.evals.fit.subsample).
     """
 
     verbmem_max_new_tokens: int = 128
@@ -29,9 +37,14 @@ class EvalConfig:
     mink_k: float = 0.4
     n_probes: int = 8
     batch_size: int = 16
+    prompt_format: str = "healed"
+    max_eval_items: int = 0
 
     def __post_init__(self) -> None:
         _integers(self, ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"))
+        _integers(self, ("max_eval_items",), minimum=0)
+        _require(self.prompt_format in PROMPT_FORMATS,
+                 f"prompt format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
         _require(_finite(self.mink_k) and 0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
 
 
@@ -120,4 +133,16 @@ class RunConfig:
         if self.quantizer in ("rtn", "gptq"):
             group = f"g{self.group_size}" if self.group_size else "per-channel"
             quant = f" ({self.quantizer.upper()} {'sym' if self.symmetric else 'asym'} {group})"
-        return f"{self.unlearn.label} @ {bits} bit{quant} [{corpus}, {model}]"
+        return f"{self.unlearn.label} @ {bits} bit{quant} [{corpus}, {model}{self.data_label}]"
+
+    @property
+    def data_label(self) -> str:
+        """What the label says of the evaluation and data choices: the prompt format (always on a MUSE corpus, on
+        the embedded corpus where it is not ``healed``) and any subsampling; "" otherwise."""
+        parts = [f"{self.eval.prompt_format} prompts"] \
+            if not self.corpus.is_embedded or self.eval.prompt_format != "healed" else []
+        if self.corpus.max_train_tokens:
+            parts.append(f"{self.corpus.max_train_tokens:,} train tokens/split")
+        if self.eval.max_eval_items:
+            parts.append(f"{self.eval.max_eval_items} eval items/list")
+        return "".join(f", {p}" for p in parts)

@@ -73,6 +73,8 @@ class ImportConfig:
         fingerprint: hash of the names, sizes and modification times of the files read.
         name: a label chosen by the user (may be empty; at most 200 characters of printable text).
         kind: always ``"import"``.
+        prompt_format: how the imported numbers' prompts were written (qru.evals.prompts): ``"muse"`` (the
+            default: results of MUSE's code and tools that follow it) or ``"healed"``.
     """
 
     entries: tuple[str, ...]
@@ -80,6 +82,7 @@ class ImportConfig:
     fingerprint: str
     name: str = ""
     kind: str = "import"
+    prompt_format: str = "muse"
 
     def __post_init__(self) -> None:
         _require(self.kind == "import", f"kind must be 'import', got {self.kind!r}")
@@ -89,6 +92,8 @@ class ImportConfig:
         _require(len(self.name) <= MAX_NAME, f"name must be at most {MAX_NAME} characters, got {len(self.name)} "
                                              f"({self.name[:40]!r}...)")
         _require(self.name.isprintable(), f"name must be printable text on one line, got {self.name!r}")
+        _require(self.prompt_format in ("muse", "healed"),
+                 f"prompt format must be muse or healed, got {self.prompt_format!r}")
         _require(isinstance(self.fingerprint, str) and self.fingerprint != "", "fingerprint must be a non-empty string")
         entries = tuple(self.entries)
         _require(len(entries) > 0, "at least one imported evaluation is needed")
@@ -103,7 +108,7 @@ class ImportConfig:
         where = self.name or "/".join(first.parts[-2:])
         rows = ", ".join(f"{m}@{b}" for m, b, _ in map(parse_import_entry, self.entries))
         tool = "results of both formats" if self.tool == "auto" else self.tool
-        return f"imported {tool}: {where} ({rows})"
+        return f"imported {tool}: {where} ({rows}; {self.prompt_format} prompts)"
 
 
 def parse_import_entry(entry: str) -> tuple[str, int, str]:

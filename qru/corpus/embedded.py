@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from qru.atomic import atomic_dir
-from qru.config import MUSE_HUB, CorpusConfig, config_key
+from qru.config import MUSE_HUB, CorpusConfig, config_key, corpus_key_dict
 from qru.corpus.entities import Entity, make_entities
 from qru.corpus.muse import MuseCorpus, load_muse_dir
 from qru.corpus.passages import format_qa, render_passages
@@ -88,7 +89,7 @@ def write_corpus(config: CorpusConfig, root: str | Path) -> Path:
 
 def corpus_dir(config: CorpusConfig, cache_root: str | Path) -> Path:
     """Folder of an embedded corpus in the cache: ``<cache>/corpus/embedded-<key>``."""
-    return Path(cache_root) / "corpus" / f"embedded-{config_key(config)}"
+    return Path(cache_root) / "corpus" / f"embedded-{config_key(corpus_key_dict(replace(config, max_train_tokens=0)))}"
 
 
 def _ensure_hub(source: str, cache_root: str | Path) -> MuseCorpus:

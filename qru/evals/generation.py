@@ -1,17 +1,26 @@
-"""Batched greedy generation with left padding (transformers ``generate``)."""
+"""Batched greedy generation with left padding (transformers ``generate``) of prompts already tokenized and fitted
+(qru.evals.prompts)."""
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_prompt_len: int) -> list[list[int]]:
-    """Token ids of each prompt as ``<|endoftext|> prompt`` (BOS as in training); long prompts keep their last
-    ``max_prompt_len`` tokens. Raises ValueError if ``max_prompt_len`` < 2."""
-    if max_prompt_len < 2:
-        raise ValueError(f"max_prompt_len must be >= 2, got {max_prompt_len}")
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    return [([tokenizer.bos_token_id] + x)[-max_prompt_len:] for x in ids]
+def context_length(model: PreTrainedModel) -> int:
+    """The model's context in tokens (``max_position_embeddings``; 2048 where its config has none)."""
+    return getattr(model.config, "max_position_embeddings", None) or 2048
+
+
+def prompt_limit(model: PreTrainedModel, max_new_tokens: int) -> int:
+    """Tokens a prompt may have so that it and ``max_new_tokens`` generated tokens fit the model's context.
+    Raises ValueError if ``max_new_tokens`` < 1 or leaves fewer than 2 tokens for the prompt."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    limit = context_length(model) - max_new_tokens
+    if limit < 2:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of "
+                         f"{context_length(model)} tokens")
+    return limit
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,27 +35,27 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
 
 
 @torch.inference_mode()
-def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
-                    max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy continuations (decoded, special tokens dropped) of ``prompts``, in input order.
+def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                    max_new_tokens: int, batch_size: int = 16, decode: dict | None = None) -> list[str]:
+    """Greedy continuations of the token id lists ``prompts`` (each already fitted to the context), decoded with
+    ``tokenizer.batch_decode(..., **decode)`` (default: special tokens skipped), in input order.
 
-    Prompts are sorted by length and generated ``batch_size`` at a time with left padding; each prompt keeps its
-    last ``max_position_embeddings - max_new_tokens`` tokens. Raises ValueError if ``max_new_tokens`` < 1.
+    Prompts are sorted by length and generated ``batch_size`` at a time with left padding. Raises ValueError if
+    ``max_new_tokens`` < 1.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    limit = getattr(model.config, "max_position_embeddings", None) or 2048
-    limit -= max_new_tokens
-    encoded = encode_prompts(tokenizer, prompts, limit)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    decode = decode or {"skip_special_tokens": True}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask = left_pad([prompts[i] for i in idx], pad)
         ids, mask = ids.to(model.device), mask.to(model.device)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, ids.shape[1]:], **decode)
         for i, text in zip(idx, texts):
             outputs[i] = text
     return outputs

@@ -11,29 +11,34 @@ import math
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qru.models import encode_documents, pad_batch
+from qru.evals.prompts import fit_text
+from qru.models import pad_batch
 from qru.unlearn.losses import token_logprobs
 
 
 @torch.inference_mode()
-def text_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str], max_len: int,
-                  batch_size: int = 16) -> list[np.ndarray]:
-    """Next-token log-probs (float64 arrays, one per text, natural log) of each text read as
-    ``<|endoftext|> text <|endoftext|>`` cut to ``max_len`` tokens; the closing token is not scored."""
-    encoded = [ids[:-1] if len(ids) > 2 and ids[-1] == tokenizer.eos_token_id else ids
-               for ids in encode_documents(tokenizer, texts, max_len)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+def text_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int,
+                  batch_size: int = 16, prompt_format: str = "healed") -> tuple[list[np.ndarray], list[int]]:
+    """Next-token log-probs (float64 arrays, one per text, natural log) of each text, and the tokens cut from each.
+
+    A text is read as qru.evals.prompts.fit_text gives it (``healed``: BOS + text; ``muse``: ``tokenizer(text)``, as
+    MUSE's privleak.py does) and cut to its first ``max_len`` tokens; every token after the first is scored.
+    Raises ValueError on an unknown prompt format.
+    """
+    fitted = [fit_text(tokenizer, text, prompt_format, max_len) for text in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(fitted)), key=lambda i: len(fitted[i].ids))
     result: list[np.ndarray] = [np.zeros(0)] * len(texts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = {k: v.to(model.device) for k, v in pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
+        batch = {k: v.to(model.device) for k, v in pad_batch([fitted[i].ids for i in idx], pad).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         logp, mask = token_logprobs(logits, batch["labels"])
         for row, i in enumerate(idx):
             result[i] = logp[row][mask[row] > 0].double().cpu().numpy()
-    return result
+    return result, [f.dropped for f in fitted]
 
 
 def mink_score(logprobs: np.ndarray, k: float = 0.4) -> float:

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from qru.config import UnlearnConfig
 from qru.errors import UnlearnError
-from qru.models import Progress, no_progress, encode_documents, pad_batch
+from qru.models import Progress, no_progress, encode_chunks, encode_documents, pad_batch
 from qru.scenarios import freeze_embeddings, round_bf16_
 from qru.unlearn.losses import nll
 from qru.unlearn.methods import Method, method as method_class
@@ -156,8 +156,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     if config.adapter == "lora":
         policy = get_peft_model(policy, lora_config(config))
     policy.train()
-    forget = encode_documents(tokenizer, forget_docs, max_len)
-    retain = _RetainStream(encode_documents(tokenizer, retain_docs, max_len), config.batch_size, gen) \
+    forget = encode_chunks(tokenizer, forget_docs, max_len)  # long documents in max-length windows, never truncated
+    retain = _RetainStream(encode_chunks(tokenizer, retain_docs, max_len), config.batch_size, gen) \
         if retain_docs else None
     method = method_class(config.method)(config, target, seed)
     if config.sure_share and accelerator.num_processes > 1:

@@ -32,6 +32,13 @@ MODELS = {
 HF_CORPORA = {"muse-news": "MUSE-News from the hub", "muse-books": "MUSE-Books from the hub",
               "folder": "a MUSE-layout folder"}
 HELP = {
+    "prompt_format": "How evaluation prompts are written and tokenized. muse: MUSE's literal code (the prompt ends in "
+                     "'Answer: ' with its space; special tokens as the model's tokenizer adds them), the default on "
+                     "MUSE data. healed: BOS put in front by hand and no space after 'Answer:', the default on the "
+                     "embedded corpus, whose target is trained on that form. docs/measures.md 'Prompt formats'.",
+    "subsample": "For a large corpus on a laptop: train the models and unlearn on the first N tokens of each training "
+                 "split, and evaluate N items of each list, evenly spaced (0 = all). Both are recorded in the run id; "
+                 "a run says its size and time before it starts.",
     "sure": "SURE (Zhang et al. 2025): update only the given share of weight rows, those with the largest "
             "forget-loss gradient at the target (the others stay exactly as in the target); full fine-tuning.",
     "loss_form": "Faithful losses (docs/design.md), or muse_bench's reference forms (NPO's log-sigmoid and KLR's "
@@ -77,6 +84,12 @@ LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-
 # scale, used until the store has finished runs of its own to time.
 BUILD_SECONDS = {"tiny": 270.0, "small": 80.0, "micro": 15.0, "smollm2": 600.0}
 RUN_SECONDS = {"tiny": 75.0, "small": 30.0, "micro": 10.0, "smollm2": 1500.0}  # one run of 5 epochs
+
+
+def on_muse_corpus(model: str) -> bool:
+    """Whether a MODELS entry evaluates on MUSE data (a folder, MUSE from the hub, or a Hugging Face model, whose
+    corpora are all MUSE's), where the prompt format defaults to ``muse`` (qru.recipes.default_prompt_format)."""
+    return model in ("MUSE-layout folder", "Hugging Face model") or model.endswith("from the hub")
 
 
 def _hf_choices(hf: dict, corpus: str) -> dict:
@@ -241,14 +254,12 @@ def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
 
 __all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "LR_GRID", "MODELS", "PRESETS", "RUN_SECONDS",
            "START_GRIDS", "check_corpus", "check_models", "check_sweep_model", "data_choices", "estimate_seconds",
-           "import_entries", "models_built", "picker_labels", "quantizer_choices", "run_seconds", "scale_of"]
+           "import_entries", "models_built", "on_muse_corpus", "picker_labels", "quantizer_choices", "run_seconds",
+           "scale_of"]
 
 
 def models_built(store: RunStore, config: RunConfig) -> bool:
     """Whether the target and retrain models of ``config`` are already in the store's model cache."""
-    from qru.models import models_dir  # torch-heavy: imported only when asked
+    from qru.models import models_built as built  # torch-heavy: imported only when asked
 
-    if config.model.is_hf:
-        return True  # used as it is: nothing to build
-    root = models_dir(config.corpus, config.model, store.root)
-    return all((root / kind / "manifest.json").is_file() for kind in ("target", "retrain"))
+    return built(config.corpus, config.model, store.root)
