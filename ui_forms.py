@@ -32,7 +32,7 @@ def minutes(configs: list) -> str:
     store = ui.store()
     seconds = estimate_seconds(store, configs, models_built(store, configs[0]))
     if seconds is None:
-        return "time depends on the model and hardware"
+        return "time stated when it starts"
     return "about a minute" if seconds < 90 else f"about {seconds / 60:.0f} minutes"
 
 
@@ -83,6 +83,9 @@ def evaluation_form(model: str) -> dict:
                                help=HELP["subsample"])
         tokens = c.number_input("Training tokens per split (0 = all)", 0, 10**9, 0, step=10_000,
                                 key="max-train-tokens", help=HELP["subsample"])
+        if fmt == "muse" and not on_muse_corpus(model):
+            st.caption("The embedded target is trained on the healed form: in the muse format its KnowMem reads "
+                       "near 0 (docs/measures.md, \"Prompt formats\").")
     return {"prompt_format": fmt, "max_eval_items": int(items), "max_train_tokens": int(tokens)}
 
 

@@ -104,7 +104,7 @@ if view == "per run" or len(runs) < 2:
         missing = tables[name[info.run_id]].get("privleak_missing")
         if missing is not None and missing.notna().any():
             st.caption(f"PrivLeak missing: {as_text(missing.dropna().iloc[0])}")
-        st.caption(as_text(" ".join(evaluation_lines(ui.store(), info.run_id))))
+        st.caption(" ".join(evaluation_lines(ui.store(), info.run_id)))  # generated text: flags in `code`
         change = changes(table)
         if not change.empty:
             st.caption("Change from 32 bits (metric at b bits minus the same model at 32 bits)")

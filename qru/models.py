@@ -271,9 +271,14 @@ def _hf_pair(corpus_config: CorpusConfig, config: ModelConfig, cache_root: str |
 
 
 def _old_tokenizer(config: ModelConfig, folder: Path) -> bool:
-    """True for an embedded tokenizer saved before qru gave it the BOS post-processor."""
-    return config.source == "embedded" and folder.is_dir() and \
-        '"post_processor":null' in (folder / "tokenizer.json").read_text(encoding="utf-8").replace(" ", "")
+    """True for an embedded tokenizer saved before qru gave it the BOS post-processor (or with it removed)."""
+    if config.source != "embedded" or not folder.is_dir():
+        return False
+    try:
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: loading it says so
+    return isinstance(data, dict) and not data.get("post_processor")
 
 
 def _build_tokenizer(corpus: MuseCorpus, config: ModelConfig, folder: Path) -> None:

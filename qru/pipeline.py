@@ -53,7 +53,9 @@ def reference_eval(pair: ModelPair, kind: str, spec: QuantSpec, corpus, config: 
     tag = start_tag(config.unlearn) if kind == "target" else ""
     name = f"{kind}-{tag}" if tag else kind
     loaded = {"quant_load": True} if config.quant_load and spec.bits < 32 else {}  # bitsandbytes-loaded, not fake-quant
-    key = config_key({"eval": eval_key_dict(config.eval), "quant": to_dict(spec), "kind": name, **loaded})
+    # muse reads texts with the tokenizer's own special tokens: a tokenizer that adds others gives other numbers
+    added = {"adds": list(pair.tokenizer("")["input_ids"])} if config.eval.prompt_format == "muse" else {}
+    key = config_key({"eval": eval_key_dict(config.eval), "quant": to_dict(spec), "kind": name, **loaded, **added})
     path = pair.root / "evals" / f"{name}-{spec.bits}-{spec.quant_type}-{key}.json"
     if path.is_file():
         result = json.loads(path.read_text(encoding="utf-8"))

@@ -128,44 +128,67 @@ def plan_run(config: RunConfig, corpus: MuseCorpus, tokenizer: PreTrainedTokeniz
     plan = Plan(fit=fit)
     if build:
         kinds = ("target", "retrain") + (("base",) if m.target_recipe == "pretrain-finetune" else ())
-        tokens = sum(sum(len(c) for c in chunks["retrain" if k == "base" else k]) for k in kinds) * m.epochs
-        plan.stages["model build"] = {"tokens": tokens, "seconds": tokens / speed.train}
+        per_epoch = {k: sum(len(c) for c in chunks["retrain" if k == "base" else k]) for k in kinds}
+        tokens = sum(per_epoch.values()) * m.epochs
+        detail = " + ".join(f"{k} {m.epochs} epochs x {n:,}" for k, n in per_epoch.items())
+        plan.stages["model build"] = {"tokens": tokens, "seconds": tokens / speed.train, "detail": detail}
     forget = encode_chunks(tokenizer, capped.raw.get("forget", []), m.max_len)
     steps = total_steps(len(forget), u) if forget else 0
     f_len = sum(len(c) for c in forget) / max(1, len(forget))
     r_len = sum(len(c) for c in chunks["retrain"]) / max(1, len(chunks["retrain"]))
     has_retain = METHODS[u.method].own_retain or u.regularizer != "none"
     tokens = int(steps * u.batch_size * (f_len + (r_len if has_retain else 0)))
-    plan.stages["unlearning"] = {"tokens": tokens, "seconds": 1.33 * tokens / speed.train}  # + reference forward
+    plan.stages["unlearning"] = {"tokens": tokens, "seconds": 1.33 * tokens / speed.train,  # + reference forward
+                                 "detail": f"{steps} steps x {u.batch_size} forget" + (" + retain" if has_retain else "")
+                                 + " sequences"}
     generated = fit["verbmem"]["items"] * config.eval.verbmem_max_new_tokens + \
         (fit["knowmem_forget"]["items"] + fit["knowmem_retain"]["items"]) * config.eval.knowmem_max_new_tokens
     read = sum(e["read"] for e in fit.values())
-    evaluations = len(config.bits) * (3 if m.retrain or not m.is_hf else 2) + 1
+    retrain = bool(m.retrain) or not m.is_hf  # the 32-bit retrain model is PrivLeak's reference (cached)
+    evaluations = len(config.bits) * (3 if retrain else 2) + (retrain and 32 not in config.bits)
     per_eval = generated / speed.generate + read / speed.score
     plan.stages["evaluation"] = {"tokens": evaluations * (generated + read), "seconds": evaluations * per_eval,
                                  "evaluations": evaluations}
     delta_seconds = linear_weights(model_config) / 1e6 * DELTA_SECONDS_PER_MILLION * n_quantizers
     plan.stages["delta analysis"] = {"tokens": 0, "seconds": delta_seconds}
-    plan.lines = _lines(plan, config, corpus, capped, speed, evaluations, generated, read)
+    plan.lines = _lines(plan, config, corpus, capped, tokenizer, speed, evaluations, generated, read)
     return plan
 
 
-def _lines(plan: Plan, config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, speed: Speed, evaluations: int,
-           generated: int, read: int) -> list[str]:
+def _lines(plan: Plan, config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, tokenizer, speed: Speed,
+           evaluations: int, generated: int, read: int) -> list[str]:
     lines = []
     for split in ("forget", "retain1", "retain2"):
         docs, full = capped.raw.get(split, []), corpus.raw.get(split, [])
         if full:
+            tokens = sum(len(c) for c in encode_chunks(tokenizer, docs, config.model.max_len))
             cut = f" (of {len(full):,}: --max-train-tokens {config.corpus.max_train_tokens:,})" \
                 if config.corpus.max_train_tokens and docs != full else ""
-            lines.append(f"training text {split}: {len(docs):,} documents{cut}")
+            lines.append(f"training text {split}: {len(docs):,} documents{cut}, {tokens:,} tokens with BOS/EOS")
     for name, stage in plan.stages.items():
-        what = f"{stage['tokens']:,} tokens, " if stage["tokens"] else ""
+        detail = f" ({stage['detail']})" if stage.get("detail") else ""
+        what = f"{stage['tokens']:,} tokens{detail}, " if stage["tokens"] else ""
         if name == "evaluation":
             what = (f"{evaluations} evaluations x ({generated:,} generated + {read:,} read tokens), ")
         lines.append(f"{name}: {what}about {_duration(stage['seconds'])}")
     lines.append(f"whole run: about {_duration(plan.seconds)} (speed {speed.how}: {speed.train:,.0f} training, "
-                 f"{speed.score:,.0f} scoring, {speed.generate:,.0f} generated tokens/s)")
+                 f"{speed.score:,.0f} scoring, {speed.generate:,.0f} generated tokens/s, measured now: other work on "
+                 "the same cores slows the run)")
     lines += [f"evaluation lists: {s}" for s in cut_sentences(plan.fit)] or \
         ["evaluation lists: every item evaluated, every item fits the model"]
+    return lines + _idle_caps(config, corpus, capped, plan.fit)
+
+
+def _idle_caps(config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, fit: dict) -> list[str]:
+    """Warnings for a subsampling option that cuts nothing: it still gives the run (and its models) ids of their
+    own, so leaving it out reuses what is cached."""
+    lines = []
+    n = config.corpus.max_train_tokens
+    if n and all(capped.raw.get(s) == corpus.raw.get(s) for s in ("forget", "retain1", "retain2")):
+        lines.append(f"--max-train-tokens {n:,} cuts nothing here (every training split is shorter): the models are "
+                     "the same as without it but are built under an id of their own; leave it out to reuse them")
+    n = config.eval.max_eval_items
+    if n and all(e["items"] == e["of"] for e in fit.values()):
+        lines.append(f"--max-eval-items {n:,} is at least every evaluation list's length: nothing is subsampled, "
+                     "but the run has an id of its own; leave it out to reuse cached evaluations")
     return lines

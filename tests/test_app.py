@@ -403,7 +403,7 @@ def test_run_page_real_model_choices_and_the_bring_your_own_page_imports(store, 
     at.text_input(key="hf-retrain").input("org/retrain").run()
     code = _code(at, " run ")
     assert "--model org/target --retrain-model org/retrain --corpus muse-news" in code
-    assert "time depends on the model" in " ".join(b.label for b in at.button)
+    assert "time stated when it starts" in " ".join(b.label for b in at.button)
     at.selectbox(key="model").select("SmolLM2-135M (packaged)").run()
     assert "--scale small" in _code(at, " run ") and "--model smollm2" in _code(at, " run ")
     assert "tens of minutes" in _texts(at)

@@ -133,7 +133,7 @@ def test_a_run_says_its_size_and_time_first_and_show_names_its_prompts(module_st
     first_training = next(i for i, line in enumerate(err.splitlines()) if "unlearning" in line)
     assert err.splitlines().index(plan[0]) < first_training  # said before anything is trained
     assert any("whole run: about" in line for line in plan) and any("unlearning:" in line for line in plan)
-    assert any("VerbMem prompts: 2 of 6 evaluated (--max-eval-items)" in line for line in plan)
+    assert any("VerbMem prompts: 2 of 6 evaluated (`--max-eval-items`)" in line for line in plan)
     assert "Prompt format: muse" in out and "muse prompts, 2 eval items/list]" in out
     run_id = out.split("run ", 1)[1].split(":")[0]
     code, shown, _ = _run(capsys, "--cache", str(module_store), "show", run_id)

@@ -62,8 +62,10 @@ def test_fit_report_counts_what_evaluation_cuts(tok, micro_corpus):
     assert report["privleak_forget"]["cut"] == 2 and report["privleak_forget"]["tokens_cut"] > 0
     assert report["knowmem_forget"]["icl_pairs_dropped"] > 0  # 150 - 32 tokens hold fewer than all ICL pairs
     lines = cut_sentences(report)
-    assert any(line.startswith("PrivLeak forget texts: 2 of") and "cut to fit the model" in line for line in lines)
-    assert any("evaluated (--max-eval-items)" in line for line in lines)
+    assert any(line.startswith("PrivLeak forget texts: 2 of") and "cut to fit the model (40 tokens each)" in line
+               for line in lines)
+    assert "not comparable" in lines[-1] and "`--max-len`" in lines[-1]
+    assert any("evaluated (`--max-eval-items`)" in line for line in lines)
     assert cut_sentences(fit_report(tok, micro_corpus, EvalConfig(), 4096, 4096)) == []
     assert cut_sentences(None) == []
 
@@ -128,7 +130,7 @@ def test_plan_counts_tokens_and_adds_up_the_time(tok, micro_corpus):
     plan = plan_run(config, micro_corpus, tok, model_config(config.model), build=True, n_quantizers=10, speed=speed)
     docs = micro_corpus.train_documents("target")
     assert plan.stages["model build"]["tokens"] > sum(len(c) for c in encode_chunks(tok, docs, 256)) * 40 * 0.9
-    assert plan.stages["evaluation"]["evaluations"] == 2 * 3 + 1
+    assert plan.stages["evaluation"]["evaluations"] == 2 * 3  # target, retrain, unlearned at 32 and 4 bits
     assert plan.seconds == pytest.approx(sum(s["seconds"] for s in plan.stages.values()))
     assert plan.stages["model build"]["seconds"] == pytest.approx(plan.stages["model build"]["tokens"] / 1000.0)
     assert any(line.startswith("whole run: about") for line in plan.lines)
@@ -138,3 +140,49 @@ def test_plan_counts_tokens_and_adds_up_the_time(tok, micro_corpus):
     short = dataclasses.replace(config, model=dataclasses.replace(config.model, max_len=200))
     cut = plan_run(short, micro_corpus, tok, model_config(short.model), build=False, n_quantizers=1, speed=speed)
     assert any(line.startswith("evaluation lists: PrivLeak forget texts") for line in cut.lines)
+
+
+@pytest.mark.parametrize("how", ["null", "removed"])
+def test_an_old_embedded_tokenizer_is_given_bos_when_next_used(micro_cache, micro_models, micro_corpus, store_copy,
+                                                               how):
+    from qru.models import ensure_tokenizer
+
+    root = store_copy(micro_cache, ("models",))
+    corpus_cfg, model_cfg = recipes.data_configs(scale="micro")
+    path = models_dir(corpus_cfg, model_cfg, root) / "tokenizer" / "tokenizer.json"
+    data = json.loads(path.read_text())
+    data["post_processor"] = None
+    if how == "removed":
+        del data["post_processor"]
+    path.write_text(json.dumps(data))
+    tok = ensure_tokenizer(micro_corpus, corpus_cfg, model_cfg, root)
+    assert tok("x")["input_ids"][0] == tok.bos_token_id and json.loads(path.read_text())["post_processor"]
+    assert tok("x", add_special_tokens=False)["input_ids"] == micro_models.tokenizer("x", add_special_tokens=False)[
+        "input_ids"]  # the ids of every text are unchanged
+
+
+def test_subsampling_options_are_bounded_and_idle_ones_are_said(tok, micro_corpus):
+    from qru.config import ConfigError, CorpusConfig
+    from qru.pipeline import model_config
+
+    with pytest.raises(ConfigError, match="max_eval_items must be at most 10,000,000"):
+        EvalConfig(max_eval_items=10**400)
+    with pytest.raises(ConfigError, match="max_train_tokens must be at most"):
+        CorpusConfig(max_train_tokens=10**13)
+    config = recipes.run_config(scale="micro", max_train_tokens=10**9, max_eval_items=10**6, bits=[32])
+    speed = Speed(train=1000.0, score=10000.0, generate=100.0)
+    plan = plan_run(config, micro_corpus, tok, model_config(config.model), build=False, n_quantizers=1, speed=speed)
+    assert any(line.startswith("--max-train-tokens 1,000,000,000 cuts nothing here") for line in plan.lines)
+    assert any(line.startswith("--max-eval-items 1,000,000 is at least") for line in plan.lines)
+    assert config.label.endswith("1,000,000,000 train tokens/split, 1,000,000 eval items/list]")
+
+
+def test_runs_on_different_subsets_or_formats_are_marked():
+    from qru.views.evaluation import mixed_formats
+
+    a, b = recipes.run_config(scale="micro"), recipes.run_config(scale="micro", max_eval_items=5)
+    assert mixed_formats({"a": a, "a again": a}) == ""
+    assert "different subsets or lengths (a: all items per list, --max-len 256; b: 5 items" in mixed_formats(
+        {"a": a, "b": b})
+    said = mixed_formats({"a": a, "m": recipes.run_config(scale="micro", prompt_format="muse")})
+    assert "different prompt formats" in said and "healed: a" in said and "muse: m" in said

@@ -163,6 +163,7 @@ def test_form_choices_for_real_models_and_data(tmp_path):
     store = RunStore(tmp_path)
     assert estimate_seconds(store, [config], models_built=True) is None  # unknown until one has run here
     assert estimate_seconds(store, [smol], models_built=False) > 600
+    assert estimate_seconds(store, [news], models_built=True) is None  # MUSE data: the run states its plan
 
 
 def test_import_entries_lines():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qru.checks import ConfigError, integers as _integers, require as _require, seed_check as _seed
 
+MAX_TRAIN_TOKENS = 10**12  # --max-train-tokens: far beyond any corpus, refused above
 MUSE_HUB = {"muse-news": "muse-bench/MUSE-News", "muse-books": "muse-bench/MUSE-Books"}
 
 
@@ -41,6 +42,8 @@ class CorpusConfig:
                  f"got {self.source!r}")
         _integers(self, ("n_forget", "n_retain", "n_holdout", "passages_per_entity"))
         _integers(self, ("max_train_tokens",), minimum=0)
+        _require(self.max_train_tokens <= MAX_TRAIN_TOKENS,
+                 f"max_train_tokens must be at most {MAX_TRAIN_TOKENS:,} (0 = all), got {self.max_train_tokens!r}")
         _seed("corpus seed", self.seed)
         _require(self.n_retain >= 2, f"n_retain must be >= 2 (retain QA and ICL pairs), got {self.n_retain!r}")
 

@@ -12,6 +12,7 @@ from qru.quant.spec import BIT_WIDTHS, QUANT_TYPES_4BIT, QUANTIZERS, RTN_BITS, R
 
 # How evaluation prompts are written and tokenized (qru.evals.prompts; docs/measures.md "Prompt formats").
 PROMPT_FORMATS = ("muse", "healed")
+MAX_EVAL_ITEMS = 10**7  # --max-eval-items: far beyond any evaluation list, refused above
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _integers(self, ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "n_probes", "batch_size"))
         _integers(self, ("max_eval_items",), minimum=0)
+        _require(self.max_eval_items <= MAX_EVAL_ITEMS,
+                 f"max_eval_items must be at most {MAX_EVAL_ITEMS:,} (0 = all), got {self.max_eval_items!r}")
         _require(self.prompt_format in PROMPT_FORMATS,
                  f"prompt format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
         _require(_finite(self.mink_k) and 0 < self.mink_k <= 1, f"mink_k must be in (0, 1], got {self.mink_k!r}")
@@ -144,5 +147,5 @@ class RunConfig:
         if self.corpus.max_train_tokens:
             parts.append(f"{self.corpus.max_train_tokens:,} train tokens/split")
         if self.eval.max_eval_items:
-            parts.append(f"{self.eval.max_eval_items} eval items/list")
+            parts.append(f"{self.eval.max_eval_items:,} eval items/list")
         return "".join(f", {p}" for p in parts)

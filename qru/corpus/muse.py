@@ -58,7 +58,8 @@ def check_trainable(corpus: MuseCorpus) -> None:
         raise CorpusError(f"corpus {corpus.root} has no forget training text (raw/forget.txt missing or empty)")
     if not corpus.train_documents("retrain"):
         raise CorpusError(f"corpus {corpus.root} has no retain training text (raw/retain1.txt and "
-                          "raw/retain2.txt missing or empty): the retrain model cannot be built")
+                          "raw/retain2.txt missing or empty): the retrain model cannot be built; add raw/retain1.txt "
+                          "(documents separated by blank lines, e.g. the texts of privleak/retain.json)")
 
 
 def _read_json(path: Path):

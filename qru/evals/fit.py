@@ -4,7 +4,8 @@ item that had to be cut to fit the model (docs/measures.md "What did not fit").
 The lists: ``verbmem`` (forget prompts), ``knowmem_forget`` / ``knowmem_retain`` (questions), ``privleak_forget`` /
 ``privleak_retain`` / ``privleak_holdout`` (texts scored by Min-K% and NLL). A fit report is, per list,
 {items: evaluated, of: items in the corpus, read: tokens fed to the model, cut: items that did not fit, tokens_cut:
-tokens dropped in all, icl_pairs_dropped: KnowMem in-context pairs dropped in all}.
+tokens dropped in all, icl_pairs_dropped: KnowMem in-context pairs dropped in all, limit: the most tokens an item
+may have (a prompt: the context less the generated tokens; a text: the scoring length)}.
 """
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ def corpus_sizes(corpus: MuseCorpus) -> dict[str, int]:
             **{f"privleak_{k}": len(corpus.privleak[k]) for k in ("forget", "retain", "holdout")}}
 
 
-def _entry(fitted: list, of: int) -> dict:
+def _entry(fitted: list, of: int, limit: int) -> dict:
     return {"items": len(fitted), "of": of, "read": sum(len(f.ids) for f in fitted), "cut": sum(f.cut for f in fitted),
-            "tokens_cut": sum(f.dropped for f in fitted), "icl_pairs_dropped": sum(f.pairs_dropped for f in fitted)}
+            "tokens_cut": sum(f.dropped for f in fitted), "icl_pairs_dropped": sum(f.pairs_dropped for f in fitted),
+            "limit": limit}
 
 
 def fit_report(tokenizer: PreTrainedTokenizerBase, corpus: MuseCorpus, config: EvalConfig, context: int,
@@ -65,14 +67,15 @@ def fit_report(tokenizer: PreTrainedTokenizerBase, corpus: MuseCorpus, config: E
     if min(vm_limit, km_limit) < 2:
         raise ValueError(f"the generation lengths leave no room for a prompt in the model's context of {context}")
     report = {"verbmem": _entry([fit_verbmem(tokenizer, it["prompt"], fmt, vm_limit)
-                                 for it in corpus.verbmem_forget], sizes["verbmem"])}
+                                 for it in corpus.verbmem_forget], sizes["verbmem"], vm_limit)}
     for split in ("forget", "retain"):
         icl = corpus.knowmem[f"{split}_qa_icl"]
         report[f"knowmem_{split}"] = _entry([fit_knowmem(tokenizer, icl, qa["question"], fmt, km_limit)
-                                             for qa in corpus.knowmem[f"{split}_qa"]], sizes[f"knowmem_{split}"])
+                                             for qa in corpus.knowmem[f"{split}_qa"]], sizes[f"knowmem_{split}"],
+                                            km_limit)
     for split in ("forget", "retain", "holdout"):
         report[f"privleak_{split}"] = _entry([fit_text(tokenizer, t, fmt, max_len) for t in corpus.privleak[split]],
-                                             sizes[f"privleak_{split}"])
+                                             sizes[f"privleak_{split}"], max_len)
     return report
 
 
@@ -86,11 +89,16 @@ def cut_sentences(report: dict | None) -> list[str]:
             continue
         parts = []
         if entry["items"] < entry["of"]:
-            parts.append(f"{entry['items']} of {entry['of']} evaluated (--max-eval-items)")
+            parts.append(f"{entry['items']} of {entry['of']} evaluated (`--max-eval-items`)")
         if entry["cut"]:
             what = [f"{entry['tokens_cut']:,} tokens"] if entry["tokens_cut"] else []
             what += [f"{entry['icl_pairs_dropped']:,} in-context pairs"] if entry["icl_pairs_dropped"] else []
-            parts.append(f"{entry['cut']} of {entry['items']} cut to fit the model ({' and '.join(what)} dropped)")
+            room = f" ({entry['limit']:,} tokens each)" if entry.get("limit") else ""
+            parts.append(f"{entry['cut']} of {entry['items']} cut to fit the model{room}: {' and '.join(what)} "
+                         "dropped")
         if parts:
             lines.append(f"{LABELS[name]}: " + "; ".join(parts))
+    if any((report or {}).get(n, {}).get("cut") for n in LISTS):
+        lines.append("MUSE's code reads every item whole, so numbers over cut items are not comparable with its "
+                     "tables; a larger `--max-len` fits more")
     return lines

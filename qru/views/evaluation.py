@@ -36,7 +36,8 @@ def fit_of(store: RunStore, run_id: str) -> dict | None:
 
 def evaluation_lines(store: RunStore, run_id: str) -> list[str]:
     """How the run's metrics were computed: "Prompt format: ..." and one line per evaluation list that was
-    subsampled or cut to fit the model (or that this was not recorded). Empty for a comparison."""
+    subsampled or cut to fit the model (or that this was not recorded). Empty for a comparison. Generated text only
+    (no stored strings), as Markdown: option names in backticks."""
     try:
         config = store.config(run_id)
     except StoreError:
@@ -55,15 +56,22 @@ def evaluation_lines(store: RunStore, run_id: str) -> list[str]:
 
 
 def mixed_formats(configs: dict[str, RunConfig | DeltasConfig | ImportConfig]) -> str:
-    """A warning when the runs ``configs`` (name -> config) were scored in different prompt formats, naming which
-    used which; "" when they agree."""
+    """A warning when the runs ``configs`` (name -> config) were scored in different prompt formats, or evaluated
+    on different subsets (``--max-eval-items``) or lengths (``--max-len``), naming which used which; "" when they
+    agree."""
     groups: dict[str, list[str]] = {}
     for name, config in configs.items():
         fmt = prompt_format_of(config)
         if fmt is not None:
             groups.setdefault(fmt, []).append(name)
-    if len(groups) < 2:
-        return ""
-    which = "; ".join(f"{fmt}: {', '.join(names)}" for fmt, names in sorted(groups.items()))
-    return ("These runs were scored in different prompt formats, so their VerbMem, KnowMem and PrivLeak are not "
-            f"computed the same way ({which}); docs/measures.md \"Prompt formats\".")
+    said = []
+    if len(groups) > 1:
+        which = "; ".join(f"{fmt}: {', '.join(names)}" for fmt, names in sorted(groups.items()))
+        said.append("These runs were scored in different prompt formats, so their VerbMem, KnowMem and PrivLeak are "
+                    f"not computed the same way ({which}); docs/measures.md \"Prompt formats\".")
+    sizes = {name: (c.eval.max_eval_items, c.model.max_len) for name, c in configs.items() if isinstance(c, RunConfig)}
+    if len(set(sizes.values())) > 1:
+        which = "; ".join(f"{name}: {'all' if n == 0 else n} items per list, --max-len {m}"
+                          for name, (n, m) in sizes.items())
+        said.append(f"They were evaluated on different subsets or lengths ({which}).")
+    return " ".join(said)

@@ -217,8 +217,9 @@ def run_seconds(status: dict) -> float | None:
 def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bool) -> float | None:
     """Expected wall time of computing ``configs`` one after the other: the model build (unless ``models_built``)
     plus one run each, timed from this store's finished runs of the same scale when it has some, else from
-    RUN_SECONDS. Configs already in the store cost nothing. None for a Hugging Face model never run here before
-    (its time depends on its size and the hardware)."""
+    RUN_SECONDS. Configs already in the store cost nothing. None for a Hugging Face model or a MUSE corpus never run
+    here before (its time depends on its size, the data and the hardware; the run states its plan when it
+    starts)."""
     todo = [c for c in configs if not store.find(c)]
     if not todo:
         return 0.0
@@ -229,12 +230,13 @@ def estimate_seconds(store: RunStore, configs: list[RunConfig], models_built: bo
             config = store.config(run_id)
             if not isinstance(config, RunConfig):  # a checkpoint comparison: no epochs to time
                 continue
-            same = scale_of(config) == scale and (scale != "hub" or config.model.source == todo[0].model.source)
+            same = scale_of(config) == scale and config.corpus.source == todo[0].corpus.source and \
+                (scale != "hub" or config.model.source == todo[0].model.source)
             if same and (s := run_seconds(store.status(run_id))):
                 past.append(s / config.unlearn.epochs)
         except StoreError:
             continue
-    if scale == "hub" and not past:
+    if (scale == "hub" or not todo[0].corpus.is_embedded) and not past:
         return None
     per_epoch = statistics.median(past) if past else RUN_SECONDS[scale] / LR_PRESETS["embedded"][1]
     return (0.0 if models_built else BUILD_SECONDS.get(scale, 0.0)) + sum(per_epoch * c.unlearn.epochs for c in todo)
