@@ -109,6 +109,22 @@ def test_the_cli_computes_a_job_file_and_refuses_options_beside_it(tmp_path, cap
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_import_job_file_is_computed_and_its_prompt_format_round_trips(tmp_path, capsys):
+    from qru.cli import main
+
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    (folder / "MUSE_EVAL.json").write_text(json.dumps({"forget_knowmem_ROUGE": {"agg_value": 0.5}}))
+    for fmt in (None, "healed"):
+        entry = recipes.imported([f"unlearned@32={folder}"], "x", prompt_format=fmt)
+        assert entry.prompt_format == (fmt or "muse") and configs_for(import_command(entry)) == [entry]
+    write_job_file(tmp_path / "job.json", "import", [entry])
+    job = ["--cache", str(tmp_path / "store"), "import", "--config", str(tmp_path / "job.json")]
+    assert main(job + ["--prompt-format", "muse"]) == 2
+    assert "--config replaces the options --prompt-format" in capsys.readouterr().err
+    assert main(job) == 0 and "healed prompts" in capsys.readouterr().out
+
+
 def test_negative_numbers_and_dash_names_survive_the_command_round_trip(tmp_path):
     config = recipes.run_config(scale="micro", method="simnpo", params={"gamma": -1e-5})
     assert "--gamma=-1e-05" in command(config) and configs_for(command(config)) == [config]
