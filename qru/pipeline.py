@@ -33,6 +33,7 @@ from qru.quant.load import quantized_copy
 from qru.quant.spec import QuantSpec, analysis_grid
 from qru.scenarios import is_natural, start_model, start_tag
 from qru.store import RunStore, RunWriter, run_id_of
+from qru.training_events import write_events
 from qru.unlearn.methods import METHODS
 from qru.unlearn.trainer import LORA_TARGETS, UnlearnResult, unlearn
 
@@ -160,6 +161,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s on {processes} process(es), "
                f"{pair.target.device}, {config.model.precision}")
     writer.write_json("train_log.json", result.history)
+    write_events(writer.folder, result.history)  # TensorBoard: tensorboard --logdir <store>/runs
     _save_weights(writer, pair, result, config)
     retrain_auc = None
     if pair.retrain is not None:

@@ -204,6 +204,7 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             opt.zero_grad(set_to_none=True)
             step += 1
             record["loss"] = loss.item()
+            record["lr"] = opt.param_groups[0]["lr"]
             history.append(record)
             eta = (time.time() - start) / step * (total - step)
             progress("unlearning", step, total, f"step {step}/{total} loss {loss.item():.3f} ETA {eta:,.0f} s")
