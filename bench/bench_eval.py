@@ -1,11 +1,20 @@
-"""Batched VerbMem/KnowMem evaluation vs a one-prompt-at-a-time loop on the same model and prompts.
+"""qru's batched VerbMem/KnowMem evaluation vs the one-prompt-at-a-time loop MUSE's metrics code runs
+(metrics/verbmem.py, knowmem.py: plain ``tokenizer(prompt)``, greedy generate, no padding; the loop written in
+tests/test_muse_reference.py), on the same model and prompts, in the ``muse`` prompt format.
 
-Prints both times, their ratio (loop / batched: how many times faster batching is) and whether the scores agree.
+Prints both times, their ratio (loop / batched: how many times faster qru is; issue 20's target is >= 5x) and whether
+the per-item scores are equal.
 """
+import sys
+from pathlib import Path
+
 from common import setup, timed
 
-from qru.evals.knowmem import knowmem
-from qru.evals.verbmem import verbmem
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.test_muse_reference import reference_knowmem, reference_verbmem  # noqa: E402
+
+from qru.evals.knowmem import knowmem  # noqa: E402
+from qru.evals.verbmem import verbmem  # noqa: E402
 
 
 def main() -> None:
@@ -14,19 +23,25 @@ def main() -> None:
     items = corpus.verbmem_forget
     qa, icl = corpus.knowmem["forget_qa"], corpus.knowmem["forget_qa_icl"]
 
-    def both(batch_size):
-        vm, _ = verbmem(model, tok, items, 128, batch_size)
-        km, _ = knowmem(model, tok, qa, icl, 32, batch_size)
+    def batched():
+        vm = [r["rougeL_f1"] for r in verbmem(model, tok, items, 128, 16, "muse")[1]]
+        km = [r["rougeL_f1"] for r in knowmem(model, tok, qa, icl, 32, 16, "muse")[1]]
         return vm, km
 
-    both(16)  # warm-up
-    (vm_b, km_b), t_batched = timed(both, 16)
-    (vm_1, km_1), t_loop = timed(both, 1)
-    print(f"prompts: {len(items)} VerbMem + {len(qa)} KnowMem")
-    print(f"batched (16): {t_batched:.2f} s  VerbMem {vm_b:.2f} KnowMem {km_b:.2f}")
-    print(f"one at a time: {t_loop:.2f} s  VerbMem {vm_1:.2f} KnowMem {km_1:.2f}")
-    print(f"speed-up ratio loop/batched: {t_loop / t_batched:.2f}x; scores equal: "
-          f"{abs(vm_b - vm_1) < 1e-9 and abs(km_b - km_1) < 1e-9}")
+    def loop():
+        return reference_verbmem(model, tok, items, 128, "muse"), reference_knowmem(model, tok, qa, icl, 32, "muse")
+
+    batched()  # warm-up
+    (vm_b, km_b), t_batched = timed(batched)
+    (vm_l, km_l), t_loop = timed(loop)
+    same = sum(a == b for a, b in zip(vm_b + km_b, vm_l + km_l))
+    print(f"prompts: {len(items)} VerbMem + {len(qa)} KnowMem (muse prompt format)")
+    print(f"qru batched (16): {t_batched:.2f} s  VerbMem {100 * sum(vm_b) / len(vm_b):.2f} "
+          f"KnowMem {100 * sum(km_b) / len(km_b):.2f}")
+    print(f"MUSE's loop:      {t_loop:.2f} s  VerbMem {100 * sum(vm_l) / len(vm_l):.2f} "
+          f"KnowMem {100 * sum(km_l) / len(km_l):.2f}")
+    print(f"speed-up ratio loop/batched: {t_loop / t_batched:.2f}x (target >= 5x); per-item scores equal: "
+          f"{same} of {len(vm_b) + len(km_b)}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)  # docs/design.
 
 
 def _generate(model, tok, prompt: str, max_new_tokens: int, fmt: str) -> str:
-    input_ids = tok(prompt, return_tensors="pt").input_ids  # special tokens as the tokenizer adds them
+    input_ids = tok(prompt, return_tensors="pt").input_ids.to(model.device)  # special tokens as the tokenizer adds
     out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
     clean = {"clean_up_tokenization_spaces": True} if fmt == "muse" else {}
@@ -66,7 +66,7 @@ def reference_auc(model, tok, forget: list[str], holdout: list[str], fmt: str, k
     of forget (label 0) vs holdout (label 1) on -score."""
     def mink(text: str) -> float:
         ids = tok.encode(text) if fmt == "muse" else [tok.bos_token_id] + tok.encode(text, add_special_tokens=False)
-        ids = torch.tensor(ids).unsqueeze(0)
+        ids = torch.tensor(ids, device=model.device).unsqueeze(0)
         logp = torch.log_softmax(model(ids).logits.float(), dim=-1)[0]
         probs = [logp[i, t].item() for i, t in enumerate(ids[0][1:])]
         return float(-np.mean(np.sort(probs)[:max(1, int(len(probs) * k))]))
