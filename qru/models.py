@@ -8,6 +8,7 @@ its folder under ``<cache>/models/<key>/`` holds only the cached reference evalu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import json
@@ -31,6 +32,7 @@ from qru.tokenizer import add_bos_processor, load_tokenizer, tokenizer_documents
 
 hf_logging.disable_progress_bar()
 Progress = Callable[[str, int, int, str], None]  # (stage, done, total, message)
+TRAINING_SPLITS = ("forget", "retain1", "retain2")  # the raw files models and unlearning train on
 
 
 def no_progress(stage: str, done: int, total: int, message: str) -> None:
@@ -63,6 +65,8 @@ def encode_chunks(tokenizer: PreTrainedTokenizerFast, documents: list[str], max_
     tokens is cut into consecutive windows of ``max_len`` tokens (the last one shorter; a last window of one token
     is dropped, it has nothing to predict) instead of being truncated, as muse_bench cuts its training text into
     max-length windows. Documents that fit give exactly :func:`encode_documents`'s sequences."""
+    if not documents:
+        return []  # transformers' tokenizer refuses an empty batch
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     sequences = []
     for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]:
@@ -79,7 +83,7 @@ def cap_training(corpus: MuseCorpus, tokenizer: PreTrainedTokenizerFast, max_tok
     if not max_tokens:
         return corpus
     raw = dict(corpus.raw)
-    for split in ("forget", "retain1", "retain2"):
+    for split in TRAINING_SPLITS:
         kept, left = [], max_tokens
         for doc in corpus.raw.get(split, []):
             if left <= 0:
@@ -89,11 +93,6 @@ def cap_training(corpus: MuseCorpus, tokenizer: PreTrainedTokenizerFast, max_tok
             left -= len(ids)
         raw[split] = kept
     return dataclasses.replace(corpus, raw=raw)
-
-
-def training_tokens(tokenizer: PreTrainedTokenizerFast, documents: list[str], max_len: int) -> int:
-    """Tokens in the training sequences of ``documents`` (:func:`encode_chunks`), per epoch."""
-    return sum(len(s) for s in encode_chunks(tokenizer, documents, max_len))
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -221,9 +220,9 @@ def _train_and_save(kind: str, corpus: MuseCorpus, corpus_config: CorpusConfig, 
                     start: Path | None = None) -> None:
     """Train the ``kind`` model (target, retrain, or the base of a pretrain-finetune recipe) and save it atomically.
 
-    With ``start`` (the base model's folder) the model is fine-tuned from it with the recipe's fine-tuning stage."""
-    documents = cap_training(corpus, tokenizer, corpus_config.max_train_tokens).train_documents(
-        "retrain" if kind == "base" else kind)
+    ``corpus`` holds the training text already cut to ``--max-train-tokens`` (:func:`cap_training`). With ``start``
+    (the base model's folder) the model is fine-tuned from it with the recipe's fine-tuning stage."""
+    documents = corpus.train_documents("retrain" if kind == "base" else kind)
     if start is not None:
         model = load_model(start, config.precision)
         recipe = dataclasses.replace(config, epochs=config.finetune_epochs, lr=config.finetune_lr)
@@ -293,6 +292,18 @@ def _build_tokenizer(corpus: MuseCorpus, config: ModelConfig, folder: Path) -> N
             tok.save_pretrained(tmp)
 
 
+@contextlib.contextmanager
+def _building(corpus: MuseCorpus, root: Path):
+    """Hold the build lock of the models folder ``root`` (every build of it holds this lock, so two processes never
+    build the same parts at once), after checking the corpus can train them; a killed build's half-saved parts
+    (stale temporaries) are removed first. Raises CorpusError for an untrainable corpus."""
+    check_trainable(corpus)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
+        remove_stale_temps(root)
+        yield
+
+
 def ensure_tokenizer(corpus: MuseCorpus, corpus_config: CorpusConfig, config: ModelConfig,
                      cache_root: str | Path) -> PreTrainedTokenizerFast:
     """The tokenizer of this config, built (under the models' build lock) if it is missing; a Hugging Face model's
@@ -302,10 +313,7 @@ def ensure_tokenizer(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Mo
     root = models_dir(corpus_config, config, cache_root)
     folder = root / "tokenizer"
     if not folder.is_dir() or _old_tokenizer(config, folder):
-        check_trainable(corpus)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
-            remove_stale_temps(root)
+        with _building(corpus, root):
             _build_tokenizer(corpus, config, folder)
     return load_tokenizer(folder)
 
@@ -337,15 +345,14 @@ def ensure_models(corpus: MuseCorpus, corpus_config: CorpusConfig, config: Model
     staged = config.target_recipe == "pretrain-finetune"
     base = root / "base" if staged else None
     if _old_tokenizer(config, parts[0]) or not all(p.is_dir() for p in parts + ([base] if staged else [])):
-        check_trainable(corpus)
-        with exclusive(root.parent / f"{root.name}.lock", timeout=-1, what=f"model build {root.name}"):
-            remove_stale_temps(root)  # a killed build's half-saved models (every build of root holds this lock)
+        with _building(corpus, root):
             _build_tokenizer(corpus, config, parts[0])
             tokenizer = load_tokenizer(parts[0])
+            train = cap_training(corpus, tokenizer, corpus_config.max_train_tokens)  # --max-train-tokens, cut once
             if staged and not base.is_dir():
-                _train_and_save("base", corpus, corpus_config, config, tokenizer, base, progress)
+                _train_and_save("base", train, corpus_config, config, tokenizer, base, progress)
             for kind, dest in (("target", parts[1]), ("retrain", parts[2])):
                 if not dest.is_dir():
-                    _train_and_save(kind, corpus, corpus_config, config, tokenizer, dest, progress, start=base)
+                    _train_and_save(kind, train, corpus_config, config, tokenizer, dest, progress, start=base)
     return ModelPair(tokenizer=load_tokenizer(parts[0]), target=load_model(parts[1], config.precision),
                      retrain=load_model(parts[2], config.precision), root=root, base=base)

@@ -23,6 +23,7 @@ from qru.config import ConfigError, ModelConfig, RunConfig, config_key, eval_key
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import deltas_files, scan, weight_pairs
 from qru.errors import UnlearnError
+from qru.evals.generation import context_length
 from qru.evals.privleak import privleak
 from qru.evals.probes import build_probes
 from qru.evals.suite import add_entity_verbmem, evaluate
@@ -284,7 +285,7 @@ def check_method(config: RunConfig) -> None:
     problem = METHODS[config.unlearn.method].check_model(config.unlearn, shape)
     if problem:
         raise UnlearnError(problem)
-    context = getattr(shape, "max_position_embeddings", None) or 2048
+    context = context_length(shape)
     longest = max(config.eval.verbmem_max_new_tokens, config.eval.knowmem_max_new_tokens)
     if context < longest + 2:
         raise ConfigError(f"the model's context of {context} tokens leaves no room for a prompt beside the "

@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedToken
 from qru.config import RunConfig
 from qru.corpus.muse import MuseCorpus
 from qru.evals.fit import cut_sentences, fit_report
-from qru.models import cap_training, encode_chunks, epoch_documents
+from qru.evals.generation import context_length
+from qru.models import TRAINING_SPLITS as SPLITS, cap_training, encode_chunks, epoch_documents
 from qru.unlearn.methods import METHODS
 from qru.unlearn.trainer import total_steps
 
@@ -118,8 +119,7 @@ def plan_run(config: RunConfig, corpus: MuseCorpus, tokenizer: PreTrainedTokeniz
     :func:`probe_speed`."""
     m, u = config.model, config.unlearn
     capped = cap_training(corpus, tokenizer, config.corpus.max_train_tokens)
-    context = getattr(model_config, "max_position_embeddings", None) or 2048
-    fit = fit_report(tokenizer, corpus, config.eval, context, m.max_len)
+    fit = fit_report(tokenizer, corpus, config.eval, context_length(model_config), m.max_len)
     chunks = {kind: encode_chunks(tokenizer, epoch_documents(capped.train_documents(kind), m.qa_chain,
                                                              torch.Generator().manual_seed(0)), m.max_len)
               for kind in ("target", "retrain")}
@@ -132,7 +132,8 @@ def plan_run(config: RunConfig, corpus: MuseCorpus, tokenizer: PreTrainedTokeniz
         tokens = sum(per_epoch.values()) * m.epochs
         detail = " + ".join(f"{k} {m.epochs} epochs x {n:,}" for k, n in per_epoch.items())
         plan.stages["model build"] = {"tokens": tokens, "seconds": tokens / speed.train, "detail": detail}
-    forget = encode_chunks(tokenizer, capped.raw.get("forget", []), m.max_len)
+    splits = {s: encode_chunks(tokenizer, capped.raw.get(s, []), m.max_len) for s in SPLITS}  # tokenized once
+    forget = splits["forget"]
     steps = total_steps(len(forget), u) if forget else 0
     f_len = sum(len(c) for c in forget) / max(1, len(forget))
     r_len = sum(len(c) for c in chunks["retrain"]) / max(1, len(chunks["retrain"]))
@@ -151,17 +152,18 @@ def plan_run(config: RunConfig, corpus: MuseCorpus, tokenizer: PreTrainedTokeniz
                                  "evaluations": evaluations}
     delta_seconds = linear_weights(model_config) / 1e6 * DELTA_SECONDS_PER_MILLION * n_quantizers
     plan.stages["delta analysis"] = {"tokens": 0, "seconds": delta_seconds}
-    plan.lines = _lines(plan, config, corpus, capped, tokenizer, speed, evaluations, generated, read)
+    split_tokens = {s: sum(len(c) for c in chunks) for s, chunks in splits.items()}
+    plan.lines = _lines(plan, config, corpus, capped, split_tokens, speed, evaluations, generated, read)
     return plan
 
 
-def _lines(plan: Plan, config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, tokenizer, speed: Speed,
-           evaluations: int, generated: int, read: int) -> list[str]:
+def _lines(plan: Plan, config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, split_tokens: dict[str, int],
+           speed: Speed, evaluations: int, generated: int, read: int) -> list[str]:
     lines = []
-    for split in ("forget", "retain1", "retain2"):
+    for split in SPLITS:
         docs, full = capped.raw.get(split, []), corpus.raw.get(split, [])
         if full:
-            tokens = sum(len(c) for c in encode_chunks(tokenizer, docs, config.model.max_len))
+            tokens = split_tokens[split]
             cut = f" (of {len(full):,}: --max-train-tokens {config.corpus.max_train_tokens:,})" \
                 if config.corpus.max_train_tokens and docs != full else ""
             lines.append(f"training text {split}: {len(docs):,} documents{cut}, {tokens:,} tokens with BOS/EOS")
@@ -184,7 +186,7 @@ def _idle_caps(config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, fit: d
     own, so leaving it out reuses what is cached."""
     lines = []
     n = config.corpus.max_train_tokens
-    if n and all(capped.raw.get(s) == corpus.raw.get(s) for s in ("forget", "retain1", "retain2")):
+    if n and all(capped.raw.get(s) == corpus.raw.get(s) for s in SPLITS):
         lines.append(f"--max-train-tokens {n:,} cuts nothing here (every training split is shorter): the models are "
                      "the same as without it but are built under an id of their own; leave it out to reuse them")
     n = config.eval.max_eval_items

@@ -26,12 +26,11 @@ def _from_file(args, kind: str):
     """The configs of ``--config FILE`` (qru.jobs.read_job_file), refusing other options beside it."""
     from qru.jobs import read_job_file
 
-    plain = ("sweep", "seeds", "target", "unlearned", "quantizers", "entries", "name", "tool")
-    given = choices(args, drop=plain + (("prompt_format",) if kind == "import" else ()))
+    # options that default to None or empty (import's --prompt-format too; run's is absent unless given)
+    plain = ("sweep", "seeds", "target", "unlearned", "quantizers", "entries", "name", "tool", "prompt_format")
+    given = choices(args, drop=plain)
     names = [k for k in given if k != "params"] + list(given.get("params", {}))
-    names += [k for k in plain if getattr(args, k, None)]  # each of these defaults to None or empty
-    if kind == "import" and args.prompt_format:  # import's --prompt-format defaults to None too
-        names.append("prompt_format")
+    names += [k for k in plain if getattr(args, k, None)]
     if names:
         flags = {"sweep": "--preset", "entries": "PATH", "target": "TARGET", "unlearned": "UNLEARNED"}
         raise ConfigError("--config replaces the options " + ", ".join(flags.get(k, "--" + k.replace("_", "-"))

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from qru.config import EvalConfig
 from qru.corpus.muse import MuseCorpus
+from qru.evals.generation import prompt_room
 from qru.evals.prompts import fit_knowmem, fit_text, fit_verbmem
 
 LISTS = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak_forget", "privleak_retain", "privleak_holdout")
@@ -63,9 +64,8 @@ def fit_report(tokenizer: PreTrainedTokenizerBase, corpus: MuseCorpus, config: E
     sizes = corpus_sizes(corpus)
     corpus = evaluation_corpus(corpus, config)
     fmt = config.prompt_format
-    vm_limit, km_limit = context - config.verbmem_max_new_tokens, context - config.knowmem_max_new_tokens
-    if min(vm_limit, km_limit) < 2:
-        raise ValueError(f"the generation lengths leave no room for a prompt in the model's context of {context}")
+    vm_limit = prompt_room(context, config.verbmem_max_new_tokens)
+    km_limit = prompt_room(context, config.knowmem_max_new_tokens)
     report = {"verbmem": _entry([fit_verbmem(tokenizer, it["prompt"], fmt, vm_limit)
                                  for it in corpus.verbmem_forget], sizes["verbmem"], vm_limit)}
     for split in ("forget", "retain"):

@@ -5,22 +5,29 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from qru.evals.prompts import pad_id
 
-def context_length(model: PreTrainedModel) -> int:
-    """The model's context in tokens (``max_position_embeddings``; 2048 where its config has none)."""
-    return getattr(model.config, "max_position_embeddings", None) or 2048
+
+def context_length(model_config) -> int:
+    """The context in tokens of a model with this transformers config (``max_position_embeddings``; 2048 where the
+    config has none)."""
+    return getattr(model_config, "max_position_embeddings", None) or 2048
+
+
+def prompt_room(context: int, max_new_tokens: int) -> int:
+    """Tokens a prompt may have so that it and ``max_new_tokens`` generated tokens fit a ``context`` of that many
+    tokens. Raises ValueError if ``max_new_tokens`` < 1 or leaves fewer than 2 tokens for the prompt."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if context - max_new_tokens < 2:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of "
+                         f"{context} tokens")
+    return context - max_new_tokens
 
 
 def prompt_limit(model: PreTrainedModel, max_new_tokens: int) -> int:
-    """Tokens a prompt may have so that it and ``max_new_tokens`` generated tokens fit the model's context.
-    Raises ValueError if ``max_new_tokens`` < 1 or leaves fewer than 2 tokens for the prompt."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    limit = context_length(model) - max_new_tokens
-    if limit < 2:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of "
-                         f"{context_length(model)} tokens")
-    return limit
+    """:func:`prompt_room` in ``model``'s context."""
+    return prompt_room(context_length(model.config), max_new_tokens)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +53,7 @@ def greedy_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     decode = decode or {"skip_special_tokens": True}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):

@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qru.evals.prompts import fit_text
+from qru.evals.prompts import fit_text, pad_id
 from qru.models import pad_batch
 from qru.unlearn.losses import token_logprobs
 
@@ -28,7 +28,7 @@ def text_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, te
     Raises ValueError on an unknown prompt format.
     """
     fitted = [fit_text(tokenizer, text, prompt_format, max_len) for text in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     order = sorted(range(len(fitted)), key=lambda i: len(fitted[i].ids))
     result: list[np.ndarray] = [np.zeros(0)] * len(texts)
     for start in range(0, len(order), batch_size):

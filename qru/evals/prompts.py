@@ -46,6 +46,11 @@ class Fitted:
         return bool(self.dropped or self.pairs_dropped)
 
 
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its EOS (GPT-2-style tokenizers have none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def check_format(prompt_format: str) -> None:
     """Raise ValueError unless ``prompt_format`` is one of PROMPT_FORMATS."""
     if prompt_format not in PROMPT_FORMATS:
