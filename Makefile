@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.qru-installed
 # `make dashboard PORT=8611` serves on another port
 PORT   ?= 8501
 
-.PHONY: install smollm2 dashboard test test-browser test-all bench target clean-venv
+.PHONY: install smollm2 dashboard test test-browser test-all bench target clean-venv gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -50,6 +50,22 @@ bench: install
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_fakequant.py
 	$(BIN)/python bench/bench_stream.py
+
+# On a lent CUDA machine without network (python3 there holds torch): install the wheels from .whl/ (made here by
+# `make gpu-wheels`) into a temporary folder and run bench/gpu_check.py, which writes gpu-check-report.md ($OUT).
+GPU_SITE ?= /tmp/qru-gpu-site
+gpu-check:
+	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile \
+	  --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) python3 bench/gpu_check.py
+
+# The wheels the GPU machine's image lacks, for its Python 3.12 (run here, with the package index reachable).
+gpu-wheels: install
+	mkdir -p .whl
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  "bitsandbytes==0.50.2" "gguf==0.19.0" "nltk==3.10.4"
+	$(BIN)/pip wheel -q --no-deps -w .whl "rouge-score==0.1.2"
 
 clean-venv:
 	rm -rf $(VENV)

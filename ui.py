@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from qru.jobs import Job, JobProgress, job_progress, list_jobs
+from qru.queue import cancel_process, tickets
 from qru.store import RunInfo, RunStore, StoreError
 from qru.views.quantizers import FAMILIES, Choice, available, choice_of, default_key, size_label
 from qru.views.runs import picker_labels
@@ -174,7 +175,7 @@ def jobs_panel(limit: int = 4) -> None:
     except OSError:  # the sidebar reports an unreadable store
         return
     states = {job.job_id: job_progress(current, job) for job in jobs}
-    running = {j for j, p in states.items() if p.state == "running"}
+    running = {j for j, p in states.items() if p.state in ("running", "queued")}
     finished = st.session_state.get("running_jobs", set()) - running
     st.session_state["running_jobs"] = running
     if finished:  # a job ended since the last redraw: pick its runs and redraw the whole page
@@ -187,13 +188,32 @@ def jobs_panel(limit: int = 4) -> None:
         if info.state in ("running", "queued") and info.run_id not in covered:
             st.progress(info.progress, text=f"**{as_text(info.label)}** (started outside the dashboard) — "
                                             f"{as_text(info.stage)}")
+    ours = {job.pid for job in jobs}
+    for ticket in tickets(current.root):  # waiting commands from a shell
+        if ticket.state == "waiting" and ticket.pid not in ours:
+            st.caption(f"waiting in the queue (started outside the dashboard): `{as_text(ticket.title)}`")
+
+
+def _cancel_button(job: Job) -> None:
+    if st.button("Cancel", key=f"cancel-{job.job_id}", help="stop this job (qru cancel): its run is recorded as "
+                                                             "cancelled; the same job resumes from what was cached"):
+        cancel_process(store().root, job.pid, job.pid_start)
+        st.toast(f"asked {job.title} to stop")
 
 
 def _job_line(job: Job, progress: JobProgress) -> None:
     started = time.strftime("%H:%M", time.localtime(job.started))
     title = f"**{as_text(job.title)}** (started {started})"
-    if progress.state == "running":
-        st.progress(progress.fraction, text=f"{title} — {as_text(progress.stage)}")
+    if progress.state in ("running", "queued"):
+        bar, button = st.columns([6, 1])
+        if progress.state == "running":
+            bar.progress(progress.fraction, text=f"{title} — {as_text(progress.stage)}")
+        else:
+            bar.info(f"{title} — queued: {as_text(progress.stage)}")
+        with button:
+            _cancel_button(job)
+    elif progress.state == "cancelled":
+        st.warning(f"{title} was cancelled: starting it again continues from what was cached.")
     elif progress.state == "failed":
         st.error(f"{title} failed: {as_text(progress.error)}")
         with st.expander("log tail"):

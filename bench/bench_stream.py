@@ -5,11 +5,13 @@ safetensors shards with an index, and an unlearned copy moved by Gaussian noise 
 each in a fresh process, on the same bytes (both checkpoints, warm page cache):
 
 - plain read: every file read sequentially into a buffer (the reference speed);
-- streamed pairs: the tensor-by-tensor reading of ``qru deltas`` alone (safetensors lazy loading, widened to fp32);
-- ``qru deltas`` with 32 bits only, then with the quantizers given by --quantizers (default FP4).
+- streamed pairs: the tensor-by-tensor reading of ``qru deltas`` alone (safetensors lazy loading, as stored);
+- ``qru deltas`` with 32 bits only (target >= 0.5 of the plain read), with FP4 + NF4 + LLM.int8 together
+  (target >= 0.2) and with all 59 quantizers of the analysis grid (target >= 0.01; left out with --no-all).
 
-Prints each speed as a ratio to the plain read (goal >= 0.5) and each process's peak resident memory next to the
-size of one checkpoint and of its largest tensor. Run: ``.venv/bin/python bench/bench_stream.py [--size-gb 1]``.
+Prints each speed as a ratio to the plain read and each process's peak resident memory above that of a process that
+only imports the libraries, as a multiple of the largest tensor in fp32 (target <= 8x). ``--device cuda`` runs the
+scans on a GPU. Run: ``.venv/bin/python bench/bench_stream.py [--size-gb 1] [--dtype bfloat16] [--device cuda]``.
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ for name, wt, wu in stream_pairs(Checkpoint({a!r}), Checkpoint({b!r})):
 DELTAS = """
 import sys
 from qru.cli import main
-sys.exit(main(['--cache', {store!r}, 'deltas', {a!r}, {b!r}, '--quantizers', *{quantizers!r}, '--force', '--quiet']))
+sys.exit(main(['--cache', {store!r}, 'deltas', {a!r}, {b!r}, '--quantizers', *{quantizers!r}, '--force', '--quiet',
+               '--device', {device!r}]))
 """
 # The import cost of torch / bitsandbytes in a fresh process, subtracted from every timing that pays it.
 IMPORTS = "import torch, bitsandbytes, pandas, safetensors; import qru.cli, qru.compare"
@@ -98,7 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-gb", type=float, default=1.0, help="least size of each checkpoint (GB, 1e9 bytes)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--quantizers", nargs="+", default=["fp4-b64@4"], help="as `qru deltas --quantizers`")
+    parser.add_argument("--device", default="cpu", help="as `qru deltas --device` (cpu, cuda, auto)")
+    parser.add_argument("--no-all", action="store_true", help="leave out the scan under all 59 quantizers")
     parser.add_argument("--dir", default=None, help="where to write the checkpoints (default: a temporary folder)")
     args = parser.parse_args()
     per_layer = sum(a * b for a, b in MODULES.values()) * (4 if args.dtype == "float32" else 2)
@@ -112,24 +116,26 @@ def main() -> None:
         largest = max(a * b for a, b in MODULES.values()) * 4 / 2**20
         a, b, store = str(root / "target"), str(root / "unlearned"), str(root / "store")
         child(PLAIN.format(files=files))  # warm the page cache: every timing reads the same cached bytes
-        imports, _ = child(IMPORTS)
+        imports, base_mib = child(IMPORTS)
         plain, plain_mib = child(PLAIN.format(files=files))
-        print(f"\ncheckpoints: 2 x {size / 1e9:.2f} GB; largest tensor {largest:.0f} MiB as fp32; "
-              f"fresh-process import time {imports:.1f} s (subtracted below)")
-        print(f"{'what':44s} {'seconds':>8s} {'GB/s':>6s} {'ratio':>6s} {'peak RSS MiB':>13s}")
-        print(f"{'plain read of both checkpoints':44s} {plain:8.2f} {2 * size / 1e9 / plain:6.2f} {1:6.2f} "
-              f"{plain_mib:13.0f}")
-        runs = [("streamed pairs (safetensors lazy, fp32)", PAIRS.format(a=a, b=b)),
-                ("qru deltas --quantizers none@32", DELTAS.format(store=store, a=a, b=b, quantizers=["none@32"])),
-                (f"qru deltas --quantizers {' '.join(args.quantizers)}",
-                 DELTAS.format(store=store, a=a, b=b, quantizers=args.quantizers))]
-        for label, code in runs:
+        print(f"\ncheckpoints: 2 x {size / 1e9:.2f} GB ({args.dtype}); largest tensor {largest:.0f} MiB as fp32; "
+              f"a fresh process's imports take {imports:.1f} s and {base_mib:.0f} MiB (subtracted below); "
+              f"scans on {args.device}")
+        print(f"{'what':44s} {'seconds':>8s} {'GB/s':>6s} {'ratio':>6s} {'target':>7s} {'memory':>7s}")
+        print(f"{'plain read of both checkpoints':44s} {plain:8.2f} {2 * size / 1e9 / plain:6.2f} {1:6.2f}")
+        deltas = lambda keys: DELTAS.format(store=store, a=a, b=b, quantizers=keys, device=args.device)  # noqa: E731
+        runs = [("streamed pairs (safetensors lazy, as stored)", PAIRS.format(a=a, b=b), None),
+                ("qru deltas: 32-bit statistics", deltas(["none@32"]), 0.5),
+                ("qru deltas: FP4 + NF4 + int8 together", deltas(["fp4-b64@4", "nf4-b64@4", "int8@8"]), 0.2)]
+        if not args.no_all:
+            runs.append(("qru deltas: all 59 quantizers", deltas(["all"]), 0.01))
+        for label, code, target in runs:
             seconds, peak = child(code)
             work = max(seconds - imports, 1e-9)
-            print(f"{label:44s} {work:8.2f} {2 * size / 1e9 / work:6.2f} {plain / work:6.2f} {peak:13.0f}",
-                  flush=True)
-        print(f"\nratio = plain read time / time (goal >= 0.5). Peak RSS is per process, each checkpoint "
-              f"{size / 2**20:.0f} MiB: memory holds a few tensors, not a checkpoint.")
+            print(f"{label:44s} {work:8.2f} {2 * size / 1e9 / work:6.2f} {plain / work:6.2f} "
+                  f"{'' if target is None else f'>= {target}':>7s} {(peak - base_mib) / largest:6.1f}x", flush=True)
+        print(f"\nratio = plain read time / time. memory = peak resident memory above the import-only process, as a "
+              f"multiple of the largest tensor in fp32 (target <= 8x); each checkpoint is {size / 2**20:.0f} MiB.")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

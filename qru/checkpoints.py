@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Iterator
@@ -154,17 +155,21 @@ class Checkpoint:
     def __contains__(self, name: str) -> bool:
         return name in self._where
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """One tensor as float32 (bf16/fp16 are widened; the file is closed again). Raises CheckpointError for an
+    def tensor(self, name: str, as_stored: bool = False) -> torch.Tensor:
+        """One tensor as float32 (bf16/fp16 are widened; the file is closed again), or with ``as_stored`` in the
+        float type the file stores (bf16, fp16 or float32; other types as float32). Raises CheckpointError for an
         unknown name, a read error, or a tensor holding NaN or infinity (a diverged model cannot be compared)."""
         if name not in self._where:
             raise CheckpointError(f"no tensor {name} in {self.path}")
         try:
             with safe_open(str(self._where[name]), framework="pt", device="cpu") as handle:
-                tensor = handle.get_tensor(name).float()
+                tensor = handle.get_tensor(name)
+                if not as_stored or tensor.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+                    tensor = tensor.float()
         except Exception as exc:
             raise CheckpointError(f"cannot read {name} from {self._where[name]} ({exc})") from exc
-        if not bool(torch.isfinite(tensor).all()):
+        # one summing pass: a NaN or infinity makes the sum non-finite (an overflowing sum is checked exactly)
+        if not math.isfinite(float(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
             raise UnusableCheckpointError(f"{name} in {self._where[name]} holds NaN or infinite values")
         return tensor
 
@@ -293,7 +298,8 @@ def open_unlearned(path: str | Path) -> Checkpoint | LoraAdapter:
 
 def stream_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter | DeltaFile) -> Iterator[tuple[str, torch.Tensor,
                                                                                            torch.Tensor]]:
-    """(module name, W_t, W_u) of every quantizable weight of ``target``, read one pair at a time (float32 [out, in]).
+    """(module name, W_t, W_u) of every quantizable weight of ``target``, read one pair at a time ([out, in], each in
+    the float type its file stores, bf16 / fp16 / float32: qru.deltas.scan widens them a row chunk at a time).
 
     With an adapter, W_u = W_t + its update where the adapter has one, else W_t; the sum is rounded to the base
     weight's stored dtype (bf16 / fp16), as peft's merge writes it into the base weight. With a DeltaFile,
@@ -340,16 +346,16 @@ def _read_pairs(target: Checkpoint, unlearned: Checkpoint | LoraAdapter, names: 
         tuple[str, torch.Tensor, torch.Tensor]]:
     adapted = set(unlearned.targets()) if isinstance(unlearned, LoraAdapter) else set()
     for name in names:
-        w_t = target.tensor(name)
+        w_t = target.tensor(name, as_stored=True)
         if isinstance(unlearned, LoraAdapter) and name in unlearned.saved:  # modules_to_save: a replaced weight
-            w_u = unlearned.weights.tensor(unlearned.saved[name])
+            w_u = unlearned.weights.tensor(unlearned.saved[name], as_stored=True)
         elif isinstance(unlearned, LoraAdapter):
-            w_u = (w_t + unlearned.delta(name, target.shape(name))).to(target.dtype(name)).float() \
+            w_u = (w_t.float() + unlearned.delta(name, target.shape(name))).to(target.dtype(name)) \
                 if name in adapted else w_t
         elif isinstance(unlearned, DeltaFile):
-            w_u = w_t + unlearned.tensor(name)
+            w_u = w_t.float() + unlearned.tensor(name)
         else:
-            w_u = unlearned.tensor(name)
+            w_u = unlearned.tensor(name, as_stored=True)
         yield name[: -len(".weight")], w_t, w_u
         del w_t, w_u
 

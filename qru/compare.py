@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from qru.checkpoints import (Checkpoint, UnusableCheckpointError, fingerprint, open_target, open_unlearned,
                              stream_pairs)
 from qru.config import DeltasConfig
@@ -30,9 +32,10 @@ def deltas_config(target: str | Path, unlearned: str | Path, specs: list[QuantSp
 
 
 def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progress | None = None,
-            force: bool = False) -> str:
+            force: bool = False, device: str | torch.device = "cpu") -> str:
     """Scan the two checkpoints of ``config`` tensor by tensor under its quantizers and store the result; return
     the run id. A finished comparison of the same config (same files, unchanged) is reused unless ``force``.
+    ``device``: where the scan computes (qru.devices.scan_device; the result does not depend on it: tests).
 
     Raises CheckpointError where the checkpoints do not match or a weight holds NaN or infinity (found as the scan
     reads it; nothing is stored then: the run's folder is removed) or a file changed during the scan, LockedError if
@@ -50,13 +53,14 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     with store.open_run(config) as writer:
         writer.set_status("running", stage="starting")
         quantized = sum(s.bits < 32 for s in specs)
-        writer.log(f"{writer.run_id}: {config.target} -> {config.unlearned} ({n} tensors, {quantized} quantizers)")
+        writer.log(f"{writer.run_id}: {config.target} -> {config.unlearned} ({n} tensors, {quantized} quantizers, "
+                   f"on {device})")
         try:
             def step(i: int, name: str) -> None:
                 stage = f"scanning {n} tensors under {quantized} quantizers"
                 writer.set_status("running", stage=stage, done=i, total=n, message=name)
                 progress(stage, i, n, name)
-            rows, hists = scan(pairs, specs, progress=step)
+            rows, hists = scan(pairs, specs, progress=step, device=device)
             if fingerprint(base.files + other.files) != config.fingerprint:
                 raise CheckpointError("a checkpoint file changed during the scan (its size or modification time): "
                                       "the result would mix two versions; run it again")

@@ -21,43 +21,35 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
 
+from qru.histograms import log_counts
 from qru.quant.bnb import QuantizedTensor, quantizable_linears, quantize_tensor
-from qru.quant.spec import QuantSpec
+from qru.quant.spec import QUANT_TYPES_4BIT, QuantSpec
 
 # |dW| in weight units, 1e-10 .. 1 (values outside are clipped into the end bins; exact zeros counted apart).
 ABS_EDGES = np.logspace(-10, 0, 101)
 # |dW| / Δ, 1e-6 .. 100.
 REL_EDGES = np.logspace(-6, 2, 81)
+CHUNK_WEIGHTS = 1 << 18  # weights per row chunk of the scan: its temporaries stay in the CPU's cache
 MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def log_histogram(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:
     """Counts (int64 [len(edges)-1]) of the non-zero ``values`` on ``edges`` (clipped into the end bins), and the
-    number of exact zeros."""
-    # float32 compared with float64 edges in blocks: exact, half the memory
-    v = values.detach().flatten().float().cpu().numpy()
-    nonzero = v[v != 0]
-    zeros = int(v.size - nonzero.size)
-    np.clip(nonzero, edges[0], edges[-1], out=nonzero)
-    counts, _ = np.histogram(nonzero, bins=edges)
-    return counts.astype(np.int64), zeros
+    number of exact zeros (qru.histograms.log_counts, exact)."""
+    counts, zeros = log_counts(values.detach().abs() if values.dtype.is_floating_point else values.float(), edges)
+    return counts.cpu().numpy().astype(np.int64), zeros
 
 
 def _layer_and_module(name: str) -> tuple[int, str]:
     parts = name.split(".")
     layer = next((int(p) for p in parts if p.isdigit()), -1)
     return layer, parts[-1]
-
-
-def _sums(dw: torch.Tensor, dq: torch.Tensor) -> dict:
-    """||dW||^2, ||dQ||^2 and <dQ, dW>, accumulated in float64."""
-    dw64, dq64 = dw.flatten().double(), dq.flatten().double()
-    return {"dw_sq": float(torch.dot(dw64, dw64)), "dq_sq": float(torch.dot(dq64, dq64)),
-            "dot": float(torch.dot(dw64, dq64))}
 
 
 def ratios(sums: dict) -> dict:
@@ -69,61 +61,109 @@ def ratios(sums: dict) -> dict:
     return {"share_kept": dot / dw_sq, "cosine": float(cos), "noise_ratio": float(np.sqrt(dq_sq / dw_sq))}
 
 
-def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[torch.Tensor, dict, np.ndarray]:
-    """dW = W_u - W_t (float32, the weights' shape), its quantizer-independent row entries (numel, zero_delta,
-    mean_abs_delta, max_abs_delta) and the counts of |dW| on ABS_EDGES (int64 [100]).
+def row_chunks(shape: tuple[int, ...], spec: QuantSpec | None = None, budget: int | None = None) -> list[slice]:
+    """Row slices of a weight [out, in] of about ``budget`` (default CHUNK_WEIGHTS) weights each, so that no rounding block is cut:
+    bitsandbytes 4-bit blocks run over consecutive weights in row-major order, so a chunk's weight count is a
+    multiple of ``spec.blocksize`` (the last chunk keeps the remainder, as bitsandbytes' last block does); RTN
+    groups and LLM.int8 rows lie inside one row."""
+    rows, cols = shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    step = max(1, (budget or CHUNK_WEIGHTS) // max(cols, 1))
+    if spec is not None and spec.quant_type in QUANT_TYPES_4BIT:
+        align = spec.blocksize // math.gcd(cols, spec.blocksize)
+        step = max(align, step // align * align)
+    return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+def _wide(t: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Rows of a weight as float32 (bf16 / fp16 widened here, chunk by chunk)."""
+    part = t[rows]
+    return part if part.dtype == torch.float32 else part.float()
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.reshape(-1).double(), b.reshape(-1).double()))
+
+
+def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[dict, np.ndarray]:
+    """The quantizer-independent entries of one weight pair (float, same shape [out, in]; read in row chunks, so
+    bf16 / fp16 weights are widened a chunk at a time): numel, zero_delta, mean_abs_delta, max_abs_delta, dw_sq
+    (||dW||^2 in float64) and the counts of |dW| on ABS_EDGES (int64 [100]), dW = W_u - W_t.
     Raises ValueError if the shapes differ."""
     if w_target.shape != w_unlearned.shape:
         raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
-    dw = w_unlearned.detach().float() - w_target.detach().float()
-    size = dw.abs()
-    abs_counts, zeros = log_histogram(size, ABS_EDGES)
-    row = {"numel": dw.numel(), "zero_delta": zeros,
-           "mean_abs_delta": float(size.double().mean()) if dw.numel() else 0.0,
-           "max_abs_delta": float(size.max()) if dw.numel() else 0.0}
-    return dw, row, abs_counts
+    counts, zeros, total, top, dw_sq = torch.zeros(len(ABS_EDGES) - 1, dtype=torch.long,
+                                                   device=w_target.device), 0, 0.0, 0.0, 0.0
+    for rows in row_chunks(tuple(w_target.shape)):
+        dw = _wide(w_unlearned, rows) - _wide(w_target, rows)
+        size = dw.abs()
+        c, z = log_counts(size, ABS_EDGES)
+        counts += c
+        zeros += z
+        total += float(size.sum(dtype=torch.float64))
+        top = max(top, float(size.max())) if size.numel() else top
+        dw_sq += _dot(dw, dw)
+    numel = w_target.numel()
+    row = {"numel": numel, "zero_delta": zeros, "mean_abs_delta": total / numel if numel else 0.0,
+           "max_abs_delta": top, "dw_sq": dw_sq}
+    return row, counts.cpu().numpy()
 
 
-def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, dw: torch.Tensor,
-                    spec: QuantSpec, quantized: tuple[QuantizedTensor, QuantizedTensor] | None = None
-                    ) -> tuple[dict, dict]:
-    """The quantizer-dependent statistics of one weight pair (float, same shape [out, in]; ``dw`` = W_u - W_t)
-    under ``spec`` (see the module docstring): a row (median_step, below_half_step, code_flips, code_flip_rate,
-    flips_boundary, flips_scale, the sums and ratios) and histograms {"rel", "dq", "bnd", "bndrel"} (int64 [n_bins];
-    all None at 32 bits). ``quantized`` = (Q(W_t), Q(W_u)) where the quantizer is not per tensor (GPTQ, qru.quant.gptq:
-    each side calibrated in its own model). Raises ValueError where the quantizer cannot take the weight."""
+def _given_parts(quantized: tuple[QuantizedTensor, QuantizedTensor], wu: torch.Tensor):
+    """One chunk: the whole tensor, quantized by the caller (GPTQ)."""
+    qt, qu = quantized
+    yield slice(None), qt, qu.codes, qu.dequant, qt.grid_codes(wu.float())
+
+
+def _parts(wt: torch.Tensor, wu: torch.Tensor, spec: QuantSpec):
+    """(rows, Q(W_t) with detail, Q(W_u)'s codes, Q(W_u), W_u's codes on W_t's grid) per row chunk."""
+    for rows in row_chunks(tuple(wt.shape), spec):
+        t, u = _wide(wt, rows), _wide(wu, rows)
+        qt, qu = quantize_tensor(t, spec), quantize_tensor(u, spec, detail=False)
+        yield rows, qt, qu.codes, qu.dequant, qt.grid_codes(u)
+
+
+def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec,
+                    quantized: tuple[QuantizedTensor, QuantizedTensor] | None = None) -> tuple[dict, dict]:
+    """The quantizer-dependent statistics of one weight pair (float, same shape [out, in]) under ``spec`` (see the
+    module docstring), computed in row chunks that keep rounding blocks whole (:func:`row_chunks`): a row
+    (median_step, below_half_step, code_flips, code_flip_rate, flips_boundary, flips_scale, dq_sq, dot) and
+    histograms {"rel", "dq", "bnd", "bndrel"} (int64 [n_bins]; all None at 32 bits). ``quantized`` = (Q(W_t),
+    Q(W_u)) where the quantizer is not per tensor (GPTQ, qru.quant.gptq: each side calibrated in its own model).
+    Memory: the two weights, one float32 copy of the step sizes (for the exact median) and a chunk's temporaries.
+    Raises ValueError where the quantizer cannot take the weight."""
     if spec.bits == 32:
-        row = {"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
-               "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0, **_sums(dw, dw)}
-        row.update(ratios(row))
-        return row, {"rel": None, "dq": None, "bnd": None, "bndrel": None}
-    wt, wu = w_target.detach().float(), w_unlearned.detach().float()
-    if quantized is not None:
-        qt, qu = quantized
-    elif spec.is_gptq:
+        return {"median_step": float("nan"), "below_half_step": float("nan"), "code_flips": 0,
+                "code_flip_rate": float("nan"), "flips_boundary": 0, "flips_scale": 0}, \
+            {"rel": None, "dq": None, "bnd": None, "bndrel": None}
+    if quantized is None and spec.is_gptq:
         raise ValueError(f"{spec.key}: GPTQ quantizes whole models with calibration text; pass its result")
-    else:
-        qt, qu = quantize_tensor(wt, spec), quantize_tensor(wu, spec, detail=False)
-    flipped = qt.codes != qu.codes
-    dq = qu.dequant - qt.dequant
-    del qu  # peak memory: only one quantized copy of each side at a time
-    crossed = qt.grid_codes(wu) != qt.codes  # the code W_u gets on the target's own grid (scales kept)
-    flips = int(flipped.sum())
-    row = {"code_flips": flips, "code_flip_rate": flips / max(dw.numel(), 1),
-           "flips_boundary": int((flipped & crossed).sum()), "flips_scale": int((flipped & ~crossed).sum()),
-           **_sums(dw, dq)}
-    del flipped, crossed, qt.codes
-    hists = {"dq": log_histogram(dq.abs(), ABS_EDGES)[0]}
-    del dq
-    step = qt.step.clamp(min=1e-30)
-    rel = dw.abs().div_(step)
-    row.update({"median_step": float(qt.step.median()), "below_half_step": float((rel < 0.5).double().mean())})
-    hists["rel"] = log_histogram(rel, REL_EDGES)[0]
-    del rel
-    hists["bnd"] = log_histogram(qt.boundary, ABS_EDGES)[0]
-    hists["bndrel"] = log_histogram(qt.boundary.div_(step), REL_EDGES)[0]
-    row.update(ratios(row))
-    return row, {k: hists[k] for k in ("rel", "dq", "bnd", "bndrel")}
+    dev, numel = w_target.device, w_target.numel()
+    hists = {view: torch.zeros(len(edges) - 1, dtype=torch.long, device=dev)
+             for view, edges in (("rel", REL_EDGES), ("dq", ABS_EDGES), ("bnd", ABS_EDGES), ("bndrel", REL_EDGES))}
+    acc = {"code_flips": 0, "flips_boundary": 0, "flips_scale": 0, "below": 0, "dq_sq": 0.0, "dot": 0.0}
+    steps = torch.empty(w_target.shape, dtype=torch.float32, device=dev)
+    parts = _given_parts(quantized, w_unlearned) if quantized is not None else _parts(w_target, w_unlearned, spec)
+    for rows, qt, codes_u, dequant_u, grid_u in parts:
+        dw = _wide(w_unlearned, rows) - _wide(w_target, rows)
+        flipped = qt.codes != codes_u
+        crossed = grid_u != qt.codes  # the code W_u gets on the target's own grid (scales kept)
+        acc["code_flips"] += int(torch.count_nonzero(flipped))
+        acc["flips_boundary"] += int(torch.count_nonzero(flipped & crossed))
+        acc["flips_scale"] += int(torch.count_nonzero(flipped & ~crossed))
+        dq = dequant_u - qt.dequant
+        acc["dq_sq"] += _dot(dq, dq)
+        acc["dot"] += _dot(dw, dq)
+        hists["dq"] += log_counts(dq.abs_(), ABS_EDGES)[0]
+        steps[rows] = qt.step
+        step = qt.step.clamp(min=1e-30)
+        rel = dw.abs_().div_(step)
+        acc["below"] += int(torch.count_nonzero(rel < 0.5))
+        hists["rel"] += log_counts(rel, REL_EDGES)[0]
+        hists["bnd"] += log_counts(qt.boundary, ABS_EDGES)[0]
+        hists["bndrel"] += log_counts(qt.boundary.div_(step), REL_EDGES)[0]
+    row = {"median_step": float(steps.median()), "below_half_step": acc.pop("below") / max(numel, 1),
+           "code_flip_rate": acc["code_flips"] / max(numel, 1), **acc}
+    return row, {k: v.cpu().numpy() for k, v in hists.items()}
 
 
 def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec) -> tuple[dict, dict]:
@@ -135,9 +175,17 @@ def tensor_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantS
     REL_EDGES; all but "abs" None at 32 bits}, all int64 [n_bins] over non-zero values.
     Raises ValueError if the shapes differ.
     """
-    dw, row, abs_counts = float_delta(w_target, w_unlearned)
-    q_row, hists = quantized_delta(w_target, w_unlearned, dw, spec)
-    return {**row, **q_row}, {"abs": abs_counts, **hists}
+    base, abs_counts = float_delta(w_target, w_unlearned)
+    q_row, hists = quantized_delta(w_target, w_unlearned, spec)
+    return combine(base, q_row, spec), {"abs": abs_counts, **hists}
+
+
+def combine(base: dict, q_row: dict, spec: QuantSpec) -> dict:
+    """One row from :func:`float_delta`'s and :func:`quantized_delta`'s entries, with the ratios (at 32 bits
+    Q(W) = W, so dQ = dW)."""
+    row = {**base, **({"dq_sq": base["dw_sq"], "dot": base["dw_sq"]} if spec.bits == 32 else {}), **q_row}
+    row.update(ratios(row))
+    return row
 
 
 def weight_pairs(target: torch.nn.Module, unlearned: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -152,8 +200,8 @@ def weight_pairs(target: torch.nn.Module, unlearned: torch.nn.Module) -> Iterato
 
 def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[QuantSpec],
          progress: Callable[[int, str], None] | None = None,
-         calibrated: dict[str, dict[str, tuple[QuantizedTensor, QuantizedTensor]]] | None = None
-         ) -> tuple[list[dict], dict]:
+         calibrated: dict[str, dict[str, tuple[QuantizedTensor, QuantizedTensor]]] | None = None,
+         device: str | torch.device | None = None) -> tuple[list[dict], dict]:
     """Delta statistics of every weight pair under every quantizer in ``specs``, one pair at a time, so that a
     streamed source needs memory for a few tensors only.
 
@@ -163,6 +211,8 @@ def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[Qu
     100], "<view>_<quantizer key>": int64 [n_tensors + 1, n_bins] for the views rel, dq, bnd, bndrel of every
     quantizer below 32 bits}, rows in tensor order, the last one the total. ``progress(i, name)`` is called before
     each tensor. ``calibrated[spec key][tensor name]`` = (Q(W_t), Q(W_u)) of model-level quantizers (GPTQ).
+    ``device``: where each pair is analysed (moved there as stored, widened to float32 a row chunk at a time;
+    None: where its tensors are); on CUDA, bitsandbytes' CUDA kernels quantize. Each tensor pair is read once for all quantizers.
     Raises ValueError if there is no pair, two names repeat, or a pair's shapes differ.
     """
     by_spec: dict[str, list[dict]] = {s.key: [] for s in specs}
@@ -174,14 +224,16 @@ def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[Qu
         names.add(name)
         if progress:
             progress(i, name)
-        dw, base, abs_counts = float_delta(wt, wu)
+        wt, wu = (wt.detach(), wu.detach()) if device is None else (wt.detach().to(device), wu.detach().to(device))
+        base, abs_counts = float_delta(wt, wu)
         hist_rows["abs"].append(abs_counts)
         layer, module = _layer_and_module(name)
         for spec in specs:
             given = (calibrated or {}).get(spec.key, {}).get(name)
-            q_row, hists = quantized_delta(wt, wu, dw, spec, given)
+            q_row, hists = quantized_delta(wt, wu, spec, given)
             by_spec[spec.key].append({"quantizer": spec.key, "bits": spec.bits, "quant": spec.quant_type,
-                                      "tensor": name, "layer": layer, "module": module, **base, **q_row})
+                                      "tensor": name, "layer": layer, "module": module,
+                                      **combine(base, q_row, spec)})
             for view, counts in hists.items():
                 if counts is not None:
                     hist_rows.setdefault(f"{view}_{spec.key}", []).append(counts)

@@ -15,3 +15,8 @@ class ModelLoadError(ValueError):
 
 class ResultImportError(ValueError):
     """Another tool's result cannot be imported; the message names the file and what is wrong."""
+
+
+class JobCancelled(KeyboardInterrupt):
+    """``qru cancel`` stopped this job (qru.queue): a KeyboardInterrupt, so every writer cleans up as on Ctrl-C, and
+    the run it was computing is recorded as cancelled."""

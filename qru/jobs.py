@@ -54,7 +54,7 @@ class Job:
 
 @dataclass(frozen=True)
 class JobProgress:
-    """What a job is doing: ``state`` running / done / failed; ``fraction`` of the whole job in [0, 1]; ``stage``
+    """What a job is doing: ``state`` queued / running / done / failed / cancelled; ``fraction`` of the whole job in [0, 1]; ``stage``
     a readable line ("run 2/4 NPO+GDR full ...: unlearning 40/140"); ``error`` and ``log_tail`` when it failed."""
 
     state: str
@@ -200,8 +200,8 @@ def _start_tick(pid: int) -> int:
 
 
 def running_jobs(store: RunStore) -> list[Job]:
-    """The store's jobs that are running now, newest first."""
-    return [job for job in list_jobs(store) if job_progress(store, job).state == "running"]
+    """The store's jobs that are running or waiting in the queue now, newest first."""
+    return [job for job in list_jobs(store) if job_progress(store, job).state in ("running", "queued")]
 
 
 def running_job(store: RunStore, run_ids: list[str], running: list[Job] | None = None) -> Job | None:
@@ -238,11 +238,19 @@ def is_alive(pid: int, start_tick: int = 0) -> bool:
 
 
 def job_progress(store: RunStore, job: Job) -> JobProgress:
-    """The job's state, read from its runs' status files and its process."""
+    """The job's state, read from its runs' status files, its process and the store's queue (qru.queue): queued
+    (waiting for a slot; ``stage`` says how many jobs are ahead), running, done, failed or cancelled."""
+    from qru.queue import place, waiting_line
+
     alive = is_alive(job.pid, job.pid_start)
+    where = place(store.root, job.pid) if alive else None
+    if where is not None:
+        return JobProgress("queued", 0.0, waiting_line(where[1]) if where[1] else "waiting for a slot", 0)
     if not job.run_ids:  # an analysis job (qru curve / noise): its process and its log tell
         tail = log_tail(store, job)
         errors = [line for line in tail.splitlines() if line.startswith("qru: ")]
+        if not alive and errors and errors[-1].startswith("qru: cancelled"):
+            return JobProgress("cancelled", 0.0, "cancelled", 0, errors[-1], tail)
         if alive:
             lines = [line for line in tail.splitlines() if line.strip()]
             return JobProgress("running", 0.0, lines[-1][-120:] if lines else "starting", 0)
@@ -263,6 +271,9 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
             status = None  # an earlier attempt's result, which this job is redoing (or, forced, replacing)
         if status and status["state"] == "done":
             done += 1
+        elif status and status["state"] == "cancelled":
+            return JobProgress("cancelled", done / len(job.run_ids), _stage_line(store, job, i, status), done,
+                               status.get("error", ""), log_tail(store, job, run_id))
         elif status and status["state"] == "failed":
             return JobProgress("failed", done / len(job.run_ids), _stage_line(store, job, i, status), done,
                                status.get("error", ""), log_tail(store, job, run_id))
@@ -273,6 +284,8 @@ def job_progress(store: RunStore, job: Job) -> JobProgress:
     if not alive:
         tail = log_tail(store, job)
         errors = [line for line in tail.splitlines() if line.startswith("qru: ")]
+        if errors and errors[-1].startswith("qru: cancelled"):  # cancelled while waiting: no run was started
+            return JobProgress("cancelled", done / len(job.run_ids), "cancelled", done, errors[-1], tail)
         return JobProgress("failed", done / len(job.run_ids), "stopped", done,
                            errors[-1] if errors else "the job's process ended before its runs finished", tail)
     i, status = current

@@ -4,7 +4,7 @@ run_id = ``<method>-<regularizer>-<adapter>-<key>`` where key hashes the full Ru
 instead of recomputed. Files of a run:
 
 - ``config.json``   the RunConfig
-- ``status.json``   state (queued / running / done / failed), stage, progress, message, error, pid, times
+- ``status.json``   state (queued / running / done / failed / cancelled), stage, progress, message, error, pid, times
 - ``metrics.json``  one row per (model, bit width): target, retrain, unlearned x 32/8/4
 - ``samples.json``  per-sample scores and generations behind every metric row
 - ``deltas.parquet``  per-tensor delta statistics at each bit width; ``deltas_hist.npz`` their pre-binned histograms
@@ -36,10 +36,11 @@ from qru.config import (ConfigError, DeltasConfig, ImportConfig, RunConfig, conf
                         to_dict)
 # the column constants are imported from here too (by the views and the command line's reports)
 from qru.store_columns import DELTA_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, probe_problem as _probe_problem
+from qru.errors import JobCancelled
 from qru.swap import FINISHED_FILES, recover, replace_folder
 
 DEFAULT_ROOT = Path("cache")
-STATES = ("queued", "running", "done", "failed")
+STATES = ("queued", "running", "done", "failed", "cancelled")
 # FINISHED_FILES (qru.swap): a run folder holding one of them has finished results, which a re-run must not touch
 # until it succeeds: a run writes metrics.json last, a checkpoint comparison (qru deltas) writes only deltas files.
 
@@ -300,7 +301,7 @@ class RunWriter:
         self._status = {**self._status, "state": state, "stage": stage, "done": done, "total": total,
                         "message": message, "error": error, "pid": os.getpid(), "updated": now}
         self._status.setdefault("started", now)
-        if state in ("done", "failed"):
+        if state in ("done", "failed", "cancelled"):
             self._status["finished"] = now
         write_json(self.folder / "status.json", self._status)
 
@@ -329,7 +330,14 @@ class RunWriter:
         write_text(path, old + f"{time.strftime('%H:%M:%S')} {line}\n")
 
     def fail(self, exc: BaseException) -> None:
-        """Record a failure: status failed with the error, the traceback in log.txt."""
+        """Record a failure: status failed with the error, the traceback in log.txt; a job stopped by ``qru cancel``
+        (qru.errors.JobCancelled) is recorded as cancelled, with the stage it stopped at."""
+        if isinstance(exc, JobCancelled):
+            self.log(f"cancelled at stage {self._status.get('stage', '')!r}")
+            self.set_status("cancelled", stage=self._status.get("stage", ""), done=self._status.get("done", 0),
+                            total=self._status.get("total", 0), error="cancelled (qru cancel); the same command "
+                                                                      "resumes from what was cached")
+            return
         self.log("".join(traceback.format_exception(exc)).rstrip())
         self.set_status("failed", stage=self._status.get("stage", ""), done=self._status.get("done", 0),
                         total=self._status.get("total", 0), error=f"{type(exc).__name__}: {exc}")

@@ -372,3 +372,34 @@ def test_checkpoints_given_after_quantizers_are_read_as_checkpoints(checkpoints,
     assert set(RunStore(cache).deltas(run_id)["quantizer"]) == {"none@32", "int8@8"}
     err = _one_line_error(capsys, main(["--cache", cache, "deltas", t, u, "--quantizers", "int8@8", t]))
     assert "put the checkpoints before --quantizers or after --" in err and t in err
+
+
+def test_deltas_device_option_and_job_file(checkpoints, tmp_path, capsys):
+    """--device cpu computes as auto does here; a device this machine lacks or an unknown name is refused by name;
+    --device may stand beside --config (it is not part of the comparison)."""
+    from qru.jobs import write_job_file
+
+    root, _, _ = checkpoints
+    base = ["--cache", str(tmp_path), "deltas", str(root / "target"), str(root / "unlearned"), "--quantizers",
+            "int8@8", "--quiet"]
+    assert main(base + ["--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--device", "tpu"]) == 2 and "'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda:0", "--force"]) == 2
+        assert "--device cpu" in capsys.readouterr().err
+    job = tmp_path / "job.json"
+    write_job_file(job, "deltas", [deltas_config(root / "target", root / "unlearned", quantizer_set(["int8@8"]))])
+    assert main(["--cache", str(tmp_path), "deltas", "--config", str(job), "--device", "cpu", "--quiet"]) == 0
+
+
+def test_checkpoints_are_streamed_as_stored(tmp_path):
+    """bf16 and fp16 tensors reach the scan in their stored type (widened there, a row chunk at a time)."""
+    w = torch.randn(8, 64)
+    for name, dtype in (("t", torch.bfloat16), ("u", torch.float16)):
+        (tmp_path / name).mkdir()
+        save_file({"model.layers.0.mlp.up_proj.weight": w.to(dtype)}, str(tmp_path / name / "model.safetensors"))
+    ((_, wt, wu),) = list(stream_pairs(Checkpoint(tmp_path / "t"), Checkpoint(tmp_path / "u")))
+    assert wt.dtype == torch.bfloat16 and wu.dtype == torch.float16
+    rows, _ = scan(stream_pairs(Checkpoint(tmp_path / "t"), Checkpoint(tmp_path / "u")), [QuantSpec(8, "int8")])
+    assert rows[0]["max_abs_delta"] == float((w.half().float() - w.bfloat16().float()).abs().max())

@@ -103,3 +103,43 @@ def test_fake_quantize_leaves_embeddings_head_and_original_alone(micro_models):
     assert "lm_head" not in quantizable_linears(model)
     assert not torch.equal(q.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
     assert fake_quantize(model, QuantSpec()) is model
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+@pytest.mark.parametrize("shape, blocksize", [((10, 64), 64), ((8, 100), 64), ((40, 64), 128), ((10, 576), 1024),
+                                              ((3, 2048), 4096)])
+def test_4bit_dequant_equals_the_bitsandbytes_reference_for_any_block_and_row(quant_type, shape, blocksize):
+    """Q(W) = level x block absmax, as bitsandbytes' reference implementation (backends/default) computes it, also
+    where a block is longer than a row (bitsandbytes 0.50's CPU kernel gives other values for (40, 64) / 128 and
+    (10, 576) / 1024; its result is not used)."""
+    from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
+    from bitsandbytes.backends.utils import _get_4bit_code
+
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(3)) * 0.02
+    packed, state = bnbf.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type, compress_statistics=False)
+    ref = _dequantize_4bit_compute(packed.view(torch.uint8).reshape(-1), state.absmax,
+                                   _get_4bit_code(quant_type, "cpu"), blocksize, shape, torch.float32)
+    q = quantize_tensor(w, QuantSpec(4, quant_type, blocksize))
+    assert torch.equal(q.dequant, ref)
+    flat = packed.view(torch.uint8).flatten()
+    raw = torch.stack([(flat >> 4) & 0xF, flat & 0xF], dim=1).flatten()[: w.numel()].long()
+    table = bnbf.get_4bit_type(quant_type, device="cpu").float()
+    assert torch.equal(q.codes.flatten(), torch.searchsorted(level_table(quant_type), table)[raw])
+
+
+@pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
+def test_4bit_codes_equal_bitsandbytes_at_the_rounding_boundaries(quant_type):
+    """Weights placed exactly on, and one float32 step either side of, every rounding boundary of a block whose
+    absmax is 1, plus zeros, signed zeros and a zero block: qru's codes are bitsandbytes'."""
+    code = bnbf.get_4bit_type(quant_type, device="cpu").float().sort().values
+    bounds = (code[1:] + code[:-1]) / 2
+    values = torch.cat([bounds, torch.nextafter(bounds, torch.tensor(2.0)), torch.nextafter(bounds, torch.tensor(-2.0)),
+                        torch.tensor([0.0, -0.0])])
+    block = torch.cat([values, torch.ones(64 - len(values) % 64)])
+    w = torch.cat([block, torch.zeros(64), -block * 0.37]).reshape(-1, 64)
+    packed, _ = bnbf.quantize_4bit(w, blocksize=64, quant_type=quant_type, compress_statistics=False)
+    flat = packed.view(torch.uint8).flatten()
+    raw = torch.stack([(flat >> 4) & 0xF, flat & 0xF], dim=1).flatten().long()
+    table = bnbf.get_4bit_type(quant_type, device="cpu").float()
+    q = quantize_tensor(w, QuantSpec(4, quant_type))
+    assert torch.equal(q.codes.flatten(), torch.searchsorted(level_table(quant_type), table)[raw])

@@ -1,9 +1,10 @@
 """The ``qru`` command line: build-target, run, demo, sweep, paper-table, noise, curve, deltas, import, export, ls,
-show (docs/commands.md). ``parser`` builds the options (run options map onto qru.recipes' keywords), ``commands``
+show, queue, cancel (docs/commands.md). ``parser`` builds the options (run options map onto qru.recipes' keywords), ``commands``
 runs them, ``reports`` prints the results. The library never imports this package.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
-line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched.
+line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched. The heavy commands
+(qru.queue.HEAVY) wait for a slot of the store's job queue first, saying so.
 """
 from __future__ import annotations
 
@@ -16,25 +17,46 @@ from qru.atomic import LockedError
 from qru.cli.parser import build_parser, configs_for
 from qru.config import ConfigError
 from qru.corpus.muse import CorpusError
-from qru.errors import CheckpointError, ModelLoadError, ResultImportError, UnlearnError
+from qru.errors import CheckpointError, JobCancelled, ModelLoadError, ResultImportError, UnlearnError
 from qru.store import RunStore, StoreError
+
+_store: list = []  # the store of the command being run (where `qru cancel` leaves its mark)
 
 
 def _terminate(signum, frame) -> None:
+    from qru.queue import cancel_requested
+
+    if _store and cancel_requested(_store[-1]):
+        raise JobCancelled("cancelled by qru cancel")
     raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+def _run(args, argv: list[str]) -> int:
+    """The command, inside a slot of the store's job queue if it is a heavy one."""
+    from qru.queue import HEAVY, slot
+
+    if args.command not in HEAVY:
+        return args.func(args)
+    def note(line: str) -> None:  # said even with --quiet: a waiting job must not look hung
+        print(f"qru: {line} (Ctrl-C leaves the queue; `qru queue` shows it)", file=sys.stderr, flush=True)
+
+    with slot(args.cache, "qru " + " ".join(argv), note):
+        return args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qru`` console script; returns the exit status."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for users
     signal.signal(signal.SIGTERM, _terminate)  # a kill records the run as failed instead of vanishing
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.cache = RunStore(args.cache).root  # --cache, else $QRU_CACHE, else ./cache
+    _store[:] = [args.cache]
     if args.cache.exists() and not args.cache.is_dir():
         print(f"qru: error: the store {args.cache} is not a folder", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        return _run(args, argv)
     except (ConfigError, CorpusError, StoreError, LockedError, UnlearnError, CheckpointError, ModelLoadError,
             ResultImportError) as exc:
         print(f"qru: error: {exc}", file=sys.stderr)
@@ -45,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a store or corpus the user cannot read or write
         print(f"qru: error: {exc}", file=sys.stderr)
         return 2
+    except JobCancelled:
+        print("qru: cancelled (qru cancel); stored results are intact and the same command continues from what was "
+              "finished", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("qru: interrupted (stored results are intact; the same command continues from what was finished: a model "
               "build keeps its finished models, the model it was training starts again from step 0)", file=sys.stderr)

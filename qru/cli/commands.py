@@ -196,6 +196,7 @@ def cmd_curve(args) -> int:
 
 def cmd_deltas(args) -> int:
     from qru.compare import compare
+    from qru.devices import scan_device
 
     if args.config:
         config = _from_file(args, "deltas")
@@ -204,10 +205,11 @@ def cmd_deltas(args) -> int:
         if not (args.target and args.unlearned):
             raise ConfigError("give the TARGET and UNLEARNED checkpoints (or --config FILE)")
         config = recipes.comparison(args.target, args.unlearned, args.quantizers or ["all"])
+    device = scan_device(args.device)
     store = RunStore(args.cache)
     if store.find(config) and not args.force:
         print(f"found in the store: {config.label}", file=sys.stderr, flush=True)
-    run_id = compare(config, store, progress_printer(args.quiet), force=args.force)
+    run_id = compare(config, store, progress_printer(args.quiet), force=args.force, device=device)
     print(f"\nrun {run_id}: {config.label}")
     print(delta_summary(store.deltas(run_id), [s.key for s in config.quant_specs()], None if args.all else 9))
     return 0
@@ -246,7 +248,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_queue(args) -> int:
+    from qru.queue import describe, set_slots
+
+    if args.slots is not None:
+        print(f"job slots of {args.cache}: {set_slots(args.cache, args.slots)} (heavy jobs that run at once)")
+    print("\n".join(describe(args.cache)))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from qru.queue import cancel
+
+    for line in cancel(RunStore(args.cache), args.target):
+        print(line)
+    return 0
+
+
 def cmd_ls(args) -> int:
+    from qru.queue import describe, tickets
+
+    if tickets(args.cache):
+        print("\n".join(describe(args.cache)) + "\n")
     runs = RunStore(args.cache).list()
     if not runs:
         print(f"no runs in {RunStore(args.cache).runs}")

@@ -157,7 +157,7 @@ def method_args(p: argparse.ArgumentParser, single: bool = True) -> None:
 def choices(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict:
     """The recipe keywords of a parsed command: the options given (not their defaults), method parameters gathered
     into ``params``; ``drop`` names namespace entries that are not recipe choices."""
-    skip = {"command", "func", "cache", "quiet", "force", "config", "all", *drop}
+    skip = {"command", "func", "cache", "quiet", "force", "config", "all", "device", *drop}
     out, params = {}, {}
     for name, value in vars(args).items():
         if name.startswith(PARAM_PREFIX):
@@ -215,6 +215,9 @@ def add_bring_your_own(sub, commands) -> None:
                         ". Or quantizer keys such as fp4-b64@4, nf4-b64@4, int8@8, rtn-asym-g128@3, "
                         "rtn-sym-g0@8 (g0 = per channel). Default: all")
     p.add_argument("--force", action="store_true", help="recompute even if the store has this comparison")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="where the scan computes: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or "
+                        "cuda:N; the numbers do not depend on it")
     p.add_argument("--all", action="store_true", help="print every quantizer's totals, not the first 9")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--config", metavar="FILE", help="the comparison serialized in FILE (a dashboard job file)")
@@ -316,8 +319,17 @@ def build_parser(raising: bool = False) -> argparse.ArgumentParser:
 
     add_analysis(sub, commands)
     add_bring_your_own(sub, commands)
-    p = sub.add_parser("ls", help="list stored runs")
+    p = sub.add_parser("ls", help="list stored runs (and the job queue, when a job runs or waits)")
     p.set_defaults(func=commands.cmd_ls)
+    p = sub.add_parser("queue", help="the store's job queue: the running and waiting jobs, and how many run at once")
+    p.add_argument("--slots", default=None, metavar="N", help="set how many heavy jobs run at once (default: one per "
+                                                            "4 cores, at least one; $QRU_SLOTS overrides)")
+    p.set_defaults(func=commands.cmd_queue)
+    p = sub.add_parser("cancel", help="stop a running or waiting job: its run is recorded as cancelled and the same "
+                                      "command resumes from what was cached")
+    p.add_argument("target", help="a run id (or its unique beginning), a dashboard job id, a process id from "
+                                  "`qru queue`, or all")
+    p.set_defaults(func=commands.cmd_cancel)
     p = sub.add_parser("show", help="print a run's metric table and delta summary")
     p.add_argument("run_id", help="a run id (or its unique beginning, e.g. ga-gdr-lora)")
     p.add_argument("--all", action="store_true", help="the totals under every analysed quantizer, not only the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import bitsandbytes as bnb
@@ -21,6 +22,7 @@ import bitsandbytes.functional as bnbf
 import torch
 from torch import nn
 
+from qru.histograms import bucketize
 from qru.quant.spec import QuantSpec
 
 
@@ -56,11 +58,6 @@ def level_table(quant_type: str) -> torch.Tensor:
     return torch.unique(bnbf.get_4bit_type(quant_type, device="cpu").float())
 
 
-def _unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
-    flat = packed.flatten()
-    return torch.stack([(flat >> 4) & 0xF, flat & 0xF], dim=1).flatten()[:n].long()
-
-
 def level_midpoints(levels: torch.Tensor) -> torch.Tensor:
     """The decision boundaries [L-1] of rounding to the nearest of sorted ``levels`` [L]: the midpoints between
     adjacent levels, as bitsandbytes' ``quantize_4bit`` buckets normalised weights."""
@@ -75,29 +72,68 @@ def quantize_4bit(weight: torch.Tensor, quant_type: str = "fp4", blocksize: int 
     around x: above x if x lies above its level, else below); boundary distance a times that of x to the nearest
     midpoint between levels. Without ``detail`` only codes and dequant are filled (step zero, no boundaries), for
     a weight that is only compared with another's grid. Raises ValueError for an unknown quant type.
+
+    Computed in torch as bitsandbytes' reference ``quantize_4bit`` computes it (backends/default: absmax blocks,
+    w * (1 / absmax), rounding at its code's midpoints), with a faster exact bucketing (qru.histograms.bucketize),
+    on any device; tests/test_quant.py compares codes, absmax and Q(W) with bitsandbytes' own. Q(W) is the code's
+    level times its block's absmax, as bitsandbytes' reference ``dequantize_4bit`` and its CUDA kernel compute it;
+    its CPU kernel (0.50) gives other values where a block is longer than a row and rows do not pair into blocks
+    (e.g. blocksize 1024 over rows of 576).
     """
     w = weight.detach().float().contiguous()
-    packed, state = bnbf.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type, compress_statistics=False)
-    dequant = bnbf.dequantize_4bit(packed, state).float().reshape(w.shape)
-    table = bnbf.get_4bit_type(quant_type, device="cpu").float()
-    levels = level_table(quant_type)
-    level_of_code = torch.searchsorted(levels, table.contiguous())  # 16 raw codes -> index of their level
-    codes = level_of_code[_unpack_nibbles(packed, w.numel())].reshape(w.shape)
+    grid = _grid_4bit(quant_type, str(w.device))
+    absmax, scaled = _absmax_scaled(w.reshape(-1), blocksize)
+    bucket = bucketize(scaled, grid["bounds"])  # bitsandbytes' rounding (its sorted code's midpoints)
+    codes = grid["level"].index_select(0, bucket).reshape(w.shape)
+    absmax = absmax.repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
+    dequant = grid["value"].index_select(0, bucket).reshape(w.shape) * absmax
     if not detail:
         return QuantizedTensor(codes=codes, dequant=dequant, step=torch.zeros_like(w))
-    absmax = state.absmax.float().repeat_interleave(blocksize)[: w.numel()].reshape(w.shape)
+    levels, mids = grid["levels"], grid["mids"]
     safe = absmax.clamp(min=1e-38)
     x = torch.where(absmax > 0, w / safe, torch.zeros_like(w))
-    mids = level_midpoints(levels)
-    own = torch.bucketize(x, mids)  # nearest level of x (the code, computed on x itself)
-    upper = (own + (x > levels[own]).long()).clamp(1, len(levels) - 1)  # the level just above x's gap
-    step = (levels[upper] - levels[upper - 1]) * absmax
-    edge = own.clamp(1, len(mids) - 1)  # the midpoints around x: mids[edge - 1], mids[edge]
-    boundary = torch.minimum((x - mids[edge - 1]).abs(), (mids[edge] - x).abs()) * absmax
+    own = bucketize(x, mids).reshape(-1)  # nearest level of x (the code, computed on x itself)
+    above = x.reshape(-1) > levels.index_select(0, own)
+    upper = (own + above).clamp_(1, len(levels) - 1)  # the level just above x's gap
+    step = (levels.index_select(0, upper) - levels.index_select(0, upper - 1)).reshape(w.shape) * absmax
+    edge = own.clamp_(1, len(mids) - 1)  # the midpoints around x: mids[edge - 1], mids[edge]
+    boundary = torch.minimum((x - mids.index_select(0, edge - 1).reshape(w.shape)).abs_(),
+                             (mids.index_select(0, edge).reshape(w.shape) - x).abs_()) * absmax
 
     def grid_codes(v: torch.Tensor) -> torch.Tensor:
-        return torch.bucketize(torch.clamp(v.detach().float() / safe, -1, 1), mids)
+        return bucketize(torch.clamp(v.detach().float() / safe, -1, 1), mids)
     return QuantizedTensor(codes=codes, dequant=dequant, step=step, boundary=boundary, grid_codes=grid_codes)
+
+
+@lru_cache(maxsize=8)
+def _grid_4bit(quant_type: str, device: str) -> dict[str, torch.Tensor]:
+    """bitsandbytes' 4-bit grid on ``device``: ``bounds`` [15] (the rounding boundaries of ``quantize_4bit``: the
+    midpoints of its sorted 16-entry code, -0 and +0 apart), per bucket of those bounds the ``level`` index (int64
+    [16], into the distinct levels) and ``value`` (float32 [16], the code's value), the distinct ``levels`` and
+    their ``mids``. Raises ValueError for an unknown quant type."""
+    levels = level_table(quant_type)
+    code = bnbf.get_4bit_type(quant_type, device="cpu").float()
+    order = torch.argsort(code)
+    grid = {"bounds": (code[order[:-1]] + code[order[1:]]) / 2, "level": torch.searchsorted(levels, code[order]),
+            "value": code[order], "levels": levels, "mids": level_midpoints(levels)}
+    return {k: v.to(device) for k, v in grid.items()}
+
+
+def _absmax_scaled(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """bitsandbytes' 4-bit block scaling of a float32 vector [n], computed as its ``quantize_4bit`` computes it
+    (backends/default): per block of ``blocksize`` the absmax (float32 [ceil(n / blocksize)]; a last, shorter
+    block's clamped to >= 1e-38) and the weights scaled into [-1, 1] (float32 [n]: w * (1 / absmax) in whole
+    blocks, w / absmax in the last one)."""
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = flat[:full].reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=-1) if full else flat.new_zeros(0)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1).reshape(-1)
+    if full < n:
+        last = flat[full:].abs().max().clamp(min=1e-38)
+        absmax = torch.cat([absmax, last.unsqueeze(0)])
+        scaled = torch.cat([scaled, torch.clamp(flat[full:] / last, -1, 1)])
+    return absmax, scaled
 
 
 def quantize_int8(weight: torch.Tensor, detail: bool = True) -> QuantizedTensor:
