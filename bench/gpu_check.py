@@ -63,7 +63,7 @@ def _smollm2(store: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--report", default=os.path.join(os.environ.get("OUT", "."), "gpu-check-report.md"))
-    parser.add_argument("--size-gb", type=float, default=1.0, help="checkpoint size of the scan bench")
+    parser.add_argument("--size-gb", type=float, default=0.5, help="checkpoint size of the scan bench")
     args = parser.parse_args()
     import torch
 
@@ -83,7 +83,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qru-gpu-") as store:
         lines.append(_smollm2(store))
     code, out, seconds = _sh([sys.executable, "bench/bench_stream.py", "--size-gb", str(args.size_gb), "--device",
-                              "cuda", "--dtype", "bfloat16"], timeout=240, env=env)
+                              "cuda", "--dtype", "bfloat16"], timeout=300, env=env)
     lines.append(_section("bench_stream.py --device cuda (bf16 checkpoints)", code, out, seconds))
     Path(args.report).write_text("\n".join(lines))
     print("\n".join(lines))

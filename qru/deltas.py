@@ -35,7 +35,8 @@ from qru.quant.spec import QUANT_TYPES_4BIT, QuantSpec
 ABS_EDGES = np.logspace(-10, 0, 101)
 # |dW| / Δ, 1e-6 .. 100.
 REL_EDGES = np.logspace(-6, 2, 81)
-CHUNK_WEIGHTS = 1 << 18  # weights per row chunk of the scan: its temporaries stay in the CPU's cache
+CHUNK_WEIGHTS = 1 << 18  # weights per row chunk of the scan on a CPU: its temporaries stay in the cache
+GPU_CHUNK_WEIGHTS = 1 << 24  # on a GPU
 MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -74,6 +75,11 @@ def row_chunks(shape: tuple[int, ...], spec: QuantSpec | None = None, budget: in
     return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
+def _budget(t: torch.Tensor) -> int:
+    """Weights per chunk: cache-sized on a CPU, large on a GPU (where each operation costs a kernel launch)."""
+    return CHUNK_WEIGHTS if t.device.type == "cpu" else GPU_CHUNK_WEIGHTS
+
+
 def _wide(t: torch.Tensor, rows: slice) -> torch.Tensor:
     """Rows of a weight as float32 (bf16 / fp16 widened here, chunk by chunk)."""
     part = t[rows]
@@ -93,7 +99,7 @@ def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[dict
         raise ValueError(f"weight shapes differ: {tuple(w_target.shape)} vs {tuple(w_unlearned.shape)}")
     counts, zeros, total, top, dw_sq = torch.zeros(len(ABS_EDGES) - 1, dtype=torch.long,
                                                    device=w_target.device), 0, 0.0, 0.0, 0.0
-    for rows in row_chunks(tuple(w_target.shape)):
+    for rows in row_chunks(tuple(w_target.shape), budget=_budget(w_target)):
         dw = _wide(w_unlearned, rows) - _wide(w_target, rows)
         size = dw.abs()
         c, z = log_counts(size, ABS_EDGES)
@@ -116,7 +122,7 @@ def _given_parts(quantized: tuple[QuantizedTensor, QuantizedTensor], wu: torch.T
 
 def _parts(wt: torch.Tensor, wu: torch.Tensor, spec: QuantSpec):
     """(rows, Q(W_t) with detail, Q(W_u)'s codes, Q(W_u), W_u's codes on W_t's grid) per row chunk."""
-    for rows in row_chunks(tuple(wt.shape), spec):
+    for rows in row_chunks(tuple(wt.shape), spec, _budget(wt)):
         t, u = _wide(wt, rows), _wide(wu, rows)
         qt, qu = quantize_tensor(t, spec), quantize_tensor(u, spec, detail=False)
         yield rows, qt, qu.codes, qu.dequant, qt.grid_codes(u)
