@@ -17,6 +17,7 @@ from qru.checkpoints import (Checkpoint, UnusableCheckpointError, fingerprint, o
 from qru.config import DeltasConfig
 from qru.deltas import deltas_files, scan
 from qru.errors import CheckpointError
+from qru.provenance import FILE as PROVENANCE, provenance
 from qru.quant.spec import QuantSpec
 from qru.store import RunStore, run_id_of
 
@@ -52,6 +53,7 @@ def compare(config: DeltasConfig, store: RunStore | None = None, progress: Progr
     specs = config.quant_specs()
     with store.open_run(config) as writer:
         writer.set_status("running", stage="starting")
+        writer.write_json(PROVENANCE, provenance(specs, device=str(device)))
         quantized = sum(s.bits < 32 for s in specs)
         writer.log(f"{writer.run_id}: {config.target} -> {config.unlearned} ({n} tensors, {quantized} quantizers, "
                    f"on {device})")

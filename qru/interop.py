@@ -33,6 +33,7 @@ from qru.config import ConfigError, ImportConfig, parse_import_entry
 from qru.errors import ResultImportError
 from qru.evals.privleak import privleak as privleak_percent
 from qru.evals.probes import build_probes
+from qru.provenance import FILE as PROVENANCE, read_provenance
 from qru.store import RunStore, run_id_of
 
 OU_FILE = "MUSE_EVAL.json"
@@ -381,6 +382,8 @@ def export_run(store: RunStore, run_id: str, dest: str | Path, model: str = "unl
                 write_json(folder / OU_FILE, data)
                 write_json(folder / "MUSE_SUMMARY.json", {k: v["agg_value"] for k, v in data.items()})
                 folders.append(dest / folder.name)
+            write_json(tmp / PROVENANCE, read_provenance(store.path(run_id)) or {"note": "not recorded: the run was "
+                                                                                      "stored before qru recorded it"})
     except OSError as exc:  # no permission, disk full, or dest made meanwhile
         raise ConfigError(f"cannot write the export folder {dest}: {exc.strerror or exc}") from None
     return folders

@@ -22,6 +22,7 @@ from qru.atomic import atomic_write, write_json
 from qru.config import ConfigError, ModelConfig, RunConfig, config_key, eval_key_dict, to_dict
 from qru.corpus import check_trainable, ensure_corpus, load_muse_dir
 from qru.deltas import deltas_files, scan, weight_pairs
+from qru.devices import compute_device
 from qru.errors import UnlearnError
 from qru.evals.generation import context_length
 from qru.evals.privleak import privleak
@@ -29,6 +30,7 @@ from qru.evals.probes import build_probes
 from qru.evals.suite import add_entity_verbmem, evaluate
 from qru.hub import check_model_source, load_any_tokenizer
 from qru.models import ModelPair, cap_training, ensure_models, ensure_tokenizer, models_built
+from qru.provenance import FILE as PROVENANCE, provenance
 from qru.quant.bnb import fake_quantize, quantizable_linears
 from qru.quant.load import quantized_copy
 from qru.quant.spec import QuantSpec, analysis_grid
@@ -324,6 +326,7 @@ def run(config: RunConfig, store: RunStore | None = None, progress: Progress | N
         writer.set_status("running", stage="starting")
         writer.log(f"run {writer.run_id}: {config.label}")
         try:
+            writer.write_json(PROVENANCE, provenance(config.quant_specs(), config.quant_load, compute_device()))
             execute(config, writer, store.root, progress)
         except BaseException as exc:
             writer.fail(exc)

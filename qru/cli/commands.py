@@ -299,6 +299,8 @@ def _resolve_run_id(store: RunStore, text: str) -> str:
 
 
 def cmd_show(args) -> int:
+    from qru.provenance import provenance_lines, read_provenance
+
     store = RunStore(args.cache)
     args.run_id = _resolve_run_id(store, args.run_id)
     config, status = store.config(args.run_id), store.status(args.run_id)
@@ -308,6 +310,8 @@ def cmd_show(args) -> int:
         print(f"target: {config.target}\nunlearned: {config.unlearned}")
     if isinstance(config, ImportConfig):
         print("imported: " + "\n          ".join(config.entries))
+    else:
+        print("\n".join(provenance_lines(read_provenance(store.path(args.run_id)))))
     if status.get("error"):
         print(f"error: {status['error']}")
     if status.get("rerun_error"):
