@@ -54,11 +54,12 @@ bench: install
 
 # On a lent CUDA machine without network (python3 there holds torch): install the wheels from .whl/ (made here by
 # `make gpu-wheels`) into a temporary folder and run bench/gpu_check.py, which writes gpu-check-report.md ($OUT).
-GPU_SITE ?= /tmp/qru-gpu-site
+GPU_SITE   ?= /tmp/qru-gpu-site
+GPU_PYTHON ?= python3
 gpu-check:
-	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile \
+	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile \
 	  --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	PYTHONPATH=$(CURDIR):$(GPU_SITE) python3 bench/gpu_check.py
+	PYTHONPATH=$(CURDIR):$(GPU_SITE) $(GPU_PYTHON) bench/gpu_check.py
 
 # The wheels the GPU machine's image lacks, for its Python 3.12 (run here, with the package index reachable).
 gpu-wheels: install

