@@ -218,7 +218,8 @@ def scan(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], specs: list[Qu
     quantizer below 32 bits}, rows in tensor order, the last one the total. ``progress(i, name)`` is called before
     each tensor. ``calibrated[spec key][tensor name]`` = (Q(W_t), Q(W_u)) of model-level quantizers (GPTQ).
     ``device``: where each pair is analysed (moved there as stored, widened to float32 a row chunk at a time;
-    None: where its tensors are); on CUDA, bitsandbytes' CUDA kernels quantize. Each tensor pair is read once for all quantizers.
+    None: where its tensors are); on CUDA, LLM.int8 rounds with bitsandbytes' CUDA kernel, the 4-bit formats and RTN
+    with qru's torch code (the same as on a CPU). Each tensor pair is read once for all quantizers.
     Raises ValueError if there is no pair, two names repeat, or a pair's shapes differ.
     """
     by_spec: dict[str, list[dict]] = {s.key: [] for s in specs}

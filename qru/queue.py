@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ class Ticket:
     started: float
     run_ids: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        ok = (isinstance(self.ticket, str) and type(self.pid) is int and 0 < self.pid < 2 ** 31
+              and type(self.pid_start) is int and isinstance(self.title, str) and self.state in ("waiting", "running")
+              and type(self.slot) is int and all(type(t) in (int, float) and 0 <= t < 1e11
+                                                  for t in (self.created, self.started))
+              and all(isinstance(r, str) for r in self.run_ids))
+        if not ok:
+            raise TypeError(f"not a queue ticket: {self.__dict__!r}"[:200])
+
 
 def cores() -> int:
     """The CPU cores this process may use."""
@@ -75,7 +85,7 @@ def _folder(store_root: Path) -> Path:
 
 def _check_slots(value, where: str) -> int:
     text = value.strip() if isinstance(value, str) else value
-    whole = type(value) is int or (isinstance(text, str) and text.isascii() and text.lstrip("-").isdigit())
+    whole = type(value) is int or (isinstance(text, str) and re.fullmatch(r"-?[0-9]+", text) is not None)
     if not whole:
         raise ConfigError(f"{where}: the number of job slots must be a whole number 1..{MAX_SLOTS}, got {value!r}")
     number = int(text)
@@ -124,18 +134,23 @@ def _tick(pid: int) -> int:
 def tickets(store_root: Path) -> list[Ticket]:
     """The jobs in the queue, running first, then waiting in order of arrival. Tickets of processes that are gone
     (killed without cleaning up) are removed."""
-    out = []
-    for path in sorted(_folder(store_root).glob("t-*.json")):
-        try:
+    out, folder = [], _folder(store_root)
+    for path in sorted(folder.glob("t-*.json")):
+        try:  # tickets are written atomically: one that cannot be read is damaged, not half-written
             data = read_json(path, ValueError, str(path))
             ticket = Ticket(**{**data, "run_ids": tuple(data.get("run_ids", ()))})
-        except (ValueError, TypeError, OSError):
-            continue  # being written, or not a ticket
-        if _alive(ticket.pid, ticket.pid_start):
+        except (ValueError, TypeError, AttributeError):
+            ticket = None
+        if ticket is not None and _alive(ticket.pid, ticket.pid_start):
             out.append(ticket)
         else:
             with contextlib.suppress(OSError):
                 path.unlink()
+    for mark in folder.glob("cancel-*"):  # marks of processes that are gone
+        pid, _, tick = mark.name[len("cancel-"):].partition("-")
+        if not (pid.isdigit() and tick.isdigit() and _alive(int(pid), int(tick))):
+            with contextlib.suppress(OSError):
+                mark.unlink()
     return sorted(out, key=lambda t: (t.state != "running", t.ticket))
 
 
@@ -201,7 +216,8 @@ def slot(store_root: Path, title: str, notify: Callable[[str], None] | None = No
             while fd is None:
                 n = slots(store_root)
                 where = place(store_root, pid)
-                if where is None or where[0] < n:
+                busy = sum(t.state == "running" for t in (where[1] if where else []))
+                if where is None or where[0] < n - busy:  # only as many of the first waiters as slots are free
                     got = _try_slot(folder, n)
                     if got is not None:
                         number, fd = got

@@ -198,3 +198,43 @@ def test_the_dashboard_shows_a_queued_job_with_its_place_and_cancels_it(checkpoi
     assert proc.returncode == 130 and "qru: cancelled" in err
     (tmp_path / "jobs" / f"{job.job_id}.log").write_text(err)  # where a dashboard job's output goes
     assert job_progress(RunStore(tmp_path), job).state == "cancelled"
+
+
+def test_damaged_tickets_and_odd_slot_values_never_block_the_store(tmp_path, capsys, monkeypatch):
+    """A ticket with wrong field types (for a live pid) or unreadable JSON is removed, not a traceback; a slot
+    value with repeated dashes is one error line; stale cancel marks are cleared."""
+    monkeypatch.delenv("QRU_SLOTS", raising=False)
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    live = {"ticket": "t-1", "pid": os.getpid(), "pid_start": _start_tick(os.getpid()), "title": "x",
+            "state": "waiting", "slot": -1, "created": 1.0, "started": 0.0}
+    for i, bad in enumerate(({**live, "pid": str(os.getpid())}, {**live, "started": "x"}, {**live, "run_ids": [1]})):
+        (folder / f"t-{i}.json").write_text(__import__("json").dumps(bad))
+    (folder / "t-9.json").write_text("{not json")
+    (folder / f"cancel-{DEAD_PID}-5").touch()
+    assert queue.tickets(tmp_path) == [] and sorted(p.name for p in folder.iterdir()) == []
+    assert main(["--cache", str(tmp_path), "queue", "--slots=--1"]) == 2
+    assert "whole number 1..256" in capsys.readouterr().err
+    monkeypatch.setenv("QRU_SLOTS", "--5")
+    assert main(["--cache", str(tmp_path), "queue"]) == 2
+    assert capsys.readouterr().err.startswith("qru: error: QRU_SLOTS")
+
+
+def test_a_stored_result_and_a_bad_run_id_do_not_wait_for_the_slot(checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QRU_SLOTS", raising=False)
+    queue.set_slots(tmp_path, 1)
+    argv = ["--cache", str(tmp_path), "deltas", str(checkpoints / "target"), str(checkpoints / "other"),
+            "--quantizers", "int8@8", "--quiet"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    with queue.slot(tmp_path, "holder"):
+        child = _qru(tmp_path, *argv[2:])
+        out, err = child.communicate(timeout=90)  # found in the store: printed at once, no waiting
+        assert child.returncode == 0 and "waiting" not in err and "run deltas-" in out
+        child = _qru(tmp_path, "curve", "nosuchrun")
+        out, err = child.communicate(timeout=90)
+        assert child.returncode == 2 and "waiting" not in err and "nosuchrun" in err
+        monkeypatch.setenv("RANK", "1")  # a non-main rank of a multi-process launch: rank 0 holds the launch's slot
+        child = _qru(tmp_path, *argv[2:-2], "rtn-sym-g0@8", "--quiet")
+        out, err = child.communicate(timeout=90)
+        assert child.returncode == 0 and "waiting" not in err

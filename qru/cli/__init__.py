@@ -26,6 +26,7 @@ _store: list = []  # the store of the command being run (where `qru cancel` leav
 def _terminate(signum, frame) -> None:
     from qru.queue import cancel_requested
 
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM (two cancels) must not break the clean-up
     if _store and cancel_requested(_store[-1]):
         raise JobCancelled("cancelled by qru cancel")
     raise KeyboardInterrupt(f"terminated by signal {signum}")
@@ -40,6 +41,10 @@ def _run_ids(args, argv: list[str]) -> list[str]:
     if args.command == "deltas":
         from qru.devices import scan_device
         scan_device(args.device)
+    if args.command in ("noise", "curve"):
+        from qru.cli.commands import _qru_run
+        return [_qru_run(RunStore(args.cache), args.run_id, "noise controls" if args.command == "noise" else
+                         "curves")[0]]
     if args.command not in ("run", "demo", "sweep", "deltas"):
         return []
     if getattr(args, "config", None):
@@ -51,13 +56,23 @@ def _run_ids(args, argv: list[str]) -> list[str]:
     return [run_id_of(c) for c in configs]
 
 
+def _done(store: RunStore, run_id: str) -> bool:
+    try:
+        return run_id in store.ids() and store.status(run_id)["state"] == "done"
+    except (StoreError, OSError):
+        return False
+
+
 def _run(args, argv: list[str]) -> int:
     """The command, inside a slot of the store's job queue if it is a heavy one."""
     from qru.queue import HEAVY, LeftQueue, slot
 
-    if args.command not in HEAVY:
-        return args.func(args)
+    if args.command not in HEAVY or int(os.environ.get("RANK", "0") or 0) > 0:
+        return args.func(args)  # under a multi-process launch only rank 0 queues: one launch, one slot
     run_ids = _run_ids(args, argv)
+    if args.command in ("run", "deltas") and run_ids and not getattr(args, "force", False) and \
+            all(_done(RunStore(args.cache), r) for r in run_ids):
+        return args.func(args)  # stored already: the command only prints it
 
     def note(line: str) -> None:  # said even with --quiet: a waiting job must not look hung
         print(f"qru: {line} (Ctrl-C leaves the queue; `qru queue` shows it)", file=sys.stderr, flush=True)
