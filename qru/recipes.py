@@ -147,7 +147,8 @@ def unlearn_config(method: str = "ga", regularizer: str | None = None, adapter: 
                    preset: str = "embedded", lr: float | None = None, epochs: int | None = None, alpha: float = 1.0,
                    params: dict | None = None, lora_r: int = 32, lora_alpha: int = 32, batch_size: int = 4,
                    max_steps: int = 0, loss_form: str = "faithful", sure: float = 0.0, start_grid: str = "",
-                   weight_precision: str = "fp32", freeze_embeddings: bool = False) -> UnlearnConfig:
+                   weight_precision: str = "fp32", freeze_embeddings: bool = False,
+                   sam_rho: float = 0.0) -> UnlearnConfig:
     """The UnlearnConfig of the unlearning choices. ``regularizer`` None = "gdr" (or "none" for a method with its
     own retain term); ``lr`` / ``epochs`` None = the ``preset``'s ("embedded" or "paper", LR_PRESETS).
     Raises ConfigError for a bad value."""
@@ -167,7 +168,7 @@ def unlearn_config(method: str = "ga", regularizer: str | None = None, adapter: 
                          epochs=epochs if epochs is not None else preset_epochs, alpha=alpha, lora_r=lora_r,
                          lora_alpha=lora_alpha, batch_size=batch_size, max_steps=max_steps, loss_form=loss_form,
                          sure_share=sure, start_grid=start_grid, weight_precision=weight_precision,
-                         freeze_embeddings=freeze_embeddings, params=extra, **fields)
+                         freeze_embeddings=freeze_embeddings, sam_rho=sam_rho, params=extra, **fields)
 
 
 def run_config(quantizer: str = "bitsandbytes", bits: tuple[int, ...] | list[int] | None = None,

@@ -1,8 +1,6 @@
 """The chunked, vectorized delta scan (qru.deltas) gives the old whole-tensor analysis (tests/delta_reference.py)
 exactly: counts and histograms equal, float64 sums equal to rounding, for every quantizer of the analysis grid, on
 the micro models and on awkward shapes, with chunks cut small, and on bf16 weights read as stored."""
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from qru.deltas import ABS_EDGES, REL_EDGES, row_chunks, scan, weight_pairs
 from qru.histograms import log_counts
 from qru.quant.spec import QuantSpec, analysis_grid
 import delta_reference as reference
+from test_checkpoints import _unlearned as _moved
 
 COUNTS = ("numel", "zero_delta", "code_flips", "flips_boundary", "flips_scale", "max_abs_delta", "median_step",
           "below_half_step", "code_flip_rate")
@@ -40,16 +39,6 @@ def _compare(pairs, specs):
                                                for v in ("rel", "dq", "bnd", "bndrel")}}
             _same(mine[i], views, ref_row, ref_hists, f"{spec.key} {name}")
     return names
-
-
-def _moved(model, scale, seed=0):
-    other = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in other.named_parameters():
-            if p.dim() == 2 and "embed" not in name:
-                p.add_(torch.randn(p.shape, generator=gen) * scale)
-    return other
 
 
 def test_scan_equals_the_whole_tensor_reference_under_every_quantizer(micro_models, monkeypatch):

@@ -113,6 +113,9 @@ def method_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     _opt(p, "--sure", type=float, metavar="SHARE",
          help="SURE (Zhang et al. 2025): update only this share of weight rows, those with the largest forget-loss "
               "gradient (e.g. 0.1; full fine-tuning; default 0 = off)")
+    _opt(p, "--sam-rho", type=float, metavar="RHO",
+         help="sharpness-aware unlearning (SAM): take each step's gradient at W + RHO g/||g||, the worst-case "
+              "perturbation of the forget loss (e.g. 0.05; full fine-tuning and LoRA; default 0 = off)")
     _opt(p, "--loss-form", choices=LOSS_FORMS,
          help="faithful losses (default) or muse: muse_bench's reference forms (NPO and KLR on raw logits)")
     _opt(p, "--start-grid", metavar="QUANTIZER",

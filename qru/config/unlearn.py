@@ -57,6 +57,9 @@ class UnlearnConfig:
             rounding erases small updates.
         freeze_embeddings: full fine-tuning only: keep the (tied) input/output embeddings fixed. Embeddings are never
             quantized, so when trained they can carry part of the unlearning past PTQ. LoRA never trains them.
+        sam_rho: sharpness-aware unlearning (SAM, Foret et al. 2021, arXiv 2010.01412; for unlearning Fan et al.
+            2025, arXiv 2502.05374): each step's gradient is taken at W + rho g / ||g||, g the forget term's gradient
+            at W over the trained parameters (all weights, or LoRA's adapters); 0 = off. In [0, 10].
         params: the parameters of methods added after the four above, as sorted ``(name, value)`` pairs (JSON: a
             list of pairs); a parameter left out takes its method's default (:meth:`param`).
     """
@@ -81,6 +84,7 @@ class UnlearnConfig:
     start_grid: str = ""
     weight_precision: str = "fp32"
     freeze_embeddings: bool = False
+    sam_rho: float = 0.0
     params: tuple = ()
 
     def __post_init__(self) -> None:
@@ -168,6 +172,8 @@ class UnlearnConfig:
                  f"{self.regularizer} has neither")
         _require(_finite(self.sure_share) and 0 <= self.sure_share < 1,
                  f"SURE share must be in [0, 1) (0 = no saliency mask), got {self.sure_share!r}")
+        _require(_finite(self.sam_rho) and 0 <= self.sam_rho <= 10,
+                 f"SAM rho must be in [0, 10] (0 = off), got {self.sam_rho!r}")
         _require(self.sure_share == 0 or self.adapter == "full",
                  "SURE's saliency mask selects rows of the full weights: it applies to full fine-tuning only")
         _require(not cls.own_retain or self.regularizer == "none",
@@ -197,6 +203,8 @@ class UnlearnConfig:
         name += _method_params(self)
         if self.sure_share:
             name += f" SURE {self.sure_share:g}"
+        if self.sam_rho:
+            name += f" SAM rho {self.sam_rho:g}"
         if self.loss_form != "faithful":
             name += f" ({self.loss_form} loss forms)"
         adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"

@@ -4,6 +4,11 @@ Full fine-tuning updates every parameter; LoRA (peft) trains low-rank adapters o
 and merges them into the weights with ``merge_and_unload`` before anything is quantized (arXiv 2602.13151).
 The reference model of NPO and KLR is the target (docs/design.md).
 
+With ``sam_rho`` (sharpness-aware unlearning) each step first takes the forget term's gradient g at W, moves to
+W + rho g / ||g|| and takes the step's gradient (forget + alpha x retain) there, then returns to W and steps; the
+history's ``forget_loss`` is the one at W, ``forget_loss_at_sam_point``, ``retain_loss`` and ``loss`` those at
+W + e. It costs one more forward and backward pass of the forget batch per step.
+
 Scenario options (qru.scenarios): frozen embeddings under full fine-tuning; bf16 weights emulated in fp32 (trained
 weights rounded to bfloat16 after every optimizer step, the merged LoRA weights once). The start point (grid snap) is
 chosen by the caller: ``target`` is the model unlearning starts from.
@@ -103,6 +108,28 @@ def _apply_mask(mask: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
             p.grad.mul_(rows.to(p.grad.device).view(-1, *([1] * (p.grad.dim() - 1))).to(p.grad.dtype))
 
 
+@torch.no_grad()
+def sam_perturb(params: list[torch.nn.Parameter], rho: float) -> list[torch.Tensor]:
+    """Move ``params`` to SAM's worst-case point W + rho g / ||g|| (Foret et al. 2021, arXiv 2010.01412, eq. 2), g
+    their current gradients (the forget term's; none counts as zero) and ||g|| the L2 norm over all of them. Returns
+    copies of the weights at W for :func:`sam_restore` (as the reference implementation keeps ``old_p``, so that
+    returning is exact). Gradients are left as they are."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads)) if grads else torch.tensor(0.0)
+    scale = rho / max(float(norm), 1e-12)
+    saved = [p.detach().clone() for p in params]
+    for p, g in zip(params, grads):
+        p.add_(g.to(p.dtype), alpha=scale)
+    return saved
+
+
+@torch.no_grad()
+def sam_restore(params: list[torch.nn.Parameter], saved: list[torch.Tensor]) -> None:
+    """Return ``params`` to the weights :func:`sam_perturb` saved, exactly."""
+    for p, w in zip(params, saved):
+        p.copy_(w)
+
+
 def _share(idx: list, accelerator: Accelerator) -> list:
     """This process's part of a batch's indices (all of them on one process; never empty)."""
     n = accelerator.num_processes
@@ -184,9 +211,17 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             if step >= total:
                 break
             fbatch = pad_batch([forget[i] for i in _share(idx, accelerator)], tokenizer.pad_token_id)
+            steps = None
+            if config.sam_rho:  # SAM: the step's gradient is taken at the forget loss's worst-case neighbour
+                at_w = method.forget(policy, ref, fbatch)
+                accelerator.backward(at_w)
+                steps = sam_perturb(params, config.sam_rho)
+                opt.zero_grad(set_to_none=True)
             loss_f = method.forget(policy, ref, fbatch)
             loss = loss_f
             record = {"step": step + 1, "forget_loss": loss_f.item()}
+            if steps is not None:  # the curve shows the model's own loss; the perturbed one is kept beside it
+                record.update(forget_loss=at_w.item(), forget_loss_at_sam_point=loss_f.item())
             if method.has_retain:
                 rbatch = pad_batch(_share(retain.next(), accelerator), tokenizer.pad_token_id)
                 loss_r = method.retain(policy, ref, rbatch)
@@ -196,6 +231,8 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
                 raise UnlearnError(f"the unlearning loss became non-finite ({loss.item()}) at step {step + 1}: the "
                                    f"model diverged; lower the learning rate or change beta / the RMU coefficient")
             accelerator.backward(loss)
+            if steps is not None:
+                sam_restore(params, steps)  # the gradient from W + e updates W
             if mask is not None:
                 _apply_mask(mask)
             opt.step()
