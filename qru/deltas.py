@@ -43,7 +43,7 @@ MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def log_histogram(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:
     """Counts (int64 [len(edges)-1]) of the non-zero ``values`` on ``edges`` (clipped into the end bins), and the
     number of exact zeros (qru.histograms.log_counts, exact)."""
-    counts, zeros = log_counts(values.detach().abs() if values.dtype.is_floating_point else values.float(), edges)
+    counts, zeros = log_counts(values.detach(), edges)
     return counts.cpu().numpy().astype(np.int64), zeros
 
 
@@ -114,18 +114,20 @@ def float_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor) -> tuple[dict
     return row, counts.cpu().numpy()
 
 
-def _given_parts(quantized: tuple[QuantizedTensor, QuantizedTensor], wu: torch.Tensor):
+def _given_parts(quantized: tuple[QuantizedTensor, QuantizedTensor], wt: torch.Tensor, wu: torch.Tensor):
     """One chunk: the whole tensor, quantized by the caller (GPTQ)."""
     qt, qu = quantized
-    yield slice(None), qt, qu.codes, qu.dequant, qt.grid_codes(wu.float())
+    t, u = wt.float(), wu.float()
+    yield slice(None), t, u, qt, qu.codes, qu.dequant, qt.grid_codes(u)
 
 
 def _parts(wt: torch.Tensor, wu: torch.Tensor, spec: QuantSpec):
-    """(rows, Q(W_t) with detail, Q(W_u)'s codes, Q(W_u), W_u's codes on W_t's grid) per row chunk."""
+    """(rows, W_t and W_u in float32, Q(W_t) with detail, Q(W_u)'s codes, Q(W_u), W_u's codes on W_t's grid) per
+    row chunk."""
     for rows in row_chunks(tuple(wt.shape), spec, _budget(wt)):
         t, u = _wide(wt, rows), _wide(wu, rows)
         qt, qu = quantize_tensor(t, spec), quantize_tensor(u, spec, detail=False)
-        yield rows, qt, qu.codes, qu.dequant, qt.grid_codes(u)
+        yield rows, t, u, qt, qu.codes, qu.dequant, qt.grid_codes(u)
 
 
 def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: QuantSpec,
@@ -148,9 +150,10 @@ def quantized_delta(w_target: torch.Tensor, w_unlearned: torch.Tensor, spec: Qua
              for view, edges in (("rel", REL_EDGES), ("dq", ABS_EDGES), ("bnd", ABS_EDGES), ("bndrel", REL_EDGES))}
     acc = {"code_flips": 0, "flips_boundary": 0, "flips_scale": 0, "below": 0, "dq_sq": 0.0, "dot": 0.0}
     steps = torch.empty(w_target.shape, dtype=torch.float32, device=dev)
-    parts = _given_parts(quantized, w_unlearned) if quantized is not None else _parts(w_target, w_unlearned, spec)
-    for rows, qt, codes_u, dequant_u, grid_u in parts:
-        dw = _wide(w_unlearned, rows) - _wide(w_target, rows)
+    parts = _given_parts(quantized, w_target, w_unlearned) if quantized is not None else \
+        _parts(w_target, w_unlearned, spec)
+    for rows, t, u, qt, codes_u, dequant_u, grid_u in parts:
+        dw = u - t
         flipped = qt.codes != codes_u
         crossed = grid_u != qt.codes  # the code W_u gets on the target's own grid (scales kept)
         acc["code_flips"] += int(torch.count_nonzero(flipped))

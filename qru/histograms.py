@@ -53,19 +53,28 @@ def _tables(edges: tuple[float, ...], device: str) -> tuple[int, int, torch.Tens
     return lo, hi, torch.from_numpy(lookup).to(device), torch.from_numpy(nxt).to(device)
 
 
-_edge_keys: dict[int, tuple[np.ndarray, tuple[float, ...]]] = {}  # edges array -> its values, read once
+_seen: dict[int, tuple[object, tuple[float, ...]]] = {}  # id -> (array or tensor, its values), read once
+
+
+def _values(table) -> tuple[float, ...]:
+    """The values of a constant table (edges or boundaries: numpy array or tensor, never changed in place) as a
+    hashable tuple, read once per object: no copy, and no device synchronisation, on every call of a hot loop."""
+    known = _seen.get(id(table))
+    if known is None or known[0] is not table:
+        if len(_seen) >= 64:  # bounded: the tables qru passes are a few module-level constants
+            _seen.clear()
+        flat = table.detach().cpu().tolist() if isinstance(table, torch.Tensor) else list(table)
+        known = _seen[id(table)] = (table, tuple(float(x) for x in flat))
+    return known[1]
 
 
 def log_counts(values: torch.Tensor, edges: np.ndarray) -> tuple[torch.Tensor, int]:
     """Counts of the non-zero ``values`` (float32, >= 0, finite, any shape and device) on ``edges`` (float64
     [n + 1], positive, increasing; e.g. np.logspace), values outside clipped into the end bins, and the number of
     exact zeros. Returns (int64 [n] on ``values``' device, int). Equal to numpy's ``np.histogram`` of the clipped
-    non-zero values (tests/test_histograms.py). Raises ValueError for edges too close together (< 2^16 float32
+    non-zero values (tests/test_scan_reference.py). Raises ValueError for edges too close together (< 2^16 float32
     steps) or not positive."""
-    key = _edge_keys.get(id(edges))
-    if key is None or key[0] is not edges:
-        key = _edge_keys[id(edges)] = (edges, tuple(float(e) for e in edges))
-    lo, hi, lookup, nxt = _tables(key[1], str(values.device))
+    lo, hi, lookup, nxt = _tables(_values(edges), str(values.device))
     v = values.detach().reshape(-1)
     if v.dtype != torch.float32:
         v = v.float()
@@ -76,9 +85,6 @@ def log_counts(values: torch.Tensor, edges: np.ndarray) -> tuple[torch.Tensor, i
     counts = torch.bincount(idx, minlength=len(edges) - 1)
     counts[0] -= zeros  # zeros were clipped into the first bin
     return counts, zeros
-
-
-__all__ = ["log_counts"]
 
 
 def _key(bits: torch.Tensor) -> torch.Tensor:
@@ -106,7 +112,7 @@ def bucketize(values: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
     rounding boundaries of a 4-bit grid), from the values' bit patterns as :func:`log_counts` bins them, 2-3x
     faster than torch's binary search on a CPU. Falls back to torch.bucketize where two boundaries are closer
     than 2^16 float32 steps or the values are not float32."""
-    tables = _bucket_tables(tuple(float(x) for x in boundaries.cpu().tolist()), str(values.device))
+    tables = _bucket_tables(_values(boundaries), str(values.device))
     if tables is None or values.dtype != torch.float32:
         return torch.bucketize(values, boundaries)
     lookup, nxt = tables

@@ -32,10 +32,11 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
-def _run_ids(args, argv: list[str]) -> list[str]:
-    """Check a heavy command's values before it queues (a typo must not wait behind hours of work) and return the
-    run ids it will compute, where they are known in advance (run, demo, sweep, deltas). Raises the command's own
-    one-line errors (ConfigError, CheckpointError, ...)."""
+def _configs(args, argv: list[str]) -> tuple[list, list[str]]:
+    """Check a heavy command's values before it queues (a typo must not wait behind hours of work); return the
+    configs it will compute where they are known in advance (run, demo, sweep, deltas) and the run ids a cancel can
+    name (those, or the analysed run of curve / noise). Raises the command's own one-line errors (ConfigError,
+    CheckpointError, ...)."""
     from qru.store import run_id_of
 
     if args.command == "deltas":
@@ -43,24 +44,17 @@ def _run_ids(args, argv: list[str]) -> list[str]:
         scan_device(args.device)
     if args.command in ("noise", "curve"):
         from qru.cli.commands import _qru_run
-        return [_qru_run(RunStore(args.cache), args.run_id, "noise controls" if args.command == "noise" else
-                         "curves")[0]]
+        return [], [_qru_run(RunStore(args.cache), args.run_id, "noise controls" if args.command == "noise" else
+                             "curves")[0]]
     if args.command not in ("run", "demo", "sweep", "deltas"):
-        return []
+        return [], []
     if getattr(args, "config", None):
         from qru.jobs import read_job_file
         found = read_job_file(args.config, args.command)
         configs = found["configs"] if isinstance(found, dict) else found if isinstance(found, list) else [found]
     else:
         configs = configs_for(argv)
-    return [run_id_of(c) for c in configs]
-
-
-def _done(store: RunStore, run_id: str) -> bool:
-    try:
-        return run_id in store.ids() and store.status(run_id)["state"] == "done"
-    except (StoreError, OSError):
-        return False
+    return configs, [run_id_of(c) for c in configs]
 
 
 def _run(args, argv: list[str]) -> int:
@@ -69,9 +63,10 @@ def _run(args, argv: list[str]) -> int:
 
     if args.command not in HEAVY or int(os.environ.get("RANK", "0") or 0) > 0:
         return args.func(args)  # under a multi-process launch only rank 0 queues: one launch, one slot
-    run_ids = _run_ids(args, argv)
-    if args.command in ("run", "deltas") and run_ids and not getattr(args, "force", False) and \
-            all(_done(RunStore(args.cache), r) for r in run_ids):
+    configs, run_ids = _configs(args, argv)
+    store = RunStore(args.cache)
+    if args.command in ("run", "deltas") and configs and not getattr(args, "force", False) and \
+            all(store.find(c) for c in configs):
         return args.func(args)  # stored already: the command only prints it
 
     def note(line: str) -> None:  # said even with --quiet: a waiting job must not look hung
