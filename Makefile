@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/bench_fakequant.py
 	$(BIN)/python bench/bench_stream.py
 	$(BIN)/python bench/bench_queue.py
+	$(BIN)/python bench/bench_fixes.py
 
 # On a lent CUDA machine without network (python3 there holds torch): install the wheels from .whl/ (made here by
 # `make gpu-wheels`) into a temporary folder and run bench/gpu_check.py, which writes gpu-check-report.md ($OUT).

@@ -20,6 +20,7 @@ PAGES = {"run": ("Run", ":material/play_arrow:"), "sweeps": ("Sweeps", ":materia
          "bring_your_own": ("Bring your own", ":material/upload_file:"),
          "deltas": ("Weight deltas", ":material/bar_chart:"),
          "metrics": ("Metrics", ":material/table_chart:"), "findings": ("Findings", ":material/lightbulb:"),
+         "tradeoff": ("Trade-off", ":material/scatter_plot:"),
          "curves": ("Curves", ":material/show_chart:"), "training": ("Training", ":material/timeline:"),
          "probes": ("Probes", ":material/manage_search:"),
          "teaching": ("Why 4-bit forgets to forget", ":material/school:")}

@@ -7,6 +7,7 @@ from qru.analysis.findings import UNDONE_MOST, UNDONE_SOME, run_findings
 from qru.config import RunConfig
 from qru.controls import read_controls
 from qru.findings import differences, sentences, summary_frame
+from qru.relearn import read_relearns
 from qru.store import StoreError
 from qru.views.evaluation import mixed_formats
 from qru.views.text import as_text
@@ -36,7 +37,7 @@ for info in runs:
         controls = []
     findings.append(run_findings(info.run_id, name[info.run_id], config, metrics,
                                  ui.load(info.run_id, "samples", stop=False), ui.load(info.run_id, "deltas", stop=False),
-                                 controls))
+                                 controls, read_relearns(ui.store(), info.run_id)))
 if imported:
     st.caption("Not shown (imported results have no weight deltas or scenario to read, see **Metrics**): "
                + as_text("; ".join(imported)))

@@ -2,6 +2,7 @@
 import streamlit as st
 
 import ui
+from ui_relearn import relearn_section
 from qru.analysis.undone import forgetting_undone
 from qru.reference import SETTING, paper_table
 from qru.stats import CONFIDENCE
@@ -115,6 +116,7 @@ if view == "per run" or len(runs) < 2:
                 st.caption("Share of the forgetting undone by quantization. " + THRESHOLD_TEXT)
                 st.dataframe(undone, hide_index=True)
         show_noise_controls(info.run_id)
+        relearn_section(info.run_id, name[info.run_id])
         st.download_button("Download CSV", table.to_csv(index=False), f"{info.run_id}-metrics.csv", "text/csv",
                            key=f"csv-{info.run_id}")
 else:

@@ -10,7 +10,7 @@ from qru.errors import ModelLoadError
 from qru.jobs import list_jobs, running_job, running_jobs
 from qru.store import run_id_of
 from qru.unlearn.methods import METHODS
-from qru.views.runs import (HELP, LR_GRID, PRESETS, START_GRIDS, check_corpus, check_models, data_choices,
+from qru.views.runs import (HELP, LR_GRID, PRESETS, QUANT_AWARE, START_GRIDS, check_corpus, check_models, data_choices,
                             quantizer_choices)
 from qru.views.text import as_text
 
@@ -101,6 +101,12 @@ with st.expander("Scenario: start point, weight precision, embeddings"):
                                format_func={"fp32": "fp32", "bf16-rounded": "bf16 (rounded after every step)"}.get)
     frozen = c.radio("Embeddings", [False, True], disabled=adapter != "full", help=HELP["embeddings"], key="frozen",
                      format_func=lambda f: "frozen" if f else "trained (full fine-tuning)")
+with st.expander("Fixes beyond LoRA: quantization-aware and sharpness-aware unlearning"):
+    a, b, c = st.columns(3)
+    quant_aware = a.selectbox("Quantization-aware: loss at Q(W) of", list(QUANT_AWARE), format_func=QUANT_AWARE.get,
+                              help=HELP["quant_aware"], key="quant-aware")
+    mix = b.slider("Weight of the loss at Q(W)", 0.05, 1.0, 1.0, 0.05, disabled=not quant_aware, key="qa-mix")
+    sam_rho = c.number_input("SAM rho (0 = off)", 0.0, 10.0, 0.0, 0.01, help=HELP["sam"], key="sam-rho")
 quantizer, bits, group_size, symmetric = ui_forms.quantizer_form(right)
 evaluation = ui_forms.evaluation_form(model)
 
@@ -109,7 +115,8 @@ try:
         **data_choices(model, corpus, hf), method=method, regularizer=regularizer, adapter=adapter, lr=lr,
         epochs=int(epochs), params=params, **lora, sure=sure if adapter == "full" else 0.0, loss_form=loss_form,
         target_recipe=target_recipe, start_grid=start_grid, weight_precision=weight_precision,
-        freeze_embeddings=frozen and adapter == "full", **quantizer_choices(quantizer, bits, group_size, symmetric),
+        freeze_embeddings=frozen and adapter == "full", sam_rho=sam_rho, quant_aware=quant_aware,
+        quant_aware_mix=mix if quant_aware else 1.0, **quantizer_choices(quantizer, bits, group_size, symmetric),
         **evaluation)
     check_corpus(config)
     check_models(config)

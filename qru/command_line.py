@@ -55,7 +55,8 @@ def choices_of(config: RunConfig) -> dict:
                "lora_alpha": u.lora_alpha, "batch_size": u.batch_size, "max_steps": u.max_steps,
                "loss_form": u.loss_form, "sure": u.sure_share, "start_grid": u.start_grid,
                "weight_precision": u.weight_precision, "freeze_embeddings": u.freeze_embeddings,
-               "sam_rho": u.sam_rho, "quantizer": config.quantizer, "group_size": config.group_size if grid else None,
+               "sam_rho": u.sam_rho, "quant_aware": u.quant_aware, "quant_aware_mix": u.quant_aware_mix,
+               "quantizer": config.quantizer, "group_size": config.group_size if grid else None,
                "symmetric": config.symmetric, "quant_type": None if grid else config.quant_type_4bit,
                "blocksize": None if grid else config.blocksize, "bits": list(config.bits),
                "quant_load": config.quant_load, "seed": config.seed,
@@ -76,7 +77,7 @@ def choices_of(config: RunConfig) -> dict:
 _QUIET = {"corpus": "embedded", "corpus_seed": 0, "scale": "tiny", "model": "embedded", "alpha": 1.0,
           "lora_r": 32, "lora_alpha": 32, "batch_size": 4, "max_steps": 0, "loss_form": "faithful", "sure": 0.0,
           "start_grid": "", "weight_precision": "fp32", "freeze_embeddings": False, "sam_rho": 0.0,
-          "quantizer": "bitsandbytes",
+          "quant_aware": "", "quant_aware_mix": 1.0, "quantizer": "bitsandbytes",
           "quant_type": "fp4", "blocksize": 64, "symmetric": False, "quant_load": False, "seed": 0,
           "target_recipe": "scratch", "trust_remote_code": False, "max_train_tokens": 0, "max_eval_items": 0}
 

@@ -118,7 +118,24 @@ def sentences(f: RunFindings) -> list[str]:
     grid = grid_sentence(f.grid_rows or [])
     if grid:
         out.append(grid)
+    out += [_relearn_words(r) for r in f.relearning or []]
     return out
+
+
+def _relearn_words(r: dict) -> str:
+    """A relearning attack in a sentence: what it undid at full precision and after quantization, beside what
+    quantization alone undid on the same held-out items."""
+    c = r["record"]["config"]
+    what = "the forget slice" if c["data"] == "forget" else "retain text (the control)"
+    head = f"A relearning attack ({c['steps']} steps at lr {c['lr']:g} on {what}, seed {c['seed']})"
+    parts = []
+    for b, share in r["by_relearning"].items():
+        at = "at full precision" if b == 32 else f"read at {b} bits"
+        parts.append(f"{at} {pct(share) if np.isfinite(share) else 'no measurable share'}")
+    quant = [f"{b}-bit quantization {pct(s)}" for b, s in r["by_quantization"].items() if b < 32 and np.isfinite(s)]
+    tail = f"; on the same items {', '.join(quant)}" if quant else ""
+    return f"{head} undid of the forgetting (median over the headline metrics, on held-out items): " \
+           f"{', '.join(parts) or 'nothing measurable'}{tail}."
 
 
 SCENARIO_FIELDS = {"adapter": lambda c: "LoRA" if c.unlearn.adapter == "lora" else "full fine-tuning",
@@ -170,6 +187,9 @@ def summary_frame(findings: list[RunFindings]) -> pd.DataFrame:
                 row[f"undone: {label(m['metric'])}"] = m["undone"]
             row.update({"undone (median)": b["undone"], "share kept": b["share_kept"], "cosine": b["cosine"],
                         "noise ratio": b["noise_ratio"], "code-flip rate": b["code_flip_rate"]})
+            attack = next((r for r in f.relearning or [] if r["record"]["config"]["data"] == "forget"), None)
+            if attack:
+                row["undone by relearning (median, 32 bits)"] = attack["by_relearning"].get(32, float("nan"))
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -134,10 +134,10 @@ def launch(store: RunStore, command: str, configs: list, title: str, force: bool
 
 
 def launch_analysis(store: RunStore, argv: list[str], title: str) -> Job:
-    """Start ``qru curve RUN ...`` or ``qru noise RUN ...`` (``argv`` after ``qru --cache STORE``) as a job.
-    Raises ConfigError unless the command is one of those two on a finished run of the store."""
-    if argv[:1] not in (["curve"], ["noise"]):
-        raise ConfigError(f"not an analysis command: {argv[:1]!r} (curve or noise)")
+    """Start ``qru curve RUN ...``, ``qru noise RUN ...`` or ``qru relearn RUN ...`` (``argv`` after ``qru --cache
+    STORE``) as a job. Raises ConfigError unless the command is one of those on a finished run of the store."""
+    if argv[:1] not in (["curve"], ["noise"], ["relearn"]):
+        raise ConfigError(f"not an analysis command: {argv[:1]!r} (curve, noise or relearn)")
     _analysis_runs(store, argv)
     job_id, _ = _new_job_id(store)
     return _start(store, job_id, list(argv), title, [])

@@ -1,7 +1,7 @@
 """One queue per run store for the heavy qru commands, so that jobs share the machine instead of fighting for it.
 
 On a 2-core CPU two torch processes at once each run ~20x slower, not 2x (their threads oversubscribe the cores). So
-every heavy command (HEAVY: run, demo, sweep, deltas, build-target, noise, curve), from the dashboard or a shell,
+every heavy command (HEAVY: run, demo, sweep, deltas, build-target, noise, curve, relearn), from the dashboard or a shell,
 takes a slot of the store's queue before it computes and gives it back when it ends (or dies: the slot is an OS file
 lock). ``slots`` jobs run at once (default :func:`default_slots`: one per 4 cores, at least one; ``qru queue --slots
 N`` or the environment variable QRU_SLOTS changes it), each with ``cores // slots`` torch threads; the others wait in
@@ -29,7 +29,7 @@ from qru.atomic import read_json, write_json
 from qru.checks import ConfigError
 
 QUEUE = "queue"
-HEAVY = ("run", "demo", "sweep", "deltas", "build-target", "noise", "curve")
+HEAVY = ("run", "demo", "sweep", "deltas", "build-target", "noise", "curve", "relearn")
 POLL_SECONDS = 0.5
 MAX_SLOTS = 256
 _held: list[str] = []  # this process's ticket while it holds a slot (a nested command takes none)

@@ -148,7 +148,7 @@ def unlearn_config(method: str = "ga", regularizer: str | None = None, adapter: 
                    params: dict | None = None, lora_r: int = 32, lora_alpha: int = 32, batch_size: int = 4,
                    max_steps: int = 0, loss_form: str = "faithful", sure: float = 0.0, start_grid: str = "",
                    weight_precision: str = "fp32", freeze_embeddings: bool = False,
-                   sam_rho: float = 0.0) -> UnlearnConfig:
+                   sam_rho: float = 0.0, quant_aware: str = "", quant_aware_mix: float = 1.0) -> UnlearnConfig:
     """The UnlearnConfig of the unlearning choices. ``regularizer`` None = "gdr" (or "none" for a method with its
     own retain term); ``lr`` / ``epochs`` None = the ``preset``'s ("embedded" or "paper", LR_PRESETS).
     Raises ConfigError for a bad value."""
@@ -168,7 +168,8 @@ def unlearn_config(method: str = "ga", regularizer: str | None = None, adapter: 
                          epochs=epochs if epochs is not None else preset_epochs, alpha=alpha, lora_r=lora_r,
                          lora_alpha=lora_alpha, batch_size=batch_size, max_steps=max_steps, loss_form=loss_form,
                          sure_share=sure, start_grid=start_grid, weight_precision=weight_precision,
-                         freeze_embeddings=freeze_embeddings, sam_rho=sam_rho, params=extra, **fields)
+                         freeze_embeddings=freeze_embeddings, sam_rho=sam_rho, quant_aware=quant_aware,
+                         quant_aware_mix=quant_aware_mix, params=extra, **fields)
 
 
 def run_config(quantizer: str = "bitsandbytes", bits: tuple[int, ...] | list[int] | None = None,
@@ -245,13 +246,16 @@ def sweep(preset: str, seeds: tuple[int, ...] | list[int] = (0, 1, 2), **choices
     for fixed in ("method", "regularizer", "adapter", "lr", "epochs", "lora_r", "lora_alpha", "seed", "preset"):
         choices.pop(fixed, None)
     params, form = choices.pop("params", None) or {}, choices.pop("loss_form", "faithful")
+    for name, value in spec.choices:  # the preset's own choices, where the command does not set them
+        if choices.get(name) is None:
+            choices[name] = value
     configs = []
-    for method, regularizer, adapter, lr in spec.combos:
+    for method, regularizer, adapter, lr, *extra in spec.combos:
         own = {p.name for p in METHODS[method].params}
         muse = METHODS[method].muse_form or regularizer == "klr"  # the only runs a muse loss form changes
         base = run_config(method=method, regularizer=regularizer, adapter=adapter, lr=lr, epochs=spec.epochs,
                           params={k: v for k, v in params.items() if k in own}, loss_form=form if muse else "faithful",
-                          **choices)
+                          **{**choices, **dict(extra[0] if extra else ())})
         configs += [dataclasses.replace(base, seed=seed) for seed in seeds]
     return configs
 

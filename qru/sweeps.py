@@ -12,6 +12,9 @@ Presets (docs/design.md "Defaults from the papers"):
   quantization.
 - ``lr-scan``: NPO+GDR with full fine-tuning at lr 1e-6, 1e-5, 1e-4, 1e-3 and LoRA at 1e-5, 1e-4, 1e-3: where updates
   start to survive 4-bit.
+- ``fixes``: the proposed fixes side by side (docs/experiments.md "The fixes preset"): GA+GDR and NPO+GDR with full
+  fine-tuning, LoRA, quantization-aware full and LoRA (NF4), and SAM (full), from the natural start and from the
+  target snapped to NF4, quantized with NF4; each run is then attacked by relearning (qru.relearn, its defaults).
 """
 from __future__ import annotations
 
@@ -26,18 +29,29 @@ from qru.config import ConfigError, RunConfig, config_key
 from qru.store import RunStore, run_id_of
 
 SWEEPS = "sweeps"
+# The fixes preset (docs/experiments.md "The fixes preset"): the demo set's calibrated rates and NF4 grid; SAM's
+# rho 1 is about 15% of the norm of NF4's rounding error over the tiny model's quantized weights (6.7).
+FIX_GRID = "nf4-b64@4"
+FIX_LR = {"full": 5e-5, "lora": 5e-4}
+FIXES = (("full", ()), ("lora", ()), ("full", (("quant_aware", FIX_GRID),)), ("lora", (("quant_aware", FIX_GRID),)),
+         ("full", (("sam_rho", 1.0),)))
 PAPER_METHODS = (("ga", "none"), ("ga", "gdr"), ("ga", "klr"), ("npo", "none"), ("npo", "gdr"), ("npo", "klr"))
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named sweep: ``(method, regularizer, adapter, lr)`` combinations, all at ``epochs`` and LoRA r/alpha 32."""
+    """A named sweep: ``(method, regularizer, adapter, lr)`` combinations, all at ``epochs`` and LoRA r/alpha 32; a
+    combination may carry a fifth element, further unlearning choices of qru.recipes.unlearn_config as ``(name,
+    value)`` pairs (e.g. ``(("sam_rho", 1.0),)``). ``choices``: run choices every run takes unless the sweep's
+    command sets them (e.g. ``(("quant_type", "nf4"),)``); ``relearn``: attack every finished run by relearning."""
 
     name: str
     description: str
-    combos: tuple[tuple[str, str, str, float], ...]
+    combos: tuple[tuple, ...]
     epochs: int = 5
     rows: str = "method"  # how the paper-table view lays it out: one row per method, or per learning rate
+    choices: tuple = ()
+    relearn: bool = False
 
 
 PRESETS = {
@@ -48,6 +62,12 @@ PRESETS = {
     "lr-scan": Preset("lr-scan", "NPO+GDR: full fine-tuning at lr 1e-6..1e-3, LoRA at lr 1e-5..1e-3",
                       tuple(("npo", "gdr", "full", lr) for lr in (1e-6, 1e-5, 1e-4, 1e-3)) +
                       tuple(("npo", "gdr", "lora", lr) for lr in (1e-5, 1e-4, 1e-3)), rows="lr"),
+    "fixes": Preset("fixes", "the fixes side by side: GA+GDR and NPO+GDR with full fine-tuning (lr 5e-5), LoRA "
+                    "(5e-4), quantization-aware full and LoRA (NF4) and SAM (full, rho 1), from the natural and the "
+                    "NF4-snapped start, quantized with NF4; each run then attacked by relearning",
+                    tuple((m, "gdr", adapter, FIX_LR[adapter], (*extra, *start))
+                          for m in ("ga", "npo") for start in ((), (("start_grid", FIX_GRID),))
+                          for adapter, extra in FIXES), choices=(("quant_type", "nf4"),), relearn=True),
 }
 
 
@@ -124,13 +144,15 @@ def combine(infos: list[SweepInfo]) -> tuple[list[str], str, list[int]]:
 
 
 def run_sweep(name: str, configs: list[RunConfig], seeds: tuple[int, ...], store: RunStore,
-              progress: Callable | None = None, announce: Callable[[int, int, RunConfig, bool], None] | None = None
-              ) -> tuple[list[str], list[tuple[RunConfig, BaseException]]]:
+              progress: Callable | None = None, announce: Callable[[int, int, RunConfig, bool], None] | None = None,
+              relearn=None) -> tuple[list[str], list[tuple[RunConfig, BaseException]]]:
     """Compute every run of a sweep that the store does not have finished, in order; return (run ids, failures).
 
     A run that fails is recorded as failed in the store (its error in its log) and the sweep goes on with the next;
     KeyboardInterrupt stops the sweep (finished runs stay; the next call resumes). ``announce(i, n, config, found)``
-    is called before each run.
+    is called before each run. With ``relearn`` (a qru.config.RelearnConfig) every finished run is then attacked by
+    relearning (qru.relearn.compute_relearn; a stored attack is read, not redone); a failed attack is a failure of
+    its run.
     """
     from qru.pipeline import run
 
@@ -146,7 +168,23 @@ def run_sweep(name: str, configs: list[RunConfig], seeds: tuple[int, ...], store
             raise
         except Exception as exc:  # noqa: BLE001 (one failed run must not stop a long sweep)
             failures.append((config, exc))
+    if relearn is not None:
+        _relearn_all(store, ids, [c for c in configs if run_id_of(c) in ids], relearn, progress, failures)
     return ids, failures
+
+
+def _relearn_all(store: RunStore, ids: list[str], configs: list[RunConfig], relearn, progress, failures) -> None:
+    from qru.relearn import compute_relearn, record_path
+
+    for i, (run_id, config) in enumerate(zip(ids, configs)):
+        if progress and not record_path(store, run_id, relearn).is_file():
+            progress("relearning attack", i, len(ids), f"{config.label} seed {config.seed}")
+        try:
+            compute_relearn(store, run_id, relearn)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 (one failed attack must not stop the others)
+            failures.append((config, exc))
 
 
 __all__ = ["PRESETS", "Preset", "SweepInfo", "combine", "list_sweeps", "preset", "record", "run_sweep"]

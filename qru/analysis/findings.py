@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from qru.analysis.relearning import relearning_undone
 from qru.analysis.undone import forgetting_undone
 from qru.analysis.verdicts import curve_frame, undone_by_control, verdict
 from qru.config import RunConfig
@@ -40,6 +41,7 @@ class RunFindings:
     undone: pd.DataFrame
     per_bits: list[dict]
     grid_rows: list[dict] | None = None  # controls.json rows of the grid positions (4-bit: read once per run)
+    relearning: list[dict] | None = None  # per stored relearning attack: its record and medians (relearn_medians)
 
 
 def _delta_total(deltas: pd.DataFrame | None, key: str) -> dict:
@@ -49,11 +51,27 @@ def _delta_total(deltas: pd.DataFrame | None, key: str) -> dict:
     return rows.iloc[0].to_dict() if not rows.empty else {}
 
 
+def relearn_medians(record: dict) -> dict:
+    """A relearning record (qru.relearn) in numbers: {"record", "by_relearning": {bits: median share undone over
+    the headline metrics}, "by_quantization": {bits: the same for quantization, on the same held-out items}}
+    (NaN where no headline metric is measurable)."""
+    frame = relearning_undone(record)
+    out = {"record": record, "by_relearning": {}, "by_quantization": {}}
+    for b in sorted(frame["bits"].unique(), reverse=True) if not frame.empty else []:
+        part = frame[(frame["bits"] == b) & frame["metric"].isin(headline())]
+        for key, column in (("by_relearning", "by_relearning"), ("by_quantization", "by_quantization")):
+            values = part[column].dropna()
+            out[key][int(b)] = float(values.median()) if not values.empty else float("nan")
+    return out
+
+
 def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFrame, samples: dict | None,
-                 deltas: pd.DataFrame | None, controls: list[dict] | None = None) -> RunFindings:
+                 deltas: pd.DataFrame | None, controls: list[dict] | None = None,
+                 relearns: list[dict] | None = None) -> RunFindings:
     """The numbers of one stored run (its config, metrics.json frame, samples.json, deltas.parquet frame and, where
-    computed, its controls.json rows: noise controls and grid positions, qru.controls). The noise-control verdicts
-    use the headline metrics every corpus has (KnowMem-forget, forget NLL)."""
+    computed, its controls.json rows: noise controls and grid positions, qru.controls, and its relearning records,
+    qru.relearn). The noise-control verdicts use the headline metrics every corpus has (KnowMem-forget, forget
+    NLL)."""
     undone = forgetting_undone(metrics, samples)
     by_control = {m: undone_by_control(curve_frame(controls or []), metrics, m, samples)
                   for m in headline(every_corpus=True)}
@@ -72,7 +90,7 @@ def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFram
                                        and r.get("quantizer") == spec.key
                                        and r.get("model", "target") == "target"), None)})
     grid = [r for r in controls or [] if r.get("control") == "grid"]
-    return RunFindings(run_id, name, config, undone, per_bits, grid)
+    return RunFindings(run_id, name, config, undone, per_bits, grid, [relearn_medians(r) for r in relearns or []])
 
 
 def undone_level(share: float) -> str:
@@ -104,4 +122,4 @@ def ranked_undone(findings: list[RunFindings]) -> list[tuple[float, str, str]]:
 
 
 __all__ = ["ERASED_UPDATE", "KEPT_UPDATE", "RunFindings", "UNDONE_MOST", "UNDONE_SOME", "WEIGHT_STATS", "cause",
-           "ranked_undone", "run_findings", "undone_level", "update_level"]
+           "ranked_undone", "relearn_medians", "run_findings", "undone_level", "update_level"]

@@ -1,6 +1,6 @@
-"""The ``qru`` command line: build-target, run, demo, sweep, paper-table, noise, curve, deltas, import, export, ls,
-show, queue, cancel (docs/commands.md). ``parser`` builds the options (run options map onto qru.recipes' keywords), ``commands``
-runs them, ``reports`` prints the results. The library never imports this package.
+"""The ``qru`` command line: build-target, run, demo, sweep, paper-table, noise, curve, relearn, deltas, import,
+export, ls, show, queue, cancel (docs/commands.md). ``parser`` builds the options (run options map onto qru.recipes'
+keywords), ``commands`` runs them, ``reports`` prints the results; ``relearn`` is its own module. The library never imports this package.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched. The heavy commands
@@ -42,6 +42,10 @@ def _configs(args, argv: list[str]) -> tuple[list, list[str]]:
     if args.command == "deltas":
         from qru.devices import scan_device
         scan_device(args.device)
+    if args.command == "relearn":
+        from qru.cli.relearn import relearn_config, relearn_target
+        relearn_config(args)
+        return [], [relearn_target(RunStore(args.cache), args.run_id)]
     if args.command in ("noise", "curve"):
         from qru.cli.commands import _qru_run
         return [], [_qru_run(RunStore(args.cache), args.run_id, "noise controls" if args.command == "noise" else

@@ -13,7 +13,7 @@ import pandas as pd
 from qru import recipes
 from qru.cli.parser import choices, deltas_checkpoints, run_configs
 from qru.cli.reports import (SWEEP_TABLE_METRICS, controls_report, delta_summary, metric_table, missing_note,
-                             print_paper_tables, progress_printer, undone_text)
+                             print_fixes, print_paper_tables, progress_printer, undone_text)
 from qru.config import ConfigError, DeltasConfig, ImportConfig, RunConfig
 from qru.store import RunStore, StoreError
 
@@ -79,6 +79,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from qru.config import RelearnConfig
     from qru.sweeps import PRESETS, record, run_sweep
     from qru.views.paper_table import sweep_frame
 
@@ -97,10 +98,14 @@ def cmd_sweep(args) -> int:
         state = "found in the store" if found else "running"
         print(f"[sweep {i + 1}/{n}] {state}: {config.label} seed {config.seed}", file=sys.stderr, flush=True)
 
-    ids, failures = run_sweep(args.sweep, configs, tuple(args.seeds), store, progress_printer(args.quiet), announce)
+    relearn = RelearnConfig() if PRESETS[args.sweep].relearn else None
+    ids, failures = run_sweep(args.sweep, configs, tuple(args.seeds), store, progress_printer(args.quiet), announce,
+                              relearn)
     frame = sweep_frame({i: store.config(i) for i in ids}, {i: store.metrics(i) for i in ids},
                         {i: store.deltas(i) for i in ids})
     print_paper_tables(frame, PRESETS[args.sweep].rows, args.seeds)
+    if relearn is not None:
+        print_fixes(store, ids)
     for config, exc in failures:
         print(f"qru: error: failed: {config.label} seed {config.seed}: {exc}", file=sys.stderr)
     return 1 if failures else 0
@@ -122,11 +127,12 @@ def _resolve_sweeps(store: RunStore, names: list[str]) -> list:
 
 
 def cmd_paper_table(args) -> int:
-    from qru.sweeps import combine
+    from qru.sweeps import PRESETS, combine
     from qru.views.paper_table import load_sweep
 
     store = RunStore(args.cache)
-    run_ids, rows, seeds = combine(_resolve_sweeps(store, args.sweeps))
+    infos = _resolve_sweeps(store, args.sweeps)
+    run_ids, rows, seeds = combine(infos)
     frame, missing = load_sweep(store, run_ids)
     if missing:
         print(f"{len(missing)} of {len(run_ids)} runs not finished (left out)", file=sys.stderr)
@@ -134,6 +140,8 @@ def cmd_paper_table(args) -> int:
         print("no finished runs in these sweeps yet")
         return 0
     print_paper_tables(frame, rows, seeds, args.metric or SWEEP_TABLE_METRICS)
+    if any(PRESETS.get(i.preset) and PRESETS[i.preset].relearn for i in infos):
+        print_fixes(store, run_ids)
     return 0
 
 

@@ -116,6 +116,11 @@ def method_args(p: argparse.ArgumentParser, single: bool = True) -> None:
     _opt(p, "--sam-rho", type=float, metavar="RHO",
          help="sharpness-aware unlearning (SAM): take each step's gradient at W + RHO g/||g||, the worst-case "
               "perturbation of the forget loss (e.g. 0.05; full fine-tuning and LoRA; default 0 = off)")
+    _opt(p, "--quant-aware", metavar="QUANTIZER",
+         help="quantization-aware unlearning: compute the loss with the weights fake-quantized by this quantizer "
+              "(e.g. nf4-b64@4; LoRA: the merged weights) and pass its gradient straight through (default: off)")
+    _opt(p, "--quant-aware-mix", type=float, metavar="MIX",
+         help="with --quant-aware: MIX x loss at Q(W) + (1 - MIX) x loss at W, MIX in (0, 1] (default 1)")
     _opt(p, "--loss-form", choices=LOSS_FORMS,
          help="faithful losses (default) or muse: muse_bench's reference forms (NPO and KLR on raw logits)")
     _opt(p, "--start-grid", metavar="QUANTIZER",
@@ -282,6 +287,7 @@ def deltas_checkpoints(args: argparse.Namespace) -> None:
 def build_parser(raising: bool = False) -> argparse.ArgumentParser:
     """The ``qru`` parser; ``raising``: errors raise ConfigError instead of exiting (for :func:`configs_for`)."""
     from qru.cli import commands
+    from qru.cli.relearn import add_relearn
     from qru.sweeps import PRESETS
 
     cls = _RaisingParser if raising else _Parser
@@ -321,6 +327,7 @@ def build_parser(raising: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_sweep)
 
     add_analysis(sub, commands)
+    add_relearn(sub, positive_float, int)
     add_bring_your_own(sub, commands)
     p = sub.add_parser("ls", help="list stored runs (and the job queue, when a job runs or waits)")
     p.set_defaults(func=commands.cmd_ls)

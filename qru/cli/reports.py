@@ -54,6 +54,24 @@ def print_paper_tables(frame: pd.DataFrame, rows: str, seeds: list[int], metrics
             print("(the runs have no such metric)")
 
 
+def print_fixes(store: RunStore, run_ids: list[str]) -> None:
+    """The trade-off of a sweep's runs in text (qru.views.tradeoff): which fixes kept the forgetting under the
+    lowest width's quantization and under relearning, then the fixes table (KnowMem-forget and utility, shares
+    undone), mean [95% CI] over seeds."""
+    from qru.analysis.tradeoff import load_points
+    from qru.views.text import displayed
+    from qru.views.tradeoff import fixes_sentences, fixes_table
+
+    points = load_points(store, run_ids)
+    if points.empty:
+        return
+    print("\nThe fixes: share of the forgetting undone (median over the headline metrics; mean over seeds)")
+    for line in fixes_sentences(points):
+        print("- " + displayed(line).replace("**", ""))
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
+        print(fixes_table(points, "knowmem_forget").to_string(index=False))
+
+
 def controls_report(store: RunStore, run_id: str, rows: list[dict], metrics: tuple[str, ...] | None = None) -> str:
     """What ``qru noise`` / ``qru curve`` print: the grid sentence, per metric the generated sentence (and where
     RTN starts to change the target), then the shares undone by quantization vs the noise controls per quantizer."""

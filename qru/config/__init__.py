@@ -13,12 +13,13 @@ from qru.config.corpus import MUSE_HUB, CorpusConfig, resolve_source
 from qru.config.keys import (config_key, corpus_key_dict, eval_key_dict, model_key_dict, run_config_from_dict,
                              stored_config_from_dict, to_dict)
 from qru.config.model import PACKAGED_MODELS, PRECISIONS, TARGET_RECIPES, ModelConfig
+from qru.config.relearn import RELEARN_DATA, RelearnConfig
 from qru.config.run import PROMPT_FORMATS, EvalConfig, RunConfig
 from qru.config.stored import IMPORT_MODELS, IMPORT_TOOLS, DeltasConfig, ImportConfig, parse_import_entry
 from qru.config.unlearn import ADAPTERS, LOSS_FORMS, REGULARIZERS, WEIGHT_PRECISIONS, UnlearnConfig
 
 __all__ = ["ADAPTERS", "IMPORT_MODELS", "IMPORT_TOOLS", "LOSS_FORMS", "MUSE_HUB", "PACKAGED_MODELS", "PRECISIONS",
            "REGULARIZERS", "TARGET_RECIPES", "WEIGHT_PRECISIONS", "ConfigError", "CorpusConfig", "DeltasConfig",
-           "EvalConfig", "ImportConfig", "ModelConfig", "PROMPT_FORMATS", "RunConfig", "UnlearnConfig", "config_key",
+           "EvalConfig", "ImportConfig", "ModelConfig", "PROMPT_FORMATS", "RELEARN_DATA", "RelearnConfig", "RunConfig", "UnlearnConfig", "config_key",
            "corpus_key_dict", "eval_key_dict", "model_key_dict",
            "parse_import_entry", "resolve_source", "run_config_from_dict", "stored_config_from_dict", "to_dict"]

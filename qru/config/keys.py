@@ -29,7 +29,8 @@ _LATER_CORPUS_DEFAULTS = {"max_train_tokens": 0}
 _LATER_EVAL_DEFAULTS = {"prompt_format": "healed", "max_eval_items": 0}
 _LATER_UNLEARN_DEFAULTS = {"loss_form": "faithful", "gamma": 0.0, "sure_share": 0.0, "rmu_layer": -1,
                            "rmu_coeff": 6.5, "start_grid": "", "weight_precision": "fp32",
-                           "freeze_embeddings": False, "sam_rho": 0.0, "params": []}
+                           "freeze_embeddings": False, "sam_rho": 0.0, "quant_aware": "",
+                           "quant_aware_mix": 1.0, "params": []}
 
 
 def _without_later(data: dict, later: dict) -> dict:

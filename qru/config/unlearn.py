@@ -60,6 +60,12 @@ class UnlearnConfig:
         sam_rho: sharpness-aware unlearning (SAM, Foret et al. 2021, arXiv 2010.01412; for unlearning Fan et al.
             2025, arXiv 2502.05374): each step's gradient is taken at W + rho g / ||g||, g the forget term's gradient
             at W over the trained parameters (all weights, or LoRA's adapters); 0 = off. In [0, 10].
+        quant_aware: quantization-aware unlearning (qru.unlearn.quant_aware): a quantizer key below 32 bits that
+            rounds weight by weight (e.g. ``nf4-b64@4``, ``rtn-asym-g128@4``, a GGUF grid); the loss is computed
+            with the quantizable weights fake-quantized, Q(W) (LoRA: Q(W0 + scale B A)), and its gradient passed
+            straight through to W. "" = off.
+        quant_aware_mix: the weight of the loss at Q(W) in ``mix x L(Q(W)) + (1 - mix) x L(W)``, in (0, 1]; 1 (the
+            default) = the loss at Q(W) only. Must be 1 without ``quant_aware``.
         params: the parameters of methods added after the four above, as sorted ``(name, value)`` pairs (JSON: a
             list of pairs); a parameter left out takes its method's default (:meth:`param`).
     """
@@ -85,6 +91,8 @@ class UnlearnConfig:
     weight_precision: str = "fp32"
     freeze_embeddings: bool = False
     sam_rho: float = 0.0
+    quant_aware: str = ""
+    quant_aware_mix: float = 1.0
     params: tuple = ()
 
     def __post_init__(self) -> None:
@@ -104,6 +112,28 @@ class UnlearnConfig:
                  f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         self._check_methods()
         self._check_scenario()
+        self._check_quant_aware()
+
+    def _check_quant_aware(self) -> None:
+        """The quantization-aware quantizer (a key below 32 bits that rounds weight by weight) and its mix weight."""
+        from qru.quant.spec import QuantSpec, quantizer_from_key
+
+        _require(isinstance(self.quant_aware, str), f"quant_aware must be a quantizer key or '', got {self.quant_aware!r}")
+        _require(_finite(self.quant_aware_mix) and 0 < self.quant_aware_mix <= 1,
+                 f"quant-aware mix must be in (0, 1] (the weight of the loss at Q(W)), got {self.quant_aware_mix!r}")
+        if not self.quant_aware:
+            _require(self.quant_aware_mix == 1, "--quant-aware-mix needs --quant-aware QUANTIZER")
+            return
+        try:
+            quantizer = quantizer_from_key(self.quant_aware)
+        except ConfigError as exc:
+            raise ConfigError(f"quant-aware quantizer {self.quant_aware!r}: {exc}") from None
+        if isinstance(quantizer, QuantSpec):
+            _require(quantizer.key == self.quant_aware,
+                     f"quant-aware quantizer {self.quant_aware!r}: write it as {quantizer.key!r}")
+            _require(quantizer.bits < 32 and not quantizer.is_gptq,
+                     f"quant-aware quantizer {self.quant_aware!r}: pick a quantizer below 32 bits that rounds weight "
+                     "by weight (FP4/NF4, int8, RTN, a GGUF grid); GPTQ's grid depends on calibration text")
 
     def _check_scenario(self) -> None:
         """The scenario fields: start point, weight precision during unlearning, embeddings."""
@@ -205,6 +235,9 @@ class UnlearnConfig:
             name += f" SURE {self.sure_share:g}"
         if self.sam_rho:
             name += f" SAM rho {self.sam_rho:g}"
+        if self.quant_aware:
+            mix = f" mix {self.quant_aware_mix:g}" if self.quant_aware_mix != 1 else ""
+            name += f" QA {self.quant_aware}{mix}"
         if self.loss_form != "faithful":
             name += f" ({self.loss_form} loss forms)"
         adapter = "full" if self.adapter == "full" else f"LoRA r{self.lora_r}"

@@ -9,6 +9,11 @@ W + rho g / ||g|| and takes the step's gradient (forget + alpha x retain) there,
 history's ``forget_loss`` is the one at W, ``forget_loss_at_sam_point``, ``retain_loss`` and ``loss`` those at
 W + e. It costs one more forward and backward pass of the forget batch per step.
 
+With ``quant_aware`` (quantization-aware unlearning, qru.unlearn.quant_aware) every loss of the step is computed with
+the quantizable weights fake-quantized, Q(W) (LoRA: Q(W0 + scale B A)), its gradient passed straight through; with
+``quant_aware_mix`` below 1 the step's loss is mix x L(Q(W)) + (1 - mix) x L(W) (two forward passes). The history's
+``forget_loss`` is the forget term of that objective, ``forget_loss_quantized`` (and ``forget_loss_float``) its parts.
+
 Scenario options (qru.scenarios): frozen embeddings under full fine-tuning; bf16 weights emulated in fp32 (trained
 weights rounded to bfloat16 after every optimizer step, the merged LoRA weights once). The start point (grid snap) is
 chosen by the caller: ``target`` is the model unlearning starts from.
@@ -39,8 +44,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from qru.config import UnlearnConfig
 from qru.errors import UnlearnError
 from qru.models import Progress, no_progress, encode_chunks, encode_documents, pad_batch
+from qru.quant.spec import quantizer_from_key
 from qru.scenarios import freeze_embeddings, round_bf16_
 from qru.unlearn.losses import nll
+from qru.unlearn.quant_aware import mixed_loss
 from qru.unlearn.methods import Method, method as method_class
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -189,6 +196,10 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
     method = method_class(config.method)(config, target, seed)
     if config.sure_share and accelerator.num_processes > 1:
         raise UnlearnError("SURE runs on one process: its row mask needs the whole, unsharded weights")
+    if config.quant_aware and accelerator.num_processes > 1:
+        raise UnlearnError("quantization-aware unlearning runs on one process: Q(W) needs whole, unsharded weights")
+    quantizer = quantizer_from_key(config.quant_aware) if config.quant_aware else None
+    mix = config.quant_aware_mix
     if method.has_retain and retain is None:
         what = f"{method.label}'s retain term" if method.own_retain else f"regularizer {config.regularizer}"
         raise UnlearnError(f"{what} needs retain documents (raw/retain*.txt), found none")
@@ -213,18 +224,19 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             fbatch = pad_batch([forget[i] for i in _share(idx, accelerator)], tokenizer.pad_token_id)
             steps = None
             if config.sam_rho:  # SAM: the step's gradient is taken at the forget loss's worst-case neighbour
-                at_w = method.forget(policy, ref, fbatch)
+                at_w, _ = mixed_loss(lambda: method.forget(policy, ref, fbatch), policy, quantizer, mix)
                 accelerator.backward(at_w)
                 steps = sam_perturb(params, config.sam_rho)
                 opt.zero_grad(set_to_none=True)
-            loss_f = method.forget(policy, ref, fbatch)
+            loss_f, parts = mixed_loss(lambda: method.forget(policy, ref, fbatch), policy, quantizer, mix)
             loss = loss_f
-            record = {"step": step + 1, "forget_loss": loss_f.item()}
+            record = {"step": step + 1, "forget_loss": loss_f.item(),
+                      **{f"forget_loss_{k.removeprefix('at_')}": v for k, v in parts.items()}}
             if steps is not None:  # the curve shows the model's own loss; the perturbed one is kept beside it
                 record.update(forget_loss=at_w.item(), forget_loss_at_sam_point=loss_f.item())
             if method.has_retain:
                 rbatch = pad_batch(_share(retain.next(), accelerator), tokenizer.pad_token_id)
-                loss_r = method.retain(policy, ref, rbatch)
+                loss_r, _ = mixed_loss(lambda: method.retain(policy, ref, rbatch), policy, quantizer, mix)
                 loss = loss + config.alpha * loss_r
                 record["retain_loss"] = loss_r.item()
             if not torch.isfinite(loss):

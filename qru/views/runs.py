@@ -50,6 +50,13 @@ HELP = {
     "start": "Start point: unlearn the fp32 target as trained, or the target snapped to a quantizer's grid (every "
              "weight replaced by its dequantized value: a model distributed in 4-bit). Rounding can pull a small "
              "update back only where the start already sits on the grid it is quantized with.",
+    "quant_aware": "Quantization-aware unlearning (as QAT): the loss is computed with the weights fake-quantized by "
+                   "this quantizer (LoRA: the merged weights) and its gradient passed straight through, so the "
+                   "unlearning is optimized for the quantized model. The slider mixes in the loss at W. Pick the "
+                   "quantizer the run is evaluated with. Costs a quantization of every weight per forward pass.",
+    "sam": "Sharpness-aware unlearning (SAM): each step's gradient is taken at the worst-case perturbation of size "
+           "rho of the forget loss, seeking a flat forgotten point that small weight changes (such as rounding) do "
+           "not leave. Costs one more forward and backward pass per step.",
     "weight_precision": "bf16-rounded: weights rounded to bfloat16 after every optimizer step (computed in fp32), "
                         "which can freeze updates smaller than half a bf16 step.",
     "embeddings": "Tied embeddings are never quantized, so when trained they can carry part of the unlearning past "
@@ -143,6 +150,8 @@ def quantizer_choices(quantizer: str, bits: list[int], group_size: int = 128, sy
 START_GRIDS = {"": "fp32 target as trained", "nf4-b64@4": "snapped to NF4 (block 64)",
                "fp4-b64@4": "snapped to FP4 (block 64)", "rtn-asym-g64@4": "snapped to RTN int4 (group 64)",
                "int8@8": "snapped to LLM.int8"}
+QUANT_AWARE = {"": "off (the loss at W)", "nf4-b64@4": "NF4 (block 64)", "fp4-b64@4": "FP4 (block 64)",
+               "rtn-asym-g64@4": "RTN int4 (group 64)", "int8@8": "LLM.int8", "gguf-q4_0": "GGUF Q4_0"}
 
 
 def check_sweep_model(model: str) -> dict:
@@ -255,7 +264,7 @@ def picker_labels(infos: list[RunInfo]) -> dict[str, str]:
 
 
 __all__ = ["BUILD_SECONDS", "HELP", "HF_CORPORA", "IMPORT_HELP", "LR_GRID", "MODELS", "PRESETS", "RUN_SECONDS",
-           "START_GRIDS", "check_corpus", "check_models", "check_sweep_model", "data_choices", "estimate_seconds",
+           "QUANT_AWARE", "START_GRIDS", "check_corpus", "check_models", "check_sweep_model", "data_choices", "estimate_seconds",
            "import_entries", "models_built", "on_muse_corpus", "picker_labels", "quantizer_choices", "run_seconds",
            "scale_of"]
 

@@ -36,4 +36,42 @@ THRESHOLD_TEXT = ("Share undone = (m_unlearned,b − m_unlearned,32) / (m_target
                   f"least {metric('knowmem_forget').floor:g} point (scores) or {metric('nll_forget').floor:g} nats "
                   "(NLL).")
 
-__all__ = ["THRESHOLD_TEXT", "undone_table"]
+
+
+def _share_text(share: float, reason: str) -> str:
+    return f"{round(100 * share) or 0}%" if np.isfinite(share) else f"— ({reason})"
+
+
+def relearning_table(undone: pd.DataFrame) -> pd.DataFrame:
+    """qru.analysis.relearning.relearning_undone for reading: a row per metric (display names) with its 32-bit
+    effect on the held-out items, then per bit width the share undone by quantization and by relearning (as
+    percentages, or why not shown), and the noise threshold."""
+    rows = []
+    for name, group in undone.groupby("metric", sort=False):
+        first = group.iloc[0]
+        row = {"metric": label(name), "effect at 32 bits (target − unlearned)": f"{first['effect_32']:+.3g}"}
+        for _, r in group.iterrows():
+            if r["bits"] < 32:
+                row[f"undone by {r['bits']}-bit quantization"] = _share_text(r["by_quantization"],
+                                                                            r["quantization_reason"])
+            row[f"undone by relearning, read at {r['bits']} bits"] = _share_text(r["by_relearning"],
+                                                                                  r["relearning_reason"])
+        row["noise threshold"] = f"{first['noise']:.3g} ({first['noise_from']})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def relearning_caption(record: dict) -> str:
+    """What a relearning record did, in a sentence: data, steps, learning rate, seed, the slice and the items."""
+    config, split = record["config"], record["split"]
+    what = ("the relearn slice of the forget set" + (f" (entities {', '.join(split['relearn_entities'])})"
+                                                     if split.get("relearn_entities") else "")
+            if config["data"] == "forget" else "retain text (the control)")
+    held = f" about {', '.join(split['evaluated_entities'])}" if split.get("evaluated_entities") else ""
+    return (f"{config['steps']} steps at lr {config['lr']:g} (batch {config['batch_size']}, seed {config['seed']}) on "
+            f"{what}, {split['documents']} documents; evaluated on the forget items{held} the relearning text does "
+            f"not cover ({split['knowmem_forget']} KnowMem, {split['verbmem']} VerbMem, {split['privleak_forget']} "
+            f"PrivLeak texts), at 32 bits and the run's bit widths. {record.get('seconds', 0):.0f} s.")
+
+
+__all__ = ["THRESHOLD_TEXT", "relearning_caption", "relearning_table", "undone_table"]
