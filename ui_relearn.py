@@ -11,7 +11,7 @@ from qru.analysis.relearning import relearning_undone
 from qru.atomic import LockedError
 from qru.config import RELEARN_DATA, ConfigError, RelearnConfig, RunConfig
 from qru.jobs import launch_analysis
-from qru.relearn import read_relearns, record_path
+from qru.relearn import read_relearns, record_path, stored_record
 from qru.views.text import as_text
 from qru.views.undone import relearning_caption, relearning_table
 
@@ -40,7 +40,7 @@ def relearn_section(run_id: str, name: str) -> None:
             return
         argv = ["relearn", run_id, "--steps", str(steps), "--lr", f"{lr:g}", "--data", data]
         st.code(f"qru --cache {shlex.quote(str(store.root))} " + shlex.join(argv), language="bash")
-        if record_path(store, run_id, config).is_file():
+        if stored_record(record_path(store, run_id, config)) is not None:
             st.caption("This attack is stored (above).")
         elif st.button("Relearn", key=f"relearn-{run_id}",
                        help="a few fine-tuning steps, then the target, unlearned and relearned model evaluated on "

@@ -37,10 +37,10 @@ points = load_points(ui.store(), run_ids)
 if points.empty:
     st.info("None of these sweeps' runs has finished yet.")
     st.stop()
-done = points["run_id"].nunique()
-st.caption(f"{done} of {len(run_ids)} runs finished; seeds {', '.join(map(str, seeds))}."
-           + ("" if points["relearn_undone"].notna().any() else
-              " No relearning attack stored for these runs yet (`qru relearn RUN`, or run the sweep again)."))
+done, attacked = points["run_id"].nunique(), points.loc[points["relearn_stored"], "run_id"].nunique()
+st.caption(f"{done} of {len(run_ids)} runs finished; seeds {', '.join(map(str, seeds))}; {attacked} of them attacked "
+           "by relearning (the default attack)" + (": `qru relearn RUN`, or run the sweep again." if attacked < done
+                                                   else "."))
 st.plotly_chart(tradeoff_figure(points, forget))
 sentences = fixes_sentences(points)
 if sentences:

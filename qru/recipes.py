@@ -12,6 +12,7 @@ Errors: ConfigError naming the bad value (docs/design.md, "Layout").
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -249,6 +250,12 @@ def sweep(preset: str, seeds: tuple[int, ...] | list[int] = (0, 1, 2), **choices
     for name, value in spec.choices:  # the preset's own choices, where the command does not set them
         if choices.get(name) is None:
             choices[name] = value
+    varied = {name for combo in spec.combos for name, _ in (combo[4] if len(combo) > 4 else ())}
+    defaults = inspect.signature(unlearn_config).parameters
+    for name in sorted(varied):  # what the preset varies between its runs is not a choice of the sweep
+        if name in choices and choices[name] != defaults[name].default:
+            raise ConfigError(f"--{name.replace('_', '-')} is set run by run by the {preset} preset; it cannot be "
+                              "given to the sweep")
     configs = []
     for method, regularizer, adapter, lr, *extra in spec.combos:
         own = {p.name for p in METHODS[method].params}

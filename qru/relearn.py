@@ -36,6 +36,7 @@ from qru.config import RelearnConfig, config_key, to_dict
 from qru.controls import load_run_models, unlearned_weights
 from qru.corpus import MuseCorpus
 from qru.errors import UnlearnError
+from qru.evals.fit import evaluation_corpus
 from qru.evals.privleak import privleak
 from qru.evals.suite import evaluate
 from qru.models import encode_chunks, pad_batch
@@ -136,16 +137,8 @@ def record_path(store: RunStore, run_id: str, config: RelearnConfig) -> Path:
 def read_relearns(store: RunStore, run_id: str) -> list[dict]:
     """Every relearning record of a run, oldest first ([] if none); unreadable files are skipped."""
     folder = store.path(run_id) / RELEARN
-    records = []
-    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            RelearnConfig(**data["config"])
-            if isinstance(data.get("rows"), list):
-                records.append(data)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return records
+    paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return [r for r in map(stored_record, paths) if r is not None]
 
 
 def compute_relearn(store: RunStore, run_id: str, config: RelearnConfig, force: bool = False,
@@ -157,14 +150,21 @@ def compute_relearn(store: RunStore, run_id: str, config: RelearnConfig, force: 
     to relearn on, divergence) and LockedError (another process relearns the same config of this run)."""
     progress = progress or (lambda *a: None)
     path = record_path(store, run_id, config)
-    if path.is_file() and not force:
-        return json.loads(path.read_text(encoding="utf-8"))
+    if not force and (stored := stored_record(path)):
+        return stored
+    stored_run_check(store, run_id)
     unlearned_weights(store.path(run_id))  # a damaged run fails before the lock file is made
     with exclusive(path.with_suffix(".lock"), what=f"run {run_id} (its relearning attack)"):
+        if not force and (stored := stored_record(path)):  # written by another process while this one waited
+            return stored
         start = time.time()
         models = load_run_models(store, run_id)
         cfg = models.config
         docs, held_out, summary = relearn_split(models.corpus, config)
+        evaluated = evaluation_corpus(held_out, cfg.eval)  # the counts of what is evaluated (--max-eval-items)
+        summary.update(verbmem=len(evaluated.verbmem_forget), knowmem_forget=len(evaluated.knowmem["forget_qa"]),
+                       privleak_forget=len(evaluated.privleak["forget"]),
+                       not_evaluated_bits=sorted({s.bits for s in cfg.quant_specs() if s.is_gptq}, reverse=True))
         relearned, history = relearn_model(models.unlearned, models.pair.tokenizer, docs, config, cfg.model.max_len,
                                            lambda i, n, loss: progress("relearning", i, n, f"loss {loss:.3f}"))
         record = {"run_id": run_id, "config": to_dict(config), "split": summary, "history": history,
@@ -172,6 +172,40 @@ def compute_relearn(store: RunStore, run_id: str, config: RelearnConfig, force: 
         record.update(seconds=round(time.time() - start, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(path, record)
     return record
+
+
+SPLIT_FIELDS = {"relearn_entities": list, "evaluated_entities": list, "documents": int, "verbmem": int,
+                "knowmem_forget": int, "privleak_forget": int}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_record(record) -> bool:
+    """Whether ``record`` has the shape :func:`compute_relearn` writes: a valid config, a split with its counts,
+    rows of {model: str, bits: int, metric: number or None ...}, a history list and a number of seconds."""
+    try:
+        RelearnConfig(**record["config"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    split, rows = record.get("split"), record.get("rows")
+    return (isinstance(split, dict) and all(isinstance(split.get(k), t) for k, t in SPLIT_FIELDS.items())
+            and isinstance(rows, list) and bool(rows)
+            and all(isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("bits"), int)
+                    and not isinstance(r.get("bits"), bool) for r in rows)
+            and isinstance(record.get("history"), list) and _number(record.get("seconds", 0))
+            and (record.get("samples") is None or isinstance(record.get("samples"), dict)))
+
+
+def stored_record(path: Path) -> dict | None:
+    """The record at ``path``, or None where there is none or it is damaged (:func:`valid_record`; it is then
+    computed again, and readers leave it out)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and valid_record(record) else None
 
 
 def _evaluations(models, corpus: MuseCorpus, relearned: torch.nn.Module, progress) -> dict:
@@ -209,4 +243,4 @@ def stored_run_check(store: RunStore, run_id: str) -> None:
 
 
 __all__ = ["RELEARN", "compute_relearn", "read_relearns", "record_path", "relearn_model", "relearn_split",
-           "stored_run_check"]
+           "stored_record", "stored_run_check", "valid_record"]

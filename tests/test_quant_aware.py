@@ -136,3 +136,26 @@ def test_quant_aware_option_round_trip_label_and_refusals():
                        (["--quant-aware-mix", "0.5"], "needs --quant-aware")):
         with pytest.raises(ConfigError, match=match):
             configs_for(["run", "--scale", "micro", *bad])
+
+
+def test_nested_blocks_and_existing_instance_forwards_are_restored(micro_models):
+    quantizer = quantizer_from_key("nf4-b64@4")
+    policy = copy.deepcopy(micro_models.target).float()
+    first = next(iter(quantizable_linears(policy).values()))
+    hook = first.forward  # a bound method, stored as an instance attribute as hooks do
+    first.forward = hook
+    with quantized_forward(policy, quantizer):
+        with quantized_forward(policy, quantizer):
+            pass
+        assert first.__dict__["forward"] is not hook
+    assert first.__dict__["forward"] is hook
+    del first.forward
+    assert all("forward" not in m.__dict__ for m in quantizable_linears(policy).values())
+
+
+def test_sam_with_quant_aware_logs_the_parts_at_w(micro_models, micro_corpus):
+    forget, retain = micro_corpus.raw["forget"][:4], micro_corpus.raw["retain1"][:4]
+    config = unlearn_config("ga", adapter="full", lr=1e-3, epochs=1, max_steps=1, quant_aware="nf4-b64@4",
+                            sam_rho=0.05)
+    first = unlearn(micro_models.target, micro_models.tokenizer, forget, retain, config, 64, seed=0).history[0]
+    assert first["forget_loss"] == first["forget_loss_quantized"] != first["forget_loss_at_sam_point"]

@@ -104,6 +104,8 @@ def test_the_command_prints_the_shares_and_refuses_bad_values(relearn_run, capsy
     assert "undone by relearning" in out and "2 steps at lr 0.001" in out and "Share undone" in out
     record = read_relearns(store, run_id)[-1]
     assert relearning_caption(record).startswith("2 steps at lr 0.001")
+    assert main(["--cache", str(store.root), "show", run_id]) == 0
+    assert "Relearning attack: 2 steps at lr 0.001" in capsys.readouterr().out
     for bad, match in ((["--steps", "0"], "relearn steps"), (["--share", "1.5"], "relearn share"),
                        (["--seed", "-1"], "relearn seed")):
         assert main(["--cache", str(store.root), "relearn", run_id, *bad]) != 0
@@ -112,3 +114,26 @@ def test_the_command_prints_the_shares_and_refuses_bad_values(relearn_run, capsy
     assert "no run" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         RelearnConfig(data="holdout")
+
+
+def test_a_damaged_record_is_computed_again_and_ignored_by_readers(relearn_run):
+    from qru.analysis.tradeoff import load_points
+    from qru.relearn import valid_record
+
+    store, run_id = relearn_run
+    good = compute_relearn(store, run_id, RelearnConfig(steps=3, lr=1e-3, seed=1))
+    assert valid_record(good)
+    damaged = [{k: v for k, v in good.items() if k != "split"}, {**good, "split": None},
+               {**good, "split": {}}, {**good, "seconds": "x"}, {**good, "rows": [1, 2]},
+               {**good, "rows": [{k: v for k, v in good["rows"][0].items() if k != "bits"}]}]
+    assert not any(valid_record(d) for d in damaged)
+    config = RelearnConfig(steps=1, lr=1e-3, seed=5)
+    path = record_path(store, run_id, config)
+    for text in ["{not json", json.dumps(damaged[0]), json.dumps(damaged[4])]:
+        path.write_text(text)
+        assert all(r["config"]["seed"] != 5 for r in read_relearns(store, run_id))
+        points = load_points(store, [run_id], config)
+        assert len(points) == 2 and not points["relearn_stored"].any()  # the run is kept, the record is not
+    record = compute_relearn(store, run_id, config)
+    assert record["config"]["seed"] == 5 and json.loads(path.read_text())["config"]["seed"] == 5
+    assert load_points(store, [run_id], config)["relearn_stored"].all()

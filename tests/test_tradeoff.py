@@ -80,3 +80,29 @@ def test_the_fixes_preset_compares_every_fix_from_both_starts():
     assert {c.unlearn.method for c in configs} == {"ga", "npo"} and {c.unlearn.regularizer for c in configs} == {"gdr"}
     fp4 = sweep("fixes", (0,), quant_type="fp4")  # the command's own choice wins over the preset's
     assert {c.quant_type_4bit for c in fp4} == {"fp4"}
+
+
+def test_runs_that_differ_beyond_the_seed_are_never_pooled(tmp_path):
+    import dataclasses
+    from qru.analysis.tradeoff import _distinct
+    from qru.config import ConfigError
+    from qru.recipes import run_config
+
+    a = run_config(scale="micro", method="npo", bits=(32, 4), max_steps=2)
+    b = run_config(scale="tiny", method="npo", bits=(32, 4), epochs=5)
+    c = dataclasses.replace(a, unlearn=dataclasses.replace(a.unlearn, alpha=2.0))
+    assert fix_name(a) == fix_name(c)
+    from qru.config import config_key
+    points = [{"run_id": r, "fix": fix_name(cfg)} for r, cfg in (("a", a), ("a2", dataclasses.replace(a, seed=1)),
+                                                                 ("b", b), ("c", c))]
+    keys = {p["run_id"]: config_key(dataclasses.replace(cfg, seed=0)) for p, cfg in zip(points, (a, a, b, c))}
+    labels = {"a": "A", "a2": "A", "b": "B", "c": "A"}
+    _distinct(points, keys, labels)
+    names = [p["fix"] for p in points]
+    assert names[0] == names[1] and len(set(names)) == 3 and names[3].startswith("A #")
+    with pytest.raises(ConfigError, match="--sam-rho is set run by run by the fixes preset"):
+        sweep("fixes", (0,), sam_rho=0.5)
+    with pytest.raises(ConfigError, match="--start-grid"):
+        sweep("fixes", (0,), start_grid="fp4-b64@4")
+    assert fixes_table(pd.DataFrame(columns=COLUMNS), "knowmem_forget").empty
+    assert not tradeoff_figure(pd.DataFrame(columns=COLUMNS), "knowmem_forget").data

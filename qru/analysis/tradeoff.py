@@ -7,7 +7,7 @@ A *fix* is what tells a sweep's runs apart apart from the seed: method and regul
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 
 import numpy as np
@@ -15,12 +15,13 @@ import pandas as pd
 
 from qru.analysis.relearning import relearning_undone
 from qru.analysis.undone import forgetting_undone
-from qru.config import RelearnConfig, RunConfig
+from qru.config import RelearnConfig, RunConfig, config_key
 from qru.metrics import headline, metric as metric_info
 
 FORGET_METRICS = ("knowmem_forget", "nll_forget")
 UTILITY_METRIC = "knowmem_retain"
-COLUMNS = ["run_id", "fix", "seed", "bits", *FORGET_METRICS, UTILITY_METRIC, "undone", "relearn_undone"]
+COLUMNS = ["run_id", "fix", "seed", "bits", *FORGET_METRICS, UTILITY_METRIC, "undone", "relearn_undone",
+           "relearn_stored"]
 
 
 def fix_name(config: RunConfig) -> str:
@@ -52,29 +53,56 @@ def run_points(run_id: str, config: RunConfig, metrics: pd.DataFrame, samples: d
                     for m in (*FORGET_METRICS, UTILITY_METRIC)}}
         point["undone"] = _median(undone, "undone", b) if b < 32 else float("nan")
         point["relearn_undone"] = _median(relearned, "by_relearning", b)
+        point["relearn_stored"] = relearn is not None
         out.append(point)
     return out
+
+
+def _distinct(points: list[dict], keys: dict[str, str], labels: dict[str, str]) -> None:
+    """Where runs that differ in more than the seed share a fix name (sweeps of other scales, quantizers or
+    settings read together), give each its run label, and where even that is shared, the first digits of its key."""
+    names: dict[str, set] = {}
+    for p in points:
+        names.setdefault(p["fix"], set()).add(keys[p["run_id"]])
+    for p in points:
+        if len(names[p["fix"]]) > 1:
+            p["fix"] = labels[p["run_id"]]
+    names = {}
+    for p in points:
+        names.setdefault(p["fix"], set()).add(keys[p["run_id"]])
+    for p in points:
+        if len(names[p["fix"]]) > 1:
+            p["fix"] += f" #{keys[p['run_id']][:6]}"
 
 
 def load_points(store, run_ids: list[str], relearn: RelearnConfig | None = None) -> pd.DataFrame:
     """:func:`run_points` of the finished qru runs among ``run_ids`` in ``store`` (others left out), with their
     relearning record under ``relearn`` (default: RelearnConfig(), the attack a sweep runs) where stored."""
-    from qru.relearn import record_path
+    from qru.relearn import record_path, stored_record
 
     relearn = relearn or RelearnConfig()
-    points = []
+    points, keys, labels = [], {}, {}
     for run_id in run_ids:
         try:
             config = store.config(run_id)
             if not isinstance(config, RunConfig) or store.status(run_id).get("state") != "done":
                 continue
-            path = record_path(store, run_id, relearn)
-            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-            points += run_points(run_id, config, store.metrics(run_id), store.read_json(run_id, "samples.json"),
-                                 record)
+            points += run_points(run_id, config, store.metrics(run_id), _samples(store, run_id),
+                                 stored_record(record_path(store, run_id, relearn)))
+            keys[run_id] = config_key(dataclasses.replace(config, seed=0))
+            labels[run_id] = fix_name(config).rsplit(" [", 1)[0] + " — " + config.label
         except Exception:  # noqa: BLE001 (a damaged run is left out, as the paper table does)
             continue
+    _distinct(points, keys, labels)
     return pd.DataFrame(points, columns=COLUMNS)
+
+
+def _samples(store, run_id: str) -> dict | None:
+    """A run's samples.json, or None (the noise floors are used) where it is missing or unreadable."""
+    try:
+        return store.read_json(run_id, "samples.json")
+    except Exception:  # noqa: BLE001 (StoreError; the share undone then falls back to the floors)
+        return None
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, y_lower_better: bool) -> np.ndarray:

@@ -72,6 +72,11 @@ def _run(args, argv: list[str]) -> int:
     if args.command in ("run", "deltas") and configs and not getattr(args, "force", False) and \
             all(store.find(c) for c in configs):
         return args.func(args)  # stored already: the command only prints it
+    if args.command == "relearn" and not args.force:
+        from qru.cli.relearn import relearn_config
+        from qru.relearn import record_path, stored_record
+        if stored_record(record_path(store, run_ids[0], relearn_config(args))) is not None:
+            return args.func(args)
 
     def note(line: str) -> None:  # said even with --quiet: a waiting job must not look hung
         print(f"qru: {line} (Ctrl-C leaves the queue; `qru queue` shows it)", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ import pandas as pd
 from qru import recipes
 from qru.cli.parser import choices, deltas_checkpoints, run_configs
 from qru.cli.reports import (SWEEP_TABLE_METRICS, controls_report, delta_summary, metric_table, missing_note,
-                             print_fixes, print_paper_tables, progress_printer, undone_text)
+                             print_fixes, print_paper_tables, print_relearns, progress_printer, undone_text)
 from qru.config import ConfigError, DeltasConfig, ImportConfig, RunConfig
 from qru.store import RunStore, StoreError
 
@@ -303,7 +303,8 @@ def _resolve_run_id(store: RunStore, text: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise StoreError(f"{text!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
+        raise StoreError(f"{text!r} matches {len(matches)} runs: {', '.join(matches[:5])}"
+                         + (", ..." if len(matches) > 5 else ""))
     raise StoreError(f"no run {text!r} in {store.runs}")
 
 
@@ -336,6 +337,7 @@ def cmd_show(args) -> int:
         print("\n".join(evaluation_lines(store, args.run_id)))
     if isinstance(config, RunConfig):
         print(undone_text(store, args.run_id))
+        print_relearns(store, args.run_id)
     if isinstance(config, ImportConfig):
         return 0
     print("\nweight deltas (all quantized Linear layers):")

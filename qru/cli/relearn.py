@@ -56,14 +56,13 @@ def cmd_relearn(args) -> int:
     from qru.cli.reports import progress_printer
     from qru.relearn import compute_relearn
     from qru.store import RunStore
-    from qru.views.text import as_text
     from qru.views.undone import THRESHOLD_TEXT, relearning_caption, relearning_table
 
     store = RunStore(args.cache)
     config = relearn_config(args)
     run_id = relearn_target(store, args.run_id)
     record = compute_relearn(store, run_id, config, force=args.force, progress=progress_printer(args.quiet))
-    print(f"run {run_id}: {as_text(store.config(run_id).label)}")
+    print(f"run {run_id}: {store.config(run_id).label}")
     print(f"{config.label}: {relearning_caption(record)}")
     print(relearning_table(relearning_undone(record)).to_string(index=False))
     print(THRESHOLD_TEXT)

@@ -72,6 +72,19 @@ def print_fixes(store: RunStore, run_ids: list[str]) -> None:
         print(fixes_table(points, "knowmem_forget").to_string(index=False))
 
 
+def print_relearns(store: RunStore, run_id: str) -> None:
+    """A run's stored relearning attacks (qru.relearn): what each did, then its shares undone by relearning beside
+    those by quantization on the same held-out items."""
+    from qru.analysis.relearning import relearning_undone
+    from qru.relearn import read_relearns
+    from qru.views.undone import relearning_caption, relearning_table
+
+    for record in read_relearns(store, run_id):
+        print(f"\nRelearning attack: {relearning_caption(record)}")
+        with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
+            print(relearning_table(relearning_undone(record)).to_string(index=False))
+
+
 def controls_report(store: RunStore, run_id: str, rows: list[dict], metrics: tuple[str, ...] | None = None) -> str:
     """What ``qru noise`` / ``qru curve`` print: the grid sentence, per metric the generated sentence (and where
     RTN starts to change the target), then the shares undone by quantization vs the noise controls per quantizer."""

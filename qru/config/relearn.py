@@ -49,7 +49,9 @@ class RelearnConfig:
     def label(self) -> str:
         """``relearn on forget slice, 10 steps lr 0.0001 seed 0``."""
         text = "forget slice" if self.data == "forget" else "retain text (control)"
-        return f"relearn on {text}, {self.steps} steps lr {self.lr:g} seed {self.seed}"
+        share = f" share {self.share:g}" if self.share != 0.5 else ""
+        batch = f" batch {self.batch_size}" if self.batch_size != 4 else ""
+        return f"relearn on {text}, {self.steps} steps lr {self.lr:g}{batch}{share} seed {self.seed}"
 
 
 __all__ = ["MAX_RELEARN_STEPS", "RELEARN_DATA", "RelearnConfig"]

@@ -78,18 +78,28 @@ def quantized_forward(model: nn.Module, quantizer, shapes_only: bool = False) ->
     gradients straight through (module docstring). Yields how many layers were switched; every layer's own forward is
     restored on leaving, also after an error. Layers whose shape the quantizer does not take
     (:meth:`quantizes`, e.g. GGUF rows not a multiple of 32) stay in float, as PTQ leaves them."""
-    switched = []
+    switched = []  # (module, the instance forward it had before, if any: a hook's, or an outer block's)
     try:
         for module, kind in _quantized_modules(model):
             weight = module.base_layer.weight if kind == "lora" else module.weight
             if not quantizer.quantizes(tuple(weight.shape)):
                 continue
+            switched.append((module, module.__dict__.get("forward")))
             module.forward = (_lora_forward if kind == "lora" else _linear_forward)(module, quantizer)
-            switched.append(module)
         yield len(switched)
     finally:
-        for module in switched:
-            del module.forward  # the instance attribute: the class's forward is back
+        for module, before in reversed(switched):
+            if before is None:
+                del module.forward  # the instance attribute: the class's forward is back
+            else:
+                module.forward = before
+
+
+def quantized_layers(model: nn.Module, quantizer) -> int:
+    """How many of ``model``'s layers :func:`quantized_forward` would switch to Q(W) (0: the quantizer takes none
+    of its Linear weights, e.g. a GGUF grid where no input size is a multiple of 32)."""
+    return sum(quantizer.quantizes(tuple((m.base_layer.weight if k == "lora" else m.weight).shape))
+               for m, k in _quantized_modules(model))
 
 
 def mixed_loss(compute: Callable[[], torch.Tensor], model: nn.Module, quantizer, mix: float
@@ -109,4 +119,4 @@ def mixed_loss(compute: Callable[[], torch.Tensor], model: nn.Module, quantizer,
     return mix * at_q + (1 - mix) * at_w, parts
 
 
-__all__ = ["mixed_loss", "quantized_forward", "straight_through"]
+__all__ = ["mixed_loss", "quantized_forward", "quantized_layers", "straight_through"]

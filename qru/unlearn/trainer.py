@@ -47,7 +47,7 @@ from qru.models import Progress, no_progress, encode_chunks, encode_documents, p
 from qru.quant.spec import quantizer_from_key
 from qru.scenarios import freeze_embeddings, round_bf16_
 from qru.unlearn.losses import nll
-from qru.unlearn.quant_aware import mixed_loss
+from qru.unlearn.quant_aware import mixed_loss, quantized_layers
 from qru.unlearn.methods import Method, method as method_class
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -200,6 +200,9 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
         raise UnlearnError("quantization-aware unlearning runs on one process: Q(W) needs whole, unsharded weights")
     quantizer = quantizer_from_key(config.quant_aware) if config.quant_aware else None
     mix = config.quant_aware_mix
+    if quantizer is not None and not quantized_layers(policy, quantizer):
+        raise UnlearnError(f"quant-aware quantizer {config.quant_aware} quantizes none of this model's Linear layers "
+                           "(GGUF needs input sizes that are multiples of 32): nothing to train through it")
     if method.has_retain and retain is None:
         what = f"{method.label}'s retain term" if method.own_retain else f"regularizer {config.regularizer}"
         raise UnlearnError(f"{what} needs retain documents (raw/retain*.txt), found none")
@@ -224,16 +227,17 @@ def unlearn(target: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, forget_
             fbatch = pad_batch([forget[i] for i in _share(idx, accelerator)], tokenizer.pad_token_id)
             steps = None
             if config.sam_rho:  # SAM: the step's gradient is taken at the forget loss's worst-case neighbour
-                at_w, _ = mixed_loss(lambda: method.forget(policy, ref, fbatch), policy, quantizer, mix)
+                at_w, parts_w = mixed_loss(lambda: method.forget(policy, ref, fbatch), policy, quantizer, mix)
                 accelerator.backward(at_w)
                 steps = sam_perturb(params, config.sam_rho)
                 opt.zero_grad(set_to_none=True)
             loss_f, parts = mixed_loss(lambda: method.forget(policy, ref, fbatch), policy, quantizer, mix)
             loss = loss_f
-            record = {"step": step + 1, "forget_loss": loss_f.item(),
-                      **{f"forget_loss_{k.removeprefix('at_')}": v for k, v in parts.items()}}
+            record = {"step": step + 1, "forget_loss": loss_f.item()}
             if steps is not None:  # the curve shows the model's own loss; the perturbed one is kept beside it
                 record.update(forget_loss=at_w.item(), forget_loss_at_sam_point=loss_f.item())
+                parts = parts_w  # the parts of the loss at W, as forget_loss is
+            record.update({f"forget_loss_{k.removeprefix('at_')}": v for k, v in parts.items()})
             if method.has_retain:
                 rbatch = pad_batch(_share(retain.next(), accelerator), tokenizer.pad_token_id)
                 loss_r, _ = mixed_loss(lambda: method.retain(policy, ref, rbatch), policy, quantizer, mix)

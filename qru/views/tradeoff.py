@@ -34,6 +34,8 @@ def tradeoff_figure(points: pd.DataFrame, forget: str) -> go.Figure:
     full precision to each quantized width, and a black ring on the points no other fix beats at that width."""
     means = fix_means(points, forget)
     fig = go.Figure()
+    if means.empty:
+        return fig
     colors = {}
     for fix, part in means.groupby("fix", sort=False):
         colors.setdefault(fix, len(colors))
@@ -71,6 +73,8 @@ def fixes_table(points: pd.DataFrame, forget: str) -> pd.DataFrame:
     """A row per fix: ``forget`` and utility at each width, and the share of the forgetting undone by quantization
     (b < 32) and by relearning (read at each width), each ``mean [95% CI]`` over seeds ("—" where not measured)."""
     rows = []
+    if points.empty:
+        return pd.DataFrame()
     widths = sorted(points["bits"].unique(), reverse=True)
     for fix, part in points.groupby("fix", sort=False):
         row = {"fix": fix}

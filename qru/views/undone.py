@@ -68,10 +68,14 @@ def relearning_caption(record: dict) -> str:
                                                      if split.get("relearn_entities") else "")
             if config["data"] == "forget" else "retain text (the control)")
     held = f" about {', '.join(split['evaluated_entities'])}" if split.get("evaluated_entities") else ""
-    return (f"{config['steps']} steps at lr {config['lr']:g} (batch {config['batch_size']}, seed {config['seed']}) on "
-            f"{what}, {split['documents']} documents; evaluated on the forget items{held} the relearning text does "
-            f"not cover ({split['knowmem_forget']} KnowMem, {split['verbmem']} VerbMem, {split['privleak_forget']} "
-            f"PrivLeak texts), at 32 bits and the run's bit widths. {record.get('seconds', 0):.0f} s.")
+    share = f", share {config['share']:g}" if split.get("relearn_entities") else ""
+    skipped = split.get("not_evaluated_bits") or []
+    widths = "at 32 bits and the run's bit widths" + (
+        f" except {', '.join(map(str, skipped))} bits (GPTQ needs calibration: not evaluated)" if skipped else "")
+    return (f"{config['steps']} steps at lr {config['lr']:g} (batch {config['batch_size']}{share}, seed "
+            f"{config['seed']}) on {what}, {split['documents']} documents; evaluated on the forget items{held} the "
+            f"relearning text does not cover ({split['knowmem_forget']} KnowMem, {split['verbmem']} VerbMem, "
+            f"{split['privleak_forget']} PrivLeak texts), {widths}. {float(record.get('seconds', 0)):.0f} s.")
 
 
 __all__ = ["THRESHOLD_TEXT", "relearning_caption", "relearning_table", "undone_table"]
