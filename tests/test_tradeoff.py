@@ -30,10 +30,10 @@ def _points() -> pd.DataFrame:
         for seed in (0, 1, 2):
             rows.append({"run_id": f"{fix}{seed}", "fix": fix, "seed": seed, "bits": 32, "knowmem_forget": f32 + seed,
                          "nll_forget": 1.0, "knowmem_retain": u32 - seed, "undone": np.nan,
-                         "relearn_undone": relearn})
+                         "relearn_undone": relearn, "relearn_stored": True})
             rows.append({"run_id": f"{fix}{seed}", "fix": fix, "seed": seed, "bits": 4, "knowmem_forget": f4 + seed,
                          "nll_forget": 1.0, "knowmem_retain": u4 - seed, "undone": undone,
-                         "relearn_undone": relearn})
+                         "relearn_undone": relearn, "relearn_stored": True})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -62,6 +62,11 @@ def test_figure_table_and_sentences():
     assert "Under 4-bit PTQ" in text and "kept (under 20% undone): A full [natural start] (5%)" in text
     assert "lost most (at least 50%): C QA [start on g] (90%)" in text
     assert "Under relearning" in text and "lost most (at least 50%): A full [natural start] (80%)" in text
+    points.loc[points["fix"].str.startswith("B"), ["relearn_undone", "relearn_stored"]] = [np.nan, False]
+    points.loc[points["fix"].str.startswith("C"), "relearn_undone"] = np.nan
+    text = displayed(" ".join(fixes_sentences(points)))
+    assert "not attacked yet: B LoRA [natural start]" in text
+    assert "not measurable (no effect beyond the noise): C QA [start on g]" in text
 
 
 def test_the_fixes_preset_compares_every_fix_from_both_starts():

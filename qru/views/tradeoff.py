@@ -5,6 +5,7 @@ fixes kept the forgetting. The numbers come from qru.analysis.tradeoff."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -17,6 +18,7 @@ from qru.views.paper_table import cell
 from qru.views.text import as_plot_text, as_text
 
 SYMBOLS = {32: "circle", 8: "diamond", 4: "square"}
+_NEGATIVE_ZERO = re.compile(r"(?<![\d.])-0(?![\d.])")
 
 
 def _ci(values: list[float]) -> tuple[float, float]:
@@ -65,7 +67,8 @@ def tradeoff_figure(points: pd.DataFrame, forget: str) -> go.Figure:
 
 def _share(values) -> str:
     """``mean% [low, high]`` of shares (95% bootstrap interval over seeds), ``mean%`` for one, ``—`` for none."""
-    mean, _, rest = cell([100 * v for v in finite(values)], 0).partition(" ")
+    text = _NEGATIVE_ZERO.sub("0", cell([100 * v for v in finite(values)], 0))  # "-0": a share that rounds to 0
+    mean, _, rest = text.partition(" ")
     return "—" if mean == "—" else f"{mean}%" + (f" {rest}" if rest else "")
 
 
@@ -92,20 +95,21 @@ def fixes_table(points: pd.DataFrame, forget: str) -> pd.DataFrame:
 
 
 def _level_names(points: pd.DataFrame, column: str, bits: int) -> dict[str, list[str]]:
-    out = {"kept": [], "part": [], "most": [], "unmeasured": []}
+    out = {"kept": [], "part": [], "most": [], "unmeasured": [], "missing": []}
     for fix, part in points[points["bits"] == bits].groupby("fix", sort=False):
         values = finite(part[column])
         mean = sum(values) / len(values) if values else float("nan")
-        key = "unmeasured" if not values else "most" if mean >= UNDONE_MOST else "part" if mean >= UNDONE_SOME \
-            else "kept"
-        out[key].append(f"{fix} ({100 * mean:.0f}%)" if values else fix)
+        missing = column == "relearn_undone" and "relearn_stored" in part and not part["relearn_stored"].any()
+        key = "missing" if missing else "unmeasured" if not values else "most" if mean >= UNDONE_MOST \
+            else "part" if mean >= UNDONE_SOME else "kept"
+        out[key].append(f"{fix} ({_NEGATIVE_ZERO.sub('0', f'{100 * mean:.0f}')}%)" if values else fix)
     return out
 
 
 def fixes_sentences(points: pd.DataFrame) -> list[str]:
     """Markdown sentences: at the lowest width, which fixes kept the forgetting under quantization and under
     relearning (mean share undone over seeds below UNDONE_SOME), which lost part or most of it, which could not be
-    measured (no effect beyond the noise)."""
+    measured (no effect beyond the noise) and, for relearning, which have no stored attack."""
     if points.empty:
         return []
     low = int(points["bits"].min())
@@ -117,7 +121,8 @@ def fixes_sentences(points: pd.DataFrame) -> list[str]:
         parts = [f"{name}: {as_text('; '.join(levels[key]))}" for key, name in
                  (("kept", f"kept (under {UNDONE_SOME:.0%} undone)"), ("part", "lost part"),
                   ("most", f"lost most (at least {UNDONE_MOST:.0%})"),
-                  ("unmeasured", "not measurable (no effect beyond the noise, or not computed)")) if levels[key]]
+                  ("unmeasured", "not measurable (no effect beyond the noise)"),
+                  ("missing", "not attacked yet")) if levels[key]]
         out.append(f"**Under {what}** — " + " · ".join(parts) + ".")
     return out
 
