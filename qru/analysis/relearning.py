@@ -31,14 +31,15 @@ def _value(rows: list[dict], model: str, bits: int, metric: str) -> float:
     return float("nan")
 
 
-def relearning_undone(record: dict) -> pd.DataFrame:
+def relearning_undone(record: dict, metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per (metric, bit width) of a relearning record: the 32-bit effect m_t,32 - m_u,32, the noise
     threshold and how it was set, the share undone by quantization (NaN at 32 bits) and by relearning, each with
-    the reason it is not stated ("" where it is). Empty where the record lacks 32-bit target / unlearned rows."""
+    the reason it is not stated ("" where it is). Empty where the record lacks 32-bit target / unlearned rows.
+    ``metrics``: only these (default: every metric of the tables, qru.metrics.table_columns)."""
     rows, samples = record.get("rows", []), record.get("samples")
     bits = sorted({int(r["bits"]) for r in rows if r.get("model") == "relearned"}, reverse=True)
     out = []
-    for metric in table_columns():
+    for metric in metrics or table_columns():
         t32, u32 = _value(rows, "target", 32, metric), _value(rows, "unlearned", 32, metric)
         if math.isnan(t32) or math.isnan(u32):
             continue

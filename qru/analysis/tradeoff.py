@@ -16,7 +16,7 @@ import pandas as pd
 from qru.analysis.relearning import relearning_undone
 from qru.analysis.undone import forgetting_undone
 from qru.config import RelearnConfig, RunConfig, config_key
-from qru.metrics import headline, metric as metric_info
+from qru.metrics import headline, metric as metric_info, table_columns
 
 FORGET_METRICS = ("knowmem_forget", "nll_forget")
 UTILITY_METRIC = "knowmem_retain"
@@ -43,8 +43,10 @@ def run_points(run_id: str, config: RunConfig, metrics: pd.DataFrame, samples: d
     """One point per bit width of a run: its fix, seed, the forget metrics and utility of the unlearned model, the
     median over the headline metrics of the share undone by quantization (NaN at 32 bits or where not measurable)
     and by relearning read at that width (``relearn``: the run's relearning record, qru.relearn; NaN without)."""
-    undone = forgetting_undone(metrics, samples)
-    relearned = relearning_undone(relearn) if relearn else pd.DataFrame(columns=["bits", "metric", "by_relearning"])
+    keep = [c for c in metrics.columns if c not in set(table_columns()) - set(headline())]  # PrivLeak's bootstrap
+    undone = forgetting_undone(metrics[keep], samples)  # is slow, and only the headline metrics are read here
+    relearned = relearning_undone(relearn, headline()) if relearn else \
+        pd.DataFrame(columns=["bits", "metric", "by_relearning"])
     out = []
     for _, row in metrics[metrics["model"] == "unlearned"].sort_values("bits", ascending=False).iterrows():
         b = int(row["bits"])
