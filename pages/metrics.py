@@ -9,7 +9,9 @@ from qru.stats import CONFIDENCE
 from qru.sweeps import combine, list_sweeps
 from qru.metrics import labels as metric_labels
 from qru.views.undone import THRESHOLD_TEXT, undone_table
+from qru.command_line import shown
 from qru.controls import read_controls
+from qru.jobs import running_jobs
 from qru.store import StoreError
 from qru.views.curves import controls_table
 from qru.views.paper_table import DELTA_COLUMNS, load_sweep, paper_table as sweep_table, reference_layout
@@ -73,7 +75,8 @@ def show_noise_controls(run_id: str) -> None:
         return
     table = controls_table(rows, specs)
     if table.empty:
-        st.caption(f"Noise controls: none yet (`qru noise {run_id}`, or a curve on the **Curves** page).")
+        st.caption(f"Noise controls: none yet (`{shown(['noise', run_id], ui.store().root)}`, or a curve on the "
+                   "**Curves** page).")
         return
     st.caption("Quantized vs noise controls (random perturbations of each block's quantization-error size): if the "
                "noise moves the unlearned model as far as quantization does, fragility explains it; if not, rounding "
@@ -86,6 +89,8 @@ if st.radio("Show", ["runs picked in the sidebar", "paper table of a sweep"], ho
     show_paper_table()
     st.stop()
 runs = ui.require_runs(metrics=True)
+if running_jobs(ui.store()):  # a relearning attack started below shows its progress here
+    st.fragment(ui.jobs_panel, run_every=2)()
 st.caption("VerbMem, KnowMem: ROUGE-L F1 x 100 (MUSE); PrivLeak: Min-40% AUC vs the 32-bit retrain model, % (0 "
            "ideal, -100 still memorized); NLL in nats/token. Red: a quantized model moved toward remembering the "
            f"forget set compared with the same model at 32 bits ({thresholds_text()}).")

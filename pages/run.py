@@ -124,6 +124,8 @@ except (ConfigError, ModelLoadError) as exc:
     st.error(as_text(exc))
     st.stop()
 st.code(shown(command(config), store.root), language="bash")
+if config.quant_aware_note:
+    st.warning(config.quant_aware_note)
 if preset == "paper" and "embedded" in model:
     st.warning("At the papers' learning rates the embedded model barely unlearns (measured on this model class: see "
                "docs/experiments.md, 'Defaults of the embedded model'): expect little forgetting for quantization "

@@ -134,8 +134,8 @@ def _relearn_words(r: dict) -> str:
         parts.append(f"{at} {pct(share) if np.isfinite(share) else 'no measurable share'}")
     quant = [f"{b}-bit quantization {pct(s)}" for b, s in r["by_quantization"].items() if b < 32 and np.isfinite(s)]
     tail = f"; on the same items {', '.join(quant)}" if quant else ""
-    return f"{head} undid of the forgetting (median over the headline metrics, on held-out items): " \
-           f"{', '.join(parts) or 'nothing measurable'}{tail}."
+    return f"{head}: share of the forgetting undone (median over the headline metrics, on held-out items) " \
+           f"{', '.join(parts) or 'not measurable'}{tail}."
 
 
 SCENARIO_FIELDS = {"adapter": lambda c: "LoRA" if c.unlearn.adapter == "lora" else "full fine-tuning",

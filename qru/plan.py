@@ -178,7 +178,8 @@ def _lines(plan: Plan, config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus
                  "the same cores slows the run)")
     lines += [f"evaluation lists: {s}" for s in cut_sentences(plan.fit)] or \
         ["evaluation lists: every item evaluated, every item fits the model"]
-    return lines + _idle_caps(config, corpus, capped, plan.fit)
+    return lines + _idle_caps(config, corpus, capped, plan.fit) + \
+        ([config.quant_aware_note] if config.quant_aware_note else [])
 
 
 def _idle_caps(config: RunConfig, corpus: MuseCorpus, capped: MuseCorpus, fit: dict) -> list[str]:

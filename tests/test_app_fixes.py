@@ -53,8 +53,8 @@ def test_metrics_page_shows_the_relearning_attack_and_offers_another(fixes_store
     at = _page(store.root, "metrics")
     text = _texts(at)
     assert "Relearning attack: 2 steps at lr 0.001" in text
-    tables = [d.value for d in at.dataframe if "undone by relearning, read at 32 bits" in d.value.columns]
-    assert tables and "undone by 4-bit quantization" in tables[0].columns
+    tables = [d.value for d in at.dataframe if "undone by relearning @32" in d.value.columns]
+    assert tables and "undone by PTQ @4" in tables[0].columns
     assert any(e.label.startswith("Relearning attack on") for e in at.expander)
     assert f"relearn {ids[0]} --steps 10 --lr 0.0001 --data forget" in _code(at, f" relearn {ids[0]} ")
     assert [b for b in at.button if b.label == "Relearn"]

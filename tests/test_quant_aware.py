@@ -129,6 +129,9 @@ def test_quant_aware_option_round_trip_label_and_refusals():
     (plain,) = configs_for(argv[:-4])
     assert run_id_of(plain) != run_id_of(config) and "QA" not in plain.label
     assert "quant-aware" not in " ".join(command(plain))
+    assert "trains through nf4-b64@4, but the run is evaluated with int8@8, fp4-b64@4" in config.quant_aware_note
+    (matched,) = configs_for(argv + ["--quant-type", "nf4"])
+    assert matched.quant_aware_note == "" and plain.quant_aware_note == ""
     for bad, match in ((["--quant-aware", "gptq-asym-g128@4"], "GPTQ"), (["--quant-aware", "none@32"], "below 32"),
                        (["--quant-aware", "nf5"], "not a quantizer key"),
                        (["--quant-aware", "nf4-b64@4", "--quant-aware-mix", "0"], r"\(0, 1\]"),

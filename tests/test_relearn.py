@@ -93,15 +93,17 @@ def test_shares_use_the_noise_gate_on_hand_made_rows():
     gated = relearning_undone({"rows": flat, "samples": None})
     assert gated["by_relearning"].isna().all() and "noise" in gated.iloc[0]["relearning_reason"]
     table = relearning_table(frame)
-    assert list(table.columns)[2:4] == ["undone by relearning, read at 32 bits", "undone by 4-bit quantization"]
-    assert table.iloc[0]["undone by relearning, read at 32 bits"] == "50%"
+    assert list(table.columns)[2:5] == ["undone by relearning @32", "undone by PTQ @4", "undone by relearning @4"]
+    assert table.iloc[0]["undone by relearning @32"] == "50%" and table.iloc[0]["— means"] == ""
+    gated_table = relearning_table(gated)
+    assert gated_table.iloc[0]["undone by relearning @32"] == "—" and "noise" in gated_table.iloc[0]["— means"]
 
 
 def test_the_command_prints_the_shares_and_refuses_bad_values(relearn_run, capsys):
     store, run_id = relearn_run
     assert main(["--cache", str(store.root), "relearn", run_id[:8], "--steps", "2", "--lr", "1e-3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "undone by relearning" in out and "2 steps at lr 0.001" in out and "Share undone" in out
+    assert "undone by relearning @32" in out and "2 steps at lr 0.001" in out and "Share undone" in out
     record = read_relearns(store, run_id)[-1]
     assert relearning_caption(record).startswith("2 steps at lr 0.001")
     assert main(["--cache", str(store.root), "show", run_id]) == 0

@@ -115,7 +115,8 @@ def method_args(p: argparse.ArgumentParser, single: bool = True) -> None:
               "gradient (e.g. 0.1; full fine-tuning; default 0 = off)")
     _opt(p, "--sam-rho", type=float, metavar="RHO",
          help="sharpness-aware unlearning (SAM): take each step's gradient at W + RHO g/||g||, the worst-case "
-              "perturbation of the forget loss (e.g. 0.05; full fine-tuning and LoRA; default 0 = off)")
+              "perturbation of the forget loss (an L2 norm over all trained weights: compare with the norm of the "
+              "quantization error, e.g. 1 on the tiny model; full fine-tuning and LoRA; default 0 = off)")
     _opt(p, "--quant-aware", metavar="QUANTIZER",
          help="quantization-aware unlearning: compute the loss with the weights fake-quantized by this quantizer "
               "(e.g. nf4-b64@4; LoRA: the merged weights) and pass its gradient straight through (default: off)")

@@ -63,7 +63,7 @@ def cmd_relearn(args) -> int:
     run_id = relearn_target(store, args.run_id)
     record = compute_relearn(store, run_id, config, force=args.force, progress=progress_printer(args.quiet))
     print(f"run {run_id}: {store.config(run_id).label}")
-    print(f"{config.label}: {relearning_caption(record)}")
+    print(f"relearning attack: {relearning_caption(record)}")
     print(relearning_table(relearning_undone(record)).to_string(index=False))
     print(THRESHOLD_TEXT)
     return 0

@@ -128,6 +128,17 @@ class RunConfig:
         return [QuantSpec.for_bits(b, self.quant_type_4bit, self.blocksize) for b in self.bits]
 
     @property
+    def quant_aware_note(self) -> str:
+        """A sentence where quantization-aware unlearning trains through a quantizer the run is not evaluated with
+        (e.g. ``--quant-aware nf4-b64@4`` with the default FP4 at 4 bits), else ""."""
+        key = self.unlearn.quant_aware
+        if not key or key in {s.key for s in self.quant_specs()}:
+            return ""
+        evaluated = ", ".join(s.key for s in self.quant_specs() if s.bits < 32) or "32 bits only"
+        return (f"note: quantization-aware unlearning trains through {key}, but the run is evaluated with "
+                f"{evaluated}; for the quantizer it was trained for, evaluate with it (e.g. --quant-type nf4)")
+
+    @property
     def label(self) -> str:
         bits = "/".join(str(b) for b in self.bits)
         corpus = Path(self.corpus.source).name if self.corpus.is_folder else self.corpus.source

@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from qru.analysis.findings import UNDONE_MOST, UNDONE_SOME
 from qru.analysis.tradeoff import UTILITY_METRIC, finite, fix_means, forgets_by_lower
@@ -18,6 +19,7 @@ from qru.views.paper_table import cell
 from qru.views.text import as_plot_text, as_text
 
 SYMBOLS = {32: "circle", 8: "diamond", 4: "square"}
+PALETTE = qualitative.Dark24 + qualitative.Light24  # one colour per fix up to 48
 _NEGATIVE_ZERO = re.compile(r"(?<![\d.])-0(?![\d.])")
 
 
@@ -46,6 +48,7 @@ def tradeoff_figure(points: pd.DataFrame, forget: str) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=part["utility"], y=part["forget"], mode="markers", name=as_plot_text(fix),
             marker=dict(size=11, symbol=[SYMBOLS.get(b, "x") for b in part["bits"]],
+                        color=PALETTE[colors[fix] % len(PALETTE)],
                         line=dict(width=[3 if f else 0 for f in part["front"]], color="black")),
             error_x=dict(type="data", array=[e[1] for e in ex], arrayminus=[e[0] for e in ex], thickness=1),
             error_y=dict(type="data", array=[e[1] for e in ey], arrayminus=[e[0] for e in ey], thickness=1),
@@ -59,9 +62,10 @@ def tradeoff_figure(points: pd.DataFrame, forget: str) -> go.Figure:
                                    ay=full.iloc[0]["forget"], xref="x", yref="y", axref="x", ayref="y",
                                    showarrow=True, arrowhead=2, arrowwidth=1, opacity=0.6, text="")
     better = "lower" if forgets_by_lower(forget) else "higher"
-    fig.update_layout(xaxis_title=f"{label(UTILITY_METRIC)} (utility, higher is better)",
-                      yaxis_title=f"{label(forget)} (forgetting: {better} is better)", height=560,
-                      legend_title="fix (○ 32 bits, ◇ 8, □ 4; ring: not beaten at its width)")
+    fig.update_layout(xaxis_title=f"{label(UTILITY_METRIC)}: higher is better",
+                      yaxis_title=f"{label(forget)} (forgetting: {better} is better)", height=560 + 22 * len(colors),
+                      legend=dict(title="fix (○ 32 bits, ◇ 8, □ 4; ring: not beaten at its width)", orientation="h",
+                                  yanchor="top", y=-0.15, xanchor="left", x=0))
     return fig
 
 

@@ -38,25 +38,25 @@ THRESHOLD_TEXT = ("Share undone = (m_unlearned,b − m_unlearned,32) / (m_target
 
 
 
-def _share_text(share: float, reason: str) -> str:
-    return f"{round(100 * share) or 0}%" if np.isfinite(share) else f"— ({reason})"
-
-
 def relearning_table(undone: pd.DataFrame) -> pd.DataFrame:
     """qru.analysis.relearning.relearning_undone for reading: a row per metric (display names) with its 32-bit
-    effect on the held-out items, then per bit width the share undone by quantization and by relearning (as
-    percentages, or why not shown), and the noise threshold."""
+    effect on the held-out items, then per bit width the share undone by quantization (``undone by PTQ @b``) beside
+    the share undone by relearning read at that width (``undone by relearning @b``), as percentages or "—", the
+    noise threshold, and why the dashes are not stated."""
     rows = []
     for name, group in undone.groupby("metric", sort=False):
         first = group.iloc[0]
-        row = {"metric": label(name), "effect at 32 bits (target − unlearned)": f"{first['effect_32']:+.3g}"}
+        row, why = {"metric": label(name), "effect at 32 bits (target − unlearned)": f"{first['effect_32']:+.3g}"}, []
         for _, r in group.iterrows():
+            cells = [("relearning", r["by_relearning"], r["relearning_reason"])]
             if r["bits"] < 32:
-                row[f"undone by {r['bits']}-bit quantization"] = _share_text(r["by_quantization"],
-                                                                            r["quantization_reason"])
-            row[f"undone by relearning, read at {r['bits']} bits"] = _share_text(r["by_relearning"],
-                                                                                  r["relearning_reason"])
+                cells.insert(0, ("PTQ", r["by_quantization"], r["quantization_reason"]))
+            for what, share, reason in cells:
+                row[f"undone by {what} @{r['bits']}"] = f"{round(100 * share) or 0}%" if np.isfinite(share) else "—"
+                if not np.isfinite(share) and reason not in why:
+                    why.append(reason)
         row["noise threshold"] = f"{first['noise']:.3g} ({first['noise_from']})"
+        row["— means"] = "; ".join(why)
         rows.append(row)
     return pd.DataFrame(rows)
 
