@@ -164,7 +164,7 @@ def execute(config: RunConfig, writer: RunWriter, cache_root: Path, progress: Pr
     writer.log(f"unlearning: {len(result.history)} steps in {result.seconds:.1f} s on {processes} process(es), "
                f"{pair.target.device}, {config.model.precision}")
     writer.write_json("train_log.json", result.history)
-    write_events(writer.folder, result.history)  # TensorBoard: tensorboard --logdir <store>/runs
+    write_events(writer.folder, result.history, replace=True)  # TensorBoard; an unfinished attempt's are replaced
     _save_weights(writer, pair, result, config)
     retrain_auc = None
     if pair.retrain is not None:

@@ -13,14 +13,19 @@ TAGS = {"forget_loss": "unlearning/forget_term", "retain_loss": "unlearning/reta
         "lr": "unlearning/learning_rate"}
 
 
-def write_events(run_folder: str | Path, history: list[dict], lr: float | None = None) -> Path:
+def write_events(run_folder: str | Path, history: list[dict], lr: float | None = None, replace: bool = False) -> Path:
     """Write ``history`` (train_log.json records: step, forget_loss, retain_loss, loss, lr) as scalars under TAGS
-    into ``<run_folder>/tensorboard/`` (built under a temporary name, then renamed; FileExistsError if it exists);
+    into ``<run_folder>/tensorboard/`` (built under a temporary name, then renamed; FileExistsError if it exists,
+    unless ``replace``: the events of an earlier, unfinished attempt of the same run, which the pipeline rewrites);
     ``lr`` fills records that lack one (runs stored before qru logged it: the schedule is constant). Returns the
     folder. Raises OSError if it cannot be written."""
+    import shutil
+
     from torch.utils.tensorboard import SummaryWriter
 
     dest = Path(run_folder) / FOLDER
+    if dest.exists() and replace:
+        shutil.rmtree(dest)
     if dest.exists():
         raise FileExistsError(f"{dest} exists: a run's events are written once")
     with atomic_dir(dest) as tmp:

@@ -40,6 +40,18 @@ def test_an_old_log_without_lr_gets_the_constant_rate_and_events_are_not_overwri
         write_events(tmp_path, history, lr=1e-4)
 
 
+def test_a_run_stopped_after_its_events_were_written_resumes(runs):
+    """A run cancelled while it was evaluating (its events written, no results yet) finishes when run again."""
+    store, ids = runs
+    config = store.config(ids[0])
+    folder = store.path(ids[0])
+    (folder / "metrics.json").unlink()
+    (folder / "deltas.parquet").unlink()
+    assert (folder / "tensorboard").is_dir()
+    assert run(config, store) == ids[0]
+    assert (folder / "metrics.json").is_file() and read_events(folder / "tensorboard")
+
+
 def test_training_frame_and_figure_put_full_and_lora_on_one_chart(runs):
     store, ids = runs
     frame, missing = training_frame(store, {ids[0]: "full", ids[1]: "lora", "import-x": "imported"})
