@@ -63,13 +63,15 @@ def test_metrics_page_shows_the_relearning_attack_and_offers_another(fixes_store
 def test_findings_says_what_relearning_undid(fixes_store):
     store, _, _ = fixes_store
     at = _page(store.root, "findings")
-    assert "A relearning attack (2 steps at lr 0.001 on the forget slice, seed 0) undid" in _texts(at)
+    assert "A relearning attack (2 steps at lr 0.001 on the forget slice, seed 0): share of the forgetting undone" \
+        in _texts(at)
 
 
 def test_tradeoff_page_draws_the_fixes_of_a_recorded_sweep(fixes_store):
     store, ids, relearn = fixes_store
     at = _page(store.root, "tradeoff")
-    assert any("No relearning attack stored" in c.value for c in at.caption)  # the default attack is not stored
+    assert any("0 of them attacked by relearning (the default attack): `qru relearn RUN`" in c.value
+               for c in at.caption)  # the fixture's attacks are not the default one
     assert len(at.get("plotly_chart")) == 1
     table = at.dataframe[0].value
     assert len(table) == 2 and "undone by 4-bit PTQ" in table.columns

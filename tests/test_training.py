@@ -4,6 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from qru import recipes
+from qru.atomic import write_json
 from qru.pipeline import run
 from qru.store import RunStore
 from qru.training_events import TAGS, read_events, write_events
@@ -47,7 +48,8 @@ def test_a_run_stopped_after_its_events_were_written_resumes(runs):
     folder = store.path(ids[0])
     (folder / "metrics.json").unlink()
     (folder / "deltas.parquet").unlink()
-    assert (folder / "tensorboard").is_dir()
+    write_json(folder / "status.json", {**store.status(ids[0]), "state": "cancelled"})
+    assert (folder / "tensorboard").is_dir() and store.find(config) is None
     assert run(config, store) == ids[0]
     assert (folder / "metrics.json").is_file() and read_events(folder / "tensorboard")
 
