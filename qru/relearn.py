@@ -105,17 +105,17 @@ def relearn_model(model: torch.nn.Module, tokenizer, docs: list[str], config: Re
     gen = torch.Generator().manual_seed(config.seed)
     chunks = encode_chunks(tokenizer, docs, max_len)
     policy = copy.deepcopy(model).train()
-    params = [p for p in policy.parameters()]
+    params = list(policy.parameters())
     for p in params:
         p.requires_grad_(True)
+    device = params[0].device
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     history, order = [], []
     for step in range(config.steps):
         if len(order) < config.batch_size:
             order += torch.randperm(len(chunks), generator=gen).tolist()
         idx, order = order[:config.batch_size], order[config.batch_size:]
-        batch = {k: v.to(next(policy.parameters()).device) for k, v in
-                 pad_batch([chunks[i] for i in idx], tokenizer.pad_token_id).items()}
+        batch = {k: v.to(device) for k, v in pad_batch([chunks[i] for i in idx], tokenizer.pad_token_id).items()}
         logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = nll(logits, batch["labels"])
         if not torch.isfinite(loss):

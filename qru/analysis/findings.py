@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qru.analysis.relearning import relearning_undone
-from qru.analysis.undone import forgetting_undone
+from qru.analysis.undone import forgetting_undone, headline_median
 from qru.analysis.verdicts import curve_frame, undone_by_control, verdict
 from qru.config import RunConfig
 from qru.metrics import headline
@@ -56,13 +56,9 @@ def relearn_medians(record: dict) -> dict:
     the headline metrics}, "by_quantization": {bits: the same for quantization, on the same held-out items}}
     (NaN where no headline metric is measurable)."""
     frame = relearning_undone(record)
-    out = {"record": record, "by_relearning": {}, "by_quantization": {}}
-    for b in sorted(frame["bits"].unique(), reverse=True) if not frame.empty else []:
-        part = frame[(frame["bits"] == b) & frame["metric"].isin(headline())]
-        for key, column in (("by_relearning", "by_relearning"), ("by_quantization", "by_quantization")):
-            values = part[column].dropna()
-            out[key][int(b)] = float(values.median()) if not values.empty else float("nan")
-    return out
+    bits = sorted(frame["bits"].unique(), reverse=True) if not frame.empty else []
+    return {"record": record, **{column: {int(b): headline_median(frame, column, b) for b in bits}
+                                 for column in ("by_relearning", "by_quantization")}}
 
 
 def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFrame, samples: dict | None,
@@ -80,9 +76,8 @@ def run_findings(run_id: str, name: str, config: RunConfig, metrics: pd.DataFram
         if spec.bits == 32:
             continue
         part = undone[(undone["bits"] == spec.bits) & undone["metric"].isin(headline())]
-        measured = part["undone"].dropna()
         per_bits.append({"bits": spec.bits, "quantizer": spec.key, "label": spec.label,
-                         "undone": float(measured.median()) if not measured.empty else float("nan"),
+                         "undone": headline_median(undone, "undone", spec.bits),
                          "metrics": part, **{k: _delta_total(deltas, spec.key).get(k, float("nan"))
                                              for k in WEIGHT_STATS},
                          "controls": {m: verdict(u, spec.key) for m, u in by_control.items()},

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from qru.analysis.relearning import relearning_undone
-from qru.analysis.undone import forgetting_undone
+from qru.analysis.undone import forgetting_undone, headline_median
 from qru.config import RelearnConfig, RunConfig, config_key
 from qru.metrics import headline, metric as metric_info, table_columns
 
@@ -33,11 +33,6 @@ def fix_name(config: RunConfig) -> str:
     return head + (f" [{scenario}" if scenario else " [natural start]")
 
 
-def _median(frame: pd.DataFrame, column: str, bits: int) -> float:
-    part = frame[(frame["bits"] == bits) & frame["metric"].isin(headline())][column].dropna()
-    return float(part.median()) if not part.empty else float("nan")
-
-
 def run_points(run_id: str, config: RunConfig, metrics: pd.DataFrame, samples: dict | None,
                relearn: dict | None) -> list[dict]:
     """One point per bit width of a run: its fix, seed, the forget metrics and utility of the unlearned model, the
@@ -53,8 +48,8 @@ def run_points(run_id: str, config: RunConfig, metrics: pd.DataFrame, samples: d
         point = {"run_id": run_id, "fix": fix_name(config), "seed": config.seed, "bits": b,
                  **{m: float(row[m]) if m in row and pd.notna(row[m]) else float("nan")
                     for m in (*FORGET_METRICS, UTILITY_METRIC)}}
-        point["undone"] = _median(undone, "undone", b) if b < 32 else float("nan")
-        point["relearn_undone"] = _median(relearned, "by_relearning", b)
+        point["undone"] = headline_median(undone, "undone", b) if b < 32 else float("nan")
+        point["relearn_undone"] = headline_median(relearned, "by_relearning", b)
         point["relearn_stored"] = relearn is not None
         out.append(point)
     return out

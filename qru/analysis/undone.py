@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qru.evals.privleak import mia_auc
-from qru.metrics import metric as metric_info, table_columns
+from qru.metrics import headline, metric as metric_info, table_columns
 from qru.stats import item_scores
 
 Z = 2.0  # standard errors
@@ -102,6 +102,13 @@ def share_undone(metric: str, t32: float, u32: float, tb: float, ub: float, thre
     return (ub - u32) / (tb - u32), ""
 
 
+def headline_median(frame: pd.DataFrame, column: str, bits: int) -> float:
+    """The median of ``column`` (a share undone) over the headline metrics (qru.metrics.headline) of a
+    :func:`forgetting_undone`-style frame at ``bits``, NaN values left out; NaN where none is left."""
+    part = frame[(frame["bits"] == bits) & frame["metric"].isin(headline())][column].dropna()
+    return float(part.median()) if not part.empty else float("nan")
+
+
 def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.DataFrame:
     """One row per (metric, bit width below 32) of a run's metrics.json frame: metric, bits, the full-precision
     effect m_t,32 - m_u,32, the noise threshold and how it was set, the share undone (NaN where an effect is within
@@ -126,4 +133,4 @@ def forgetting_undone(metrics: pd.DataFrame, samples: dict | None = None) -> pd.
     return pd.DataFrame(rows, columns=["metric", "bits", "effect_32", "noise", "noise_from", "undone", "reason"])
 
 
-__all__ = ["BOOTSTRAP", "Z", "forgetting_undone", "metric_noise", "noise", "share_undone"]
+__all__ = ["BOOTSTRAP", "Z", "forgetting_undone", "headline_median", "metric_noise", "noise", "share_undone"]

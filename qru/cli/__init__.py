@@ -1,6 +1,7 @@
 """The ``qru`` command line: build-target, run, demo, sweep, paper-table, noise, curve, relearn, deltas, import,
 export, ls, show, queue, cancel (docs/commands.md). ``parser`` builds the options (run options map onto qru.recipes'
-keywords), ``commands`` runs them, ``reports`` prints the results; ``relearn`` is its own module. The library never imports this package.
+keywords), ``commands`` runs them, ``reports`` prints the results; ``relearn`` is its own module. The library never
+imports this package.
 
 Every user error (a bad value, a missing corpus folder, a corrupt run folder, a run already in progress) prints one
 line ``qru: error: ...`` naming the bad value and exits with status 2; nothing stored is touched. The heavy commands

@@ -68,8 +68,7 @@ def print_fixes(store: RunStore, run_ids: list[str]) -> None:
     print("\nThe fixes: share of the forgetting undone (median over the headline metrics; mean over seeds)")
     for line in fixes_sentences(points):
         print("- " + displayed(line).replace("**", ""))
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
-        print(fixes_table(points, "knowmem_forget").to_string(index=False))
+    _print_wide(fixes_table(points, "knowmem_forget"))
 
 
 def print_relearns(store: RunStore, run_id: str) -> None:
@@ -81,8 +80,13 @@ def print_relearns(store: RunStore, run_id: str) -> None:
 
     for record in read_relearns(store, run_id):
         print(f"\nRelearning attack: {relearning_caption(record)}")
-        with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
-            print(relearning_table(relearning_undone(record)).to_string(index=False))
+        _print_wide(relearning_table(relearning_undone(record)))
+
+
+def _print_wide(frame: pd.DataFrame) -> None:
+    """Print a table with every column and no wrapping of long cells (fix names, reasons)."""
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
+        print(frame.to_string(index=False))
 
 
 def controls_report(store: RunStore, run_id: str, rows: list[dict], metrics: tuple[str, ...] | None = None) -> str:

@@ -61,29 +61,28 @@ def _lora_forward(module, quantizer) -> Callable:
     return forward
 
 
-def _quantized_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
+def _quantized_modules(model: nn.Module, quantizer) -> list[tuple[nn.Module, str]]:
     """The modules whose forward the quantized pass replaces, with their kind: peft LoRA layers ("lora"), and the
-    other quantizable Linear layers outside any LoRA layer ("linear")."""
+    other quantizable Linear layers outside any LoRA layer ("linear"); only those whose weight shape the quantizer
+    takes (:meth:`quantizes`)."""
     from peft.tuners.lora import LoraLayer
 
     lora = {name: mod for name, mod in model.named_modules() if isinstance(mod, LoraLayer)}
     inside = tuple(name + "." for name in lora)
     plain = [(mod, "linear") for name, mod in quantizable_linears(model).items() if not name.startswith(inside)]
-    return [(mod, "lora") for mod in lora.values()] + plain
+    return [(mod, kind) for mod, kind in [(mod, "lora") for mod in lora.values()] + plain
+            if quantizer.quantizes(tuple((mod.base_layer.weight if kind == "lora" else mod.weight).shape))]
 
 
 @contextmanager
-def quantized_forward(model: nn.Module, quantizer, shapes_only: bool = False) -> Iterator[int]:
+def quantized_forward(model: nn.Module, quantizer) -> Iterator[int]:
     """Within the block, ``model``'s quantizable Linear layers (and peft LoRA layers) compute with Q(W) and pass
     gradients straight through (module docstring). Yields how many layers were switched; every layer's own forward is
     restored on leaving, also after an error. Layers whose shape the quantizer does not take
     (:meth:`quantizes`, e.g. GGUF rows not a multiple of 32) stay in float, as PTQ leaves them."""
     switched = []  # (module, the instance forward it had before, if any: a hook's, or an outer block's)
     try:
-        for module, kind in _quantized_modules(model):
-            weight = module.base_layer.weight if kind == "lora" else module.weight
-            if not quantizer.quantizes(tuple(weight.shape)):
-                continue
+        for module, kind in _quantized_modules(model, quantizer):
             switched.append((module, module.__dict__.get("forward")))
             module.forward = (_lora_forward if kind == "lora" else _linear_forward)(module, quantizer)
         yield len(switched)
@@ -98,8 +97,7 @@ def quantized_forward(model: nn.Module, quantizer, shapes_only: bool = False) ->
 def quantized_layers(model: nn.Module, quantizer) -> int:
     """How many of ``model``'s layers :func:`quantized_forward` would switch to Q(W) (0: the quantizer takes none
     of its Linear weights, e.g. a GGUF grid where no input size is a multiple of 32)."""
-    return sum(quantizer.quantizes(tuple((m.base_layer.weight if k == "lora" else m.weight).shape))
-               for m, k in _quantized_modules(model))
+    return len(_quantized_modules(model, quantizer))
 
 
 def mixed_loss(compute: Callable[[], torch.Tensor], model: nn.Module, quantizer, mix: float

@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from qru.analysis.findings import UNDONE_MOST, UNDONE_SOME
+from qru.analysis.findings import UNDONE_MOST, UNDONE_SOME, undone_level
 from qru.analysis.tradeoff import UTILITY_METRIC, finite, fix_means, forgets_by_lower
-from qru.metrics import label
+from qru.metrics import label, metric
 from qru.stats import bootstrap_ci
 from qru.views.paper_table import cell
 from qru.views.text import as_plot_text, as_text
@@ -64,8 +64,8 @@ def tradeoff_figure(points: pd.DataFrame, forget: str) -> go.Figure:
     better = "lower" if forgets_by_lower(forget) else "higher"
     fig.update_layout(xaxis_title=f"{label(UTILITY_METRIC)}: higher is better",
                       yaxis_title=f"{label(forget)} (forgetting: {better} is better)", height=560 + 22 * len(colors),
-                      legend=dict(title="fix (○ 32 bits, ◇ 8, □ 4; ring: not beaten at its width)", orientation="h",
-                                  yanchor="top", y=-0.15, xanchor="left", x=0))
+                      legend=dict(title="fix (○ 32 bits, ◇ 8, □ 4; ring: not beaten at its width)",
+                                  orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0))
     return fig
 
 
@@ -87,8 +87,9 @@ def fixes_table(points: pd.DataFrame, forget: str) -> pd.DataFrame:
         row = {"fix": fix}
         for b in widths:
             at = part[part["bits"] == b]
-            row[f"{label(forget)} @{b}"] = cell(at[forget].tolist(), 3 if forget.startswith("nll") else 1)
-            row[f"{label(UTILITY_METRIC)} @{b}"] = cell(at[UTILITY_METRIC].tolist(), 1)
+            row[f"{label(forget)} @{b}"] = cell(at[forget].tolist(), metric(forget).paper_digits)
+            utility = at[UTILITY_METRIC].tolist()
+            row[f"{label(UTILITY_METRIC)} @{b}"] = cell(utility, metric(UTILITY_METRIC).paper_digits)
         for b in widths:
             if b < 32:
                 row[f"undone by {b}-bit PTQ"] = _share(part[part["bits"] == b]["undone"])
@@ -104,8 +105,7 @@ def _level_names(points: pd.DataFrame, column: str, bits: int) -> dict[str, list
         values = finite(part[column])
         mean = sum(values) / len(values) if values else float("nan")
         missing = column == "relearn_undone" and "relearn_stored" in part and not part["relearn_stored"].any()
-        key = "missing" if missing else "unmeasured" if not values else "most" if mean >= UNDONE_MOST \
-            else "part" if mean >= UNDONE_SOME else "kept"
+        key = "missing" if missing else "unmeasured" if not values else undone_level(mean)
         out[key].append(f"{fix} ({_NEGATIVE_ZERO.sub('0', f'{100 * mean:.0f}')}%)" if values else fix)
     return out
 
